@@ -1,0 +1,17 @@
+/**
+ * Backend selection for the CLI: a `--backend` name to the Kernels layer that implements it.
+ * A demanded backend that cannot run is an error, never a silent fallback.
+ */
+import type { Layer } from "effect"
+import { ReferenceKernels } from "../reference/index.ts"
+import type { Kernels } from "../src/Kernels.ts"
+
+export const backendNames = ["reference"] as const
+export type BackendName = (typeof backendNames)[number]
+
+export const backendLayer = (name: BackendName, _threads: number | undefined): Layer.Layer<Kernels> => {
+  switch (name) {
+    case "reference":
+      return ReferenceKernels.layer
+  }
+}

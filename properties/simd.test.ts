@@ -1,0 +1,362 @@
+/**
+ * The simd backend (simd/) against the reference (reference/), op by op and on whole models.
+ *
+ * Tolerances follow style.md §6: |Δ| ≤ atol + rtol·|ref| + c·2⁻²⁴·Σ|terms|, with Σ|terms| computed here
+ * from the reference's own inputs and the kernel's reduction order (the bound of each op is derived in
+ * its comment, not tuned). Ops whose TS arithmetic is the reference's own (rmsnorm, rope, add,
+ * embedding) must agree exactly. 16-bit storage is checked against the reference fed the same widened
+ * values (the reference widens the very same RawTensor with Tensor.toFloat32).
+ *
+ * Thread-count independence is bitwise: 1 and 2 threads must produce identical bits, and the test
+ * checks that the worker actually ran chunks (a pool whose worker never woke would pass vacuously).
+ */
+import { Effect, Exit, Layer, Scope } from "effect"
+import fc from "fast-check"
+import { readFileSync } from "node:fs"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { matmulAbsTerms, ReferenceKernels } from "../reference/index.ts"
+import { compileWat, renderModule } from "../simd/build.mjs"
+import { SimdKernels } from "../simd/index.ts"
+import type { SimdRuntime } from "../simd/SimdRuntime.ts"
+import type { LlamaConfig } from "../src/Config.ts"
+import * as Forward from "../src/Forward.ts"
+import { Kernels, type KernelsShape } from "../src/Kernels.ts"
+import * as KvCache from "../src/KvCache.ts"
+import * as Model from "../src/Model.ts"
+import { randomWeights } from "../src/RandomModel.ts"
+import { argmax } from "../src/Sampler.ts"
+import { type DType, fromFloat32, type RawTensor, toFloat32 } from "../src/Tensor.ts"
+import { tinyConfig } from "./arbitraries.ts"
+import { multiTokenEqualsDecode, overwriteEqualsFreshPrefill } from "./forward.properties.ts"
+import { assertClose } from "./tolerance.ts"
+
+type Simd = KernelsShape & { readonly runtime: SimdRuntime }
+
+const U = 2 ** -24
+const ref = ReferenceKernels.make()
+const run = <A, E>(e: Effect.Effect<A, E>): Promise<A> => Effect.runPromise(e)
+const dtypes: ReadonlyArray<DType> = ["F32", "BF16", "F16"]
+
+// One backend per thread count for the whole file (workers start once); closed in afterAll.
+let scope: Scope.Closeable
+let one: Simd
+let two: Simd
+beforeAll(async () => {
+  scope = await run(Scope.make())
+  one = await run(Scope.provide(SimdKernels.make({ threads: 1 }), scope))
+  two = await run(Scope.provide(SimdKernels.make({ threads: 2 }), scope))
+})
+afterAll(() => run(Scope.close(scope, Exit.void)))
+
+/** Deterministic values in [-range, range) from a seed (mulberry32): big tensors without big counterexamples. */
+const seeded = (seed: number, n: number, range = 2): Float32Array => {
+  let a = seed | 0
+  const out = new Float32Array(n)
+  for (let i = 0; i < n; i++) {
+    a = (a + 0x6d2b79f5) | 0
+    let t = Math.imul(a ^ (a >>> 15), 1 | a)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    out[i] = (((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5) * 2 * range
+  }
+  return out
+}
+
+const bitsEqual = (label: string, a: Float32Array, b: Float32Array): void => {
+  expect(a.length, label).toBe(b.length)
+  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length)
+  const ub = new Uint32Array(b.buffer, b.byteOffset, b.length)
+  for (let i = 0; i < ua.length; i++) if (ua[i] !== ub[i]) throw new Error(`${label}: bits differ at [${i}]: ${a[i]} vs ${b[i]}`)
+}
+
+const matmulCase = fc.record({
+  rows: fc.oneof(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 41, max: 300 })),
+  cols: fc.oneof(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 41, max: 700 })),
+  T: fc.integer({ min: 1, max: 17 }),
+  dtype: fc.constantFrom(...dtypes),
+  seed: fc.integer()
+})
+
+/**
+ * Matmul bound. Per (row, token) the kernel sums products per 8-column block as (p0..3 + p4..7) into one
+ * f32x4 accumulator, block after block (kb = ⌈cols/8⌉ blocks), then adds the 4 lanes pairwise. Each
+ * element of Σ|terms| passes through at most 1 (product) + 1 (block pair) + kb (accumulator) + 2 (lanes)
+ * roundings of relative size 2⁻²⁴, so c = kb + 4 bounds the error rigorously (Higham, recursive sum).
+ */
+const matmulC = (cols: number): number => Math.ceil(cols / 8) + 4
+
+describe("simd matmul", () => {
+  it("agrees with the reference on f32/bf16/f16 storage, any shape, T = 1..17", () =>
+    fc.assert(
+      fc.asyncProperty(matmulCase, async ({ rows, cols, T, dtype, seed }) => {
+        const t = fromFloat32("w", dtype, [rows, cols], seeded(seed, rows * cols))
+        const x = seeded(seed ^ 0x5bd1e995, T * cols, 4)
+        const got = await run(Effect.flatMap(two.matrix(t), (m) => two.matmul(m, x, T)))
+        const want = await run(Effect.flatMap(ref.matrix(t), (m) => ref.matmul(m, x, T)))
+        const absTerms = matmulAbsTerms(toFloat32(t), x, T, rows, cols)
+        assertClose(`matmul ${dtype} ${rows}×${cols} T=${T}`, got, want, { atol: 0, rtol: 0, c: matmulC(cols) }, absTerms)
+      }),
+      { numRuns: 60 }
+    ))
+
+  it("a wide matrix (2048 columns, 64 rows) is within the bound too", async () => {
+    for (const dtype of dtypes) {
+      const t = fromFloat32("w", dtype, [64, 2048], seeded(7, 64 * 2048))
+      const x = seeded(8, 3 * 2048)
+      const got = await run(Effect.flatMap(two.matrix(t), (m) => two.matmul(m, x, 3)))
+      const want = await run(Effect.flatMap(ref.matrix(t), (m) => ref.matmul(m, x, 3)))
+      assertClose(`matmul ${dtype} 64×2048`, got, want, { atol: 0, rtol: 0, c: matmulC(2048) }, matmulAbsTerms(toFloat32(t), x, 3, 64, 2048))
+    }
+  })
+
+  it("is bitwise independent of the thread count and of T (a token's row never depends on its batch)", () =>
+    fc.assert(
+      fc.asyncProperty(matmulCase, async ({ rows, cols, T, dtype, seed }) => {
+        const t = fromFloat32("w", dtype, [rows, cols], seeded(seed, rows * cols))
+        const x = seeded(seed + 1, T * cols)
+        const a = await run(Effect.flatMap(one.matrix(t), (m) => one.matmul(m, x, T)))
+        const b = await run(Effect.flatMap(two.matrix(t), (m) => two.matmul(m, x, T)))
+        bitsEqual("1 vs 2 threads", a, b)
+        const m = await run(two.matrix(t))
+        for (let i = 0; i < T; i++) {
+          const single = await run(two.matmul(m, x.subarray(i * cols, (i + 1) * cols), 1))
+          bitsEqual(`token ${i} alone vs in a batch of ${T}`, single, b.subarray(i * rows, (i + 1) * rows))
+        }
+      }),
+      { numRuns: 30 }
+    ))
+
+  it("the worker thread takes part (so the bitwise property above is not vacuous)", async () => {
+    const t = fromFloat32("w", "BF16", [1024, 1024], seeded(3, 1024 * 1024))
+    const m = await run(two.matrix(t))
+    const x = seeded(4, 1024)
+    const deadline = Date.now() + 20_000
+    while (two.runtime.chunkCounts()[1]! === 0 && Date.now() < deadline) {
+      await run(two.matmul(m, x, 1))
+      await new Promise((r) => setTimeout(r, 1))
+    }
+    expect(two.runtime.chunkCounts()[1]).toBeGreaterThan(0)
+    const a = await run(Effect.flatMap(one.matrix(t), (m1) => one.matmul(m1, x, 1)))
+    bitsEqual("1 vs 2 threads, 1024×1024", a, await run(two.matmul(m, x, 1)))
+  })
+})
+
+describe("simd elementwise and small ops", () => {
+  it("embedding rows equal the reference's widened rows exactly", () =>
+    fc.assert(
+      fc.asyncProperty(
+        fc.record({ rows: fc.integer({ min: 1, max: 60 }), cols: fc.integer({ min: 1, max: 90 }), dtype: fc.constantFrom(...dtypes), seed: fc.integer() }),
+        fc.array(fc.nat(), { minLength: 1, maxLength: 9 }),
+        async ({ rows, cols, dtype, seed }, picks) => {
+          const t = fromFloat32("e", dtype, [rows, cols], seeded(seed, rows * cols))
+          const tokens = Int32Array.from(picks, (p) => p % rows)
+          const got = await run(Effect.flatMap(two.matrix(t), (m) => two.embedding(m, tokens)))
+          const want = await run(Effect.flatMap(ref.matrix(t), (m) => ref.embedding(m, tokens)))
+          bitsEqual("embedding", got, want)
+        }
+      ),
+      { numRuns: 40 }
+    ))
+
+  it("f16 widening in registers equals Tensor.f16ToF32 on every one of the 65536 halves", async () => {
+    // 1 row × 65536 columns of every bit pattern, times x = 1 in one column at a time would be slow; instead
+    // a (65536, 1) matrix times x = [1]: each output is exactly its widened weight (one product, no sum).
+    const bits = new Uint8Array(65536 * 2)
+    for (let h = 0; h < 65536; h++) {
+      bits[2 * h] = h & 0xff
+      bits[2 * h + 1] = h >> 8
+    }
+    const t: RawTensor = { name: "all-halves", dtype: "F16", shape: [65536, 1], data: bits }
+    const got = await run(Effect.flatMap(two.matrix(t), (m) => two.matmul(m, Float32Array.of(1), 1)))
+    const want = toFloat32(t)
+    for (let h = 0; h < 65536; h++) {
+      const ok = Object.is(got[h], want[h]) || (Number.isNaN(got[h]) && Number.isNaN(want[h])) || (got[h] === 0 && want[h] === 0)
+      if (!ok) throw new Error(`half 0x${h.toString(16)}: ${got[h]} vs ${want[h]}`)
+    }
+  })
+
+  it("rmsnorm, rope and add equal the reference exactly (the same float64 arithmetic)", () =>
+    fc.assert(
+      fc.asyncProperty(
+        fc.record({ T: fc.integer({ min: 1, max: 17 }), heads: fc.integer({ min: 1, max: 4 }), half: fc.integer({ min: 1, max: 9 }), seed: fc.integer() }),
+        async ({ T, heads, half, seed }) => {
+          const Dh = 2 * half
+          const D = heads * Dh
+          const x = seeded(seed, T * D, 4)
+          const w = fromFloat32("n", "BF16", [D], seeded(seed + 1, D))
+          const eps = 1e-5
+          const got = await run(Effect.flatMap(two.vector(w), (v) => two.rmsnorm(x, v, T, eps)))
+          const want = await run(Effect.flatMap(ref.vector(w), (v) => ref.rmsnorm(x, v, T, eps)))
+          bitsEqual("rmsnorm", got, want)
+          const positions = Int32Array.from({ length: T }, (_, t) => (seed >>> 3) % 500 + t)
+          const invFreq = Float32Array.from({ length: half }, (_, i) => 10000 ** (-i / half))
+          bitsEqual("rope", await run(two.rope(x, T, heads, Dh, positions, invFreq)), await run(ref.rope(x, T, heads, Dh, positions, invFreq)))
+          const y = seeded(seed + 2, T * D)
+          bitsEqual("add", await run(two.add(x, y)), await run(ref.add(x, y)))
+        }
+      ),
+      { numRuns: 40 }
+    ))
+
+  /**
+   * swiglu bound: the kernel computes g / (1 + exp(−g)) · u in f32 with a ~1-ulp exp; each of exp, +,
+   * ÷, × rounds once and exp's error passes through 1 + e scaled by e/(1+e) ≤ 1, so rtol = 8·2⁻²⁴
+   * (exp 3 ulp + 3 roundings + the reference's own final rounding, with margin). atol covers g < −86.5
+   * and g > 88.7, where the kernel's exp saturates and the product is below 1e-35 on both sides.
+   */
+  it("swiglu agrees within a few ulp, including saturated and non-finite gates", () =>
+    fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 3000 }), fc.integer(), async (n, seed) => {
+        const gate = seeded(seed, n, 30)
+        const up = seeded(seed + 1, n, 4)
+        for (const [i, v] of [[0, Infinity], [1, -Infinity], [2, NaN], [3, -200], [4, 200], [5, -88.9], [6, 0]] as const) if (i < n) gate[i] = v
+        const got = await run(two.swiglu(gate, up))
+        const want = await run(ref.swiglu(gate, up))
+        assertClose("swiglu", got, want, { atol: 1e-35, rtol: 8 * U })
+      }),
+      { numRuns: 40 }
+    ))
+})
+
+describe("simd attention", () => {
+  const attentionCase = fc
+    .record({
+      Hkv: fc.integer({ min: 1, max: 3 }),
+      group: fc.integer({ min: 1, max: 3 }),
+      Dh: fc.integer({ min: 1, max: 70 }),
+      T: fc.integer({ min: 1, max: 17 }),
+      past: fc.integer({ min: 0, max: 40 }),
+      seed: fc.integer()
+    })
+    .map((r) => ({ ...r, H: r.Hkv * r.group, S: r.past + r.T }))
+
+  /**
+   * Attention bound, per output element j of (t, h), with n visible slots, pₛ the reference weights:
+   * scores are f32 dots over ⌈Dh/4⌉ f32x4 steps + 2 lane adds, so |Δsₛ| ≤ (⌈Dh/4⌉+3)·2⁻²⁴·S1ₛ with
+   * S1ₛ = scale·Σᵢ|qᵢkₛᵢ|; softmax turns score errors into relative weight errors ≤ 2·maxₛ|Δsₛ|; exp
+   * adds ~3 ulp, the f32 sum of n exps n ulp, the weighted sum of values n + 1 ulp, the final scale 1.
+   * So |Δoutⱼ| ≤ 2⁻²⁴ · Σₛ pₛ|vₛⱼ| · (2(⌈Dh/4⌉+3)·maxₛ S1ₛ + 2n + 6): that magnitude is Σ|terms|, c = 1.
+   */
+  const attentionTerms = (q: Float32Array, keys: Float32Array, values: Float32Array, c: { T: number; H: number; Hkv: number; Dh: number; positions: Int32Array }) => {
+    const { T, H, Hkv, Dh, positions } = c
+    const scale = 1 / Math.sqrt(Dh)
+    const out = new Float64Array(T * H * Dh)
+    for (let t = 0; t < T; t++)
+      for (let h = 0; h < H; h++) {
+        const kvh = Math.floor(h / (H / Hkv))
+        const n = positions[t]! + 1
+        const s = new Float64Array(n)
+        let maxS = -Infinity
+        let maxS1 = 0
+        for (let j = 0; j < n; j++) {
+          let dot = 0
+          let abs = 0
+          for (let i = 0; i < Dh; i++) {
+            const p = q[(t * H + h) * Dh + i]! * keys[(j * Hkv + kvh) * Dh + i]!
+            dot += p
+            abs += Math.abs(p)
+          }
+          s[j] = dot * scale
+          maxS = Math.max(maxS, s[j]!)
+          maxS1 = Math.max(maxS1, abs * scale)
+        }
+        let sum = 0
+        for (let j = 0; j < n; j++) sum += Math.exp(s[j]! - maxS)
+        const factor = 2 * (Math.ceil(Dh / 4) + 3) * maxS1 + 2 * n + 6
+        for (let i = 0; i < Dh; i++) {
+          let m = 0
+          for (let j = 0; j < n; j++) m += (Math.exp(s[j]! - maxS) / sum) * Math.abs(values[(j * Hkv + kvh) * Dh + i]!)
+          out[(t * H + h) * Dh + i] = m * factor
+        }
+      }
+    return out
+  }
+
+  it("agrees with the reference (GQA, any head dim, T = 1..17 after a past) and is thread-count independent", () =>
+    fc.assert(
+      fc.asyncProperty(attentionCase, async ({ H, Hkv, Dh, T, past, S, seed }) => {
+        const q = seeded(seed, T * H * Dh, 2)
+        const keys = seeded(seed + 1, (S + 3) * Hkv * Dh, 2) // capacity beyond kvLength, like a KvCache
+        const values = seeded(seed + 2, (S + 3) * Hkv * Dh, 2)
+        const positions = Int32Array.from({ length: T }, (_, t) => past + t)
+        const shape = { T, numHeads: H, numKeyValueHeads: Hkv, headDim: Dh, kvLength: S, positions }
+        const got = await run(two.attention(q, keys, values, shape))
+        const want = await run(ref.attention(q, keys, values, shape))
+        assertClose(`attention H=${H} Hkv=${Hkv} Dh=${Dh} T=${T} S=${S}`, got, want, { atol: 0, rtol: 0, c: 1 }, attentionTerms(q, keys, values, { T, H, Hkv, Dh, positions }))
+        bitsEqual("attention 1 vs 2 threads", await run(one.attention(q, keys, values, shape)), got)
+      }),
+      { numRuns: 50 }
+    ))
+})
+
+describe("simd whole model", () => {
+  /**
+   * Greedy decoding of `steps` tokens after `prompt`. Returns the ids and, per step, the reference-free
+   * margin between the two best logits (to tell a real disagreement from a near-tie).
+   */
+  const greedy = (kernels: KernelsShape, config: LlamaConfig, seed: number, dtype: DType, prompt: ReadonlyArray<number>, steps: number) =>
+    Effect.gen(function* () {
+      const model = yield* Effect.provideService(Model.fromWeights(config, randomWeights(config, { seed, dtype })), Kernels, kernels)
+      const cache = KvCache.make(config, prompt.length + steps)
+      let logits = yield* Forward.forward(model, cache, Int32Array.from(prompt), 0, "last")
+      const ids: Array<number> = []
+      const margins: Array<number> = []
+      for (let i = 0; i < steps; i++) {
+        const id = argmax(logits)
+        const sorted = Float32Array.from(logits).sort()
+        margins.push(sorted[sorted.length - 1]! - sorted[sorted.length - 2]!)
+        ids.push(id)
+        if (i + 1 < steps) logits = yield* Forward.forward(model, cache, Int32Array.of(id), prompt.length + i, "last")
+      }
+      return { ids, margins }
+    })
+
+  it("greedy tokens are identical to the reference backend's (f32, bf16, f16 weights; 1 and 2 threads)", () =>
+    fc.assert(
+      fc.asyncProperty(
+        tinyConfig,
+        fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+        fc.constantFrom(...dtypes),
+        fc.array(fc.nat(), { minLength: 1, maxLength: 6 }),
+        async (config, seed, dtype, raw) => {
+          const prompt = raw.map((p) => p % config.vocabSize)
+          const steps = 8
+          const want = await run(greedy(ref, config, seed, dtype, prompt, steps))
+          for (const k of [one, two]) {
+            const got = await run(greedy(k, config, seed, dtype, prompt, steps))
+            for (let i = 0; i < steps; i++) {
+              if (got.ids[i] === want.ids[i]) continue
+              // Only a near-tie in the reference may flip (its two best logits closer than f32 noise).
+              expect(want.margins[i], `${k.name} step ${i}: ${got.ids[i]} vs ${want.ids[i]}`).toBeLessThan(1e-4)
+              break
+            }
+          }
+        }
+      ),
+      { numRuns: 20 }
+    ))
+
+  // The simd kernels are batch-invariant (see the matmul property above), so these hold exactly.
+  const exact = { atol: 0, rtol: 0 }
+  it("a multi-token forward equals token-by-token decode, bitwise", () => multiTokenEqualsDecode(Layer.orDie(SimdKernels.layer({ threads: 2 })), exact, 10))
+  it("overwriting a window then truncating equals a fresh prefill, bitwise", () => overwriteEqualsFreshPrefill(Layer.orDie(SimdKernels.layer({ threads: 2 })), exact, 10))
+})
+
+describe("simd memory and build", () => {
+  it("refuses weights beyond the memory limit with a KernelError that suggests bf16", async () => {
+    const small = await run(Effect.scoped(Effect.flatMap(SimdKernels.make({ threads: 1, maxMemoryBytes: 1 << 20 }), (k) =>
+      Effect.flip(k.matrix(fromFloat32("big", "F32", [512, 1024], new Float32Array(512 * 1024)))))))
+    expect(small._tag).toBe("KernelError")
+    expect(small.message).toMatch(/bf16/)
+  })
+
+  it("the embedded wasm is what kernels.wat compiles to (run `node simd/build.mjs` after editing it)", async () => {
+    const wat = readFileSync(new URL("../simd/kernels.wat", import.meta.url), "utf8")
+    const generated = readFileSync(new URL("../simd/kernels.wasm.ts", import.meta.url), "utf8")
+    expect(generated).toBe(renderModule(await compileWat(wat)))
+  })
+
+  it("names the backend with its threads and weight dtypes", () => {
+    expect(two.name).toMatch(/^simd\(2 threads, /)
+    expect(one.name).toMatch(/^simd\(1 thread, /)
+  })
+})

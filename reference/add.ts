@@ -1,0 +1,7 @@
+// add: out (N) = a + b, elementwise (the residual connections).
+
+export const add = (a: Float32Array, b: Float32Array): Float32Array => {
+  const out = new Float32Array(a.length)
+  for (let i = 0; i < a.length; i++) out[i] = a[i]! + b[i]!
+  return out
+}

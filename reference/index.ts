@@ -1,0 +1,51 @@
+/**
+ * The reference backend: the pure-TS kernels of this folder lifted into the Kernels interface.
+ *
+ * It is the ground truth every other backend is checked against, so it is written for clarity:
+ * float64 accumulation, float32 storage, weights widened to f32 once at load time. Not fast.
+ */
+import { Effect, Layer } from "effect"
+import { Kernels, type KernelsShape, type Matrix, type Vector } from "../src/Kernels.ts"
+import { toFloat32 } from "../src/Tensor.ts"
+import { add } from "./add.ts"
+import { attention } from "./attention.ts"
+import { embedding } from "./embedding.ts"
+import { matmul } from "./matmul.ts"
+import { rmsnorm } from "./rmsnorm.ts"
+import { rope } from "./rope.ts"
+import { swiglu } from "./swiglu.ts"
+
+export { add } from "./add.ts"
+export { attention, type AttentionDims } from "./attention.ts"
+export { embedding } from "./embedding.ts"
+export { matmul, matmulAbsTerms } from "./matmul.ts"
+export { rmsnorm } from "./rmsnorm.ts"
+export { rope } from "./rope.ts"
+export { ropeInvFreq } from "../src/Rope.ts"
+export { silu, swiglu } from "./swiglu.ts"
+export { softmax } from "./softmax.ts"
+
+interface F32Matrix extends Matrix {
+  readonly data: Float32Array // (rows, cols)
+}
+interface F32Vector extends Vector {
+  readonly data: Float32Array
+}
+
+const make = (): KernelsShape => ({
+  name: "reference",
+  matrix: (t) => Effect.sync((): F32Matrix => ({ rows: t.shape[0]!, cols: t.shape[1]!, data: toFloat32(t) })),
+  vector: (t) => Effect.sync((): F32Vector => ({ length: t.shape[0]!, data: toFloat32(t) })),
+  matmul: (w, x, T) => Effect.sync(() => matmul((w as F32Matrix).data, x, T, w.rows, w.cols)),
+  embedding: (table, tokens) => Effect.sync(() => embedding((table as F32Matrix).data, tokens, table.cols)),
+  rmsnorm: (x, weight, T, eps) => Effect.sync(() => rmsnorm(x, (weight as F32Vector).data, T, eps)),
+  rope: (x, T, heads, headDim, positions, invFreq) => Effect.sync(() => rope(x, T, heads, headDim, positions, invFreq)),
+  attention: (q, keys, values, shape) => Effect.sync(() => attention(q, keys, values, shape)),
+  swiglu: (gate, up) => Effect.sync(() => swiglu(gate, up)),
+  add: (a, b) => Effect.sync(() => add(a, b))
+})
+
+export const ReferenceKernels = {
+  make,
+  layer: Layer.succeed(Kernels, make())
+} as const

@@ -1,0 +1,29 @@
+// matmul: out (T, rows) = x (T, cols) · Wᵀ, W row-major (rows, cols) = HF nn.Linear [out, in].
+// T = tokens, rows = output features, cols = input features. Accumulates in float64, stores float32.
+
+/** out[t·rows + r] = Σ_c w[r·cols + c] · x[t·cols + c] */
+export const matmul = (w: Float32Array, x: Float32Array, T: number, rows: number, cols: number): Float32Array => {
+  const out = new Float32Array(T * rows)
+  for (let t = 0; t < T; t++) {
+    const xo = t * cols
+    for (let r = 0; r < rows; r++) {
+      const wo = r * cols
+      let sum = 0
+      for (let c = 0; c < cols; c++) sum += w[wo + c]! * x[xo + c]!
+      out[t * rows + r] = sum
+    }
+  }
+  return out
+}
+
+/** Σ_c |w[r,c] · x[t,c]| per output: the magnitude term of the reduction tolerance (style.md §6). */
+export const matmulAbsTerms = (w: Float32Array, x: Float32Array, T: number, rows: number, cols: number): Float32Array => {
+  const out = new Float32Array(T * rows)
+  for (let t = 0; t < T; t++)
+    for (let r = 0; r < rows; r++) {
+      let sum = 0
+      for (let c = 0; c < cols; c++) sum += Math.abs(w[r * cols + c]! * x[t * cols + c]!)
+      out[t * rows + r] = sum
+    }
+  return out
+}

@@ -1,0 +1,178 @@
+/**
+ * SimdRuntime: one shared WebAssembly.Memory, the compiled kernels module, and a pool of worker threads
+ * that instantiate the same module on the same memory.
+ *
+ * Memory map: [0, 64 KiB) control block (layout.ts) · weights, bump-allocated upward by `alloc` and never
+ * freed or moved · scratch, re-laid above the weights on every call (`scratch`). The memory grows as
+ * weights arrive, up to `maxBytes` (wasm32: at most 4 GiB).
+ *
+ * A job (`run`) is a kind (matmul, attention, probe), its arguments and a chunk count. The main thread
+ * publishes it, wakes the workers, claims chunks itself like any worker, and returns once every chunk
+ * has completed. It never waits for a worker that has not started: see `work` in kernels.wat.
+ *
+ * Not here: what the kernels compute (kernels.wat) and the Kernels interface (index.ts).
+ */
+import { Worker } from "node:worker_threads"
+import { kernelsWasmBase64 } from "./kernels.wasm.ts"
+import { ARGS, CLAIM, COMPLETED, MAX_CHUNKS, NCHUNKS, OP, QUIT, SLEEPERS, STATS, WAKE, WEIGHTS_BASE } from "./layout.ts"
+import { workerSource } from "./worker.ts"
+
+const PAGE = 65536
+/** wasm32's limit: 65536 pages. */
+export const MAX_MEMORY_BYTES = 65536 * PAGE
+
+export interface RuntimeOptions {
+  /** Threads that run kernels: the main thread plus threads − 1 workers. */
+  readonly threads: number
+  /** How long an idle worker spins before it sleeps in Atomics.wait (ms). */
+  readonly spinMs: number
+  /** Upper bound of the memory (bytes, ≤ 4 GiB): what the address space reserves. */
+  readonly maxBytes: number
+}
+
+/** Thrown when weights plus scratch would exceed the memory; the backend turns it into a KernelError. */
+export class OutOfMemory extends Error {
+  constructor(readonly needed: number, readonly limit: number) {
+    super(`needs ${(needed / 2 ** 30).toFixed(2)} GiB of wasm memory, limit ${(limit / 2 ** 30).toFixed(2)} GiB`)
+  }
+}
+
+let compiled: WebAssembly.Module | undefined
+/** The kernels module, compiled once per process (the compiled code is shared by every instance). */
+export const kernelsModule = (): WebAssembly.Module => (compiled ??= new WebAssembly.Module(Buffer.from(kernelsWasmBase64, "base64")))
+
+interface Exports {
+  readonly work: () => number
+  readonly swiglu: (g: number, u: number, out: number, n4: number) => void
+}
+
+export class SimdRuntime {
+  readonly memory: WebAssembly.Memory
+  readonly exports: Exports
+  readonly workers: ReadonlyArray<Worker>
+  /** Views over the whole memory, refreshed after every grow. */
+  u8!: Uint8Array
+  f32!: Float32Array
+  i32!: Int32Array
+  /** End of the weights (bump pointer). */
+  private top = WEIGHTS_BASE
+  /** End of everything ever used as scratch: memory above it has never been written (still zero). */
+  private dirty = WEIGHTS_BASE
+  private seq = 0
+  private mainChunks = 0
+  private closed = false
+
+  constructor(readonly options: RuntimeOptions) {
+    this.memory = new WebAssembly.Memory({ initial: 2, maximum: Math.ceil(options.maxBytes / PAGE), shared: true })
+    const module = kernelsModule()
+    this.exports = new WebAssembly.Instance(module, { env: { memory: this.memory } }).exports as unknown as Exports
+    this.refresh()
+    Atomics.store(this.i32, CLAIM / 4, 0xffff) // closed: no job yet
+    this.workers = Array.from({ length: options.threads - 1 }, (_, i) => {
+      const worker = new Worker(workerSource, {
+        eval: true,
+        workerData: { module, memory: this.memory, index: i + 1, spinMs: options.spinMs }
+      })
+      worker.unref()
+      return worker
+    })
+  }
+
+  private refresh(): void {
+    const buffer = this.memory.buffer
+    this.u8 = new Uint8Array(buffer)
+    this.f32 = new Float32Array(buffer)
+    this.i32 = new Int32Array(buffer)
+  }
+
+  /** Make the memory at least `bytes` long (grows by ≥ 1/8 of the current size to amortise). */
+  private ensure(bytes: number): void {
+    if (bytes > this.options.maxBytes) throw new OutOfMemory(bytes, this.options.maxBytes)
+    const have = this.memory.buffer.byteLength
+    if (bytes <= have) return
+    const maxPages = Math.ceil(this.options.maxBytes / PAGE)
+    const want = Math.min(maxPages, Math.max(Math.ceil(bytes / PAGE), Math.ceil((have * 1.125) / PAGE)))
+    this.memory.grow(want - have / PAGE)
+    this.refresh()
+  }
+
+  /** Bytes of weights allocated so far. */
+  get weightBytes(): number {
+    return this.top - WEIGHTS_BASE
+  }
+
+  /**
+   * Allocate `bytes` of zeroed weight memory, never freed; returns its address (64-byte aligned). The
+   * part that served as scratch before is zeroed (matrix padding must read as 0); fresh memory already
+   * is zero, and is left untouched (first touches cost ~3 ms/MB on the VMs of measurements.md).
+   */
+  alloc(bytes: number): number {
+    const at = roundUp64(this.top)
+    this.ensure(at + bytes)
+    if (this.dirty > at) this.u8.fill(0, at, Math.min(at + bytes, this.dirty))
+    this.top = at + bytes
+    return at
+  }
+
+  /**
+   * Lay out per-call scratch regions above the weights (each 64-byte aligned) and return their
+   * addresses. Contents are whatever the last call left: callers write every byte they read.
+   */
+  scratch(sizes: ReadonlyArray<number>): Array<number> {
+    let at = roundUp64(this.top)
+    const out = sizes.map((size) => {
+      const here = at
+      at = roundUp64(at + size)
+      return here
+    })
+    this.ensure(at)
+    this.dirty = Math.max(this.dirty, at)
+    return out
+  }
+
+  /**
+   * Run one job on all threads and return when it has completed. `args` are i32 values (addresses above
+   * 2 GiB wrap to negative, which wasm reads back as the same unsigned address).
+   */
+  run(op: number, chunks: number, args: ReadonlyArray<number>): void {
+    if (this.closed) throw new Error("SimdRuntime: used after close")
+    if (chunks <= 0) return
+    if (chunks > MAX_CHUNKS) throw new Error(`SimdRuntime: ${chunks} chunks > ${MAX_CHUNKS}`)
+    const ctl = this.i32
+    // The previous job is closed (CLAIM index 0xffff), so nobody reads these while they change.
+    ctl[OP / 4] = op
+    for (let i = 0; i < args.length; i++) ctl[ARGS / 4 + i] = args[i]!
+    Atomics.store(ctl, NCHUNKS / 4, chunks)
+    Atomics.store(ctl, COMPLETED / 4, 0)
+    this.seq = (this.seq + 1) & 0xffff
+    Atomics.store(ctl, CLAIM / 4, this.seq << 16) // open: chunk 0 is next
+    // A one-chunk job is the main thread's alone: waking workers would only add a contended claim.
+    if (this.workers.length > 0 && chunks > 1) {
+      Atomics.add(ctl, WAKE / 4, 1)
+      if (Atomics.load(ctl, SLEEPERS / 4) > 0) Atomics.notify(ctl, WAKE / 4)
+    }
+    this.mainChunks += this.exports.work()
+    // Chunks claimed by workers may still be running: spin (they finish within one chunk's time).
+    while (Atomics.load(ctl, COMPLETED / 4) < chunks) {
+      /* spin */
+    }
+    Atomics.store(ctl, CLAIM / 4, (this.seq << 16) | 0xffff) // close
+  }
+
+  /** Chunks run so far by each thread (index 0 = main thread). */
+  chunkCounts(): Array<number> {
+    return [this.mainChunks, ...this.workers.map((_, i) => Atomics.load(this.i32, STATS / 4 + i + 1))]
+  }
+
+  /** Stop and terminate the workers. The memory is released when the last reference goes. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    Atomics.store(this.i32, QUIT / 4, 1)
+    Atomics.add(this.i32, WAKE / 4, 1)
+    Atomics.notify(this.i32, WAKE / 4)
+    await Promise.all(this.workers.map((w) => w.terminate()))
+  }
+}
+
+const roundUp64 = (n: number): number => Math.ceil(n / 64) * 64

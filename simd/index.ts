@@ -1,0 +1,306 @@
+/**
+ * The simd backend: the Kernels interface on WebAssembly SIMD (f32x4) and worker_threads, for CPUs.
+ *
+ * Decoding reads every weight once per token, so on a CPU the limit is memory bandwidth. This backend
+ * keeps every weight resident in one shared wasm memory in its checkpoint dtype (f32, bf16 or f16: a
+ * bf16 model reads half the bytes of f32 and fits wasm32's 4 GiB), widens it to f32 in registers, and
+ * splits each matmul's output rows over the main thread and `threads − 1` workers. A T-token matmul
+ * makes one pass over the weights for all T tokens (bf16: each widened weight vector feeds 4 tokens).
+ *
+ * Ops and where they run:
+ *   matmul, attention   wasm SIMD on all threads (kernels.wat)
+ *   swiglu              wasm SIMD on the main thread (vectorised exp)
+ *   rmsnorm, rope, add, embedding   plain TS on the main thread, float64 like the reference: a few
+ *                       thousand elements per token per layer, negligible next to the matmuls
+ *
+ * Every output element is computed by the same instruction sequence whatever the thread count and
+ * whatever T, so results are bitwise identical for 1 or N threads, and a token's logits do not depend
+ * on how many tokens share the forward call.
+ *
+ * Not here: the wasm (kernels.wat, built by `node simd/build.mjs`), the thread pool (SimdRuntime.ts).
+ *
+ * @example
+ * const program = Effect.gen(function* () {
+ *   const model = yield* Model.fromCheckpoint(checkpoint)
+ *   return yield* Forward.forward(model, KvCache.make(model.config, 64), tokens, 0, "last")
+ * })
+ * Effect.runPromise(Effect.provide(program, SimdKernels.layer({ threads: 2 })))
+ */
+import { Effect, Layer } from "effect"
+import type { Scope } from "effect"
+import { availableParallelism } from "node:os"
+import { KernelError, Kernels, type KernelsShape, type Matrix, type Vector } from "../src/Kernels.ts"
+import { type RawTensor, toFloat32 } from "../src/Tensor.ts"
+import {
+  matrixLayout,
+  MAX_CHUNKS,
+  type MatrixLayout,
+  OP_ATTENTION,
+  OP_MATMUL,
+  packMatrix,
+  roundUp,
+  type Storage,
+  storageCode,
+  storageOf,
+  unpackRow
+} from "./layout.ts"
+import { MAX_MEMORY_BYTES, OutOfMemory, SimdRuntime } from "./SimdRuntime.ts"
+
+export interface SimdOptions {
+  /** Threads running kernels (main thread + threads − 1 workers). Default: os.availableParallelism(). */
+  readonly threads?: number
+  /** How long idle workers spin before sleeping, in ms (waking a sleeper costs ms). Default 20. */
+  readonly spinMs?: number
+  /** Cap on the wasm memory in bytes (default and maximum 4 GiB). */
+  readonly maxMemoryBytes?: number
+  /** Target bytes of weights per matmul chunk (the unit threads claim). Default 128 KiB. */
+  readonly chunkBytes?: number
+}
+
+/** A matrix resident in the wasm memory, in the layout of layout.ts. */
+interface SimdMatrix extends Matrix {
+  readonly layout: MatrixLayout
+  readonly address: number
+}
+
+interface SimdVector extends Vector {
+  readonly data: Float32Array
+}
+
+const BACKEND = "simd"
+
+/**
+ * Build the backend on a fresh runtime (memory + workers), released with the scope.
+ *
+ * @category constructors
+ */
+export const make = (options: SimdOptions = {}): Effect.Effect<KernelsShape & { readonly runtime: SimdRuntime }, KernelError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const threads = options.threads ?? availableParallelism()
+    if (!Number.isInteger(threads) || threads < 1) {
+      return yield* new KernelError({ op: "make", backend: BACKEND, message: `threads must be a positive integer, got ${threads}` })
+    }
+    const maxBytes = Math.min(options.maxMemoryBytes ?? MAX_MEMORY_BYTES, MAX_MEMORY_BYTES)
+    const runtime = yield* Effect.acquireRelease(
+      Effect.try({
+        try: () => new SimdRuntime({ threads, spinMs: options.spinMs ?? 20, maxBytes }),
+        catch: (e) => new KernelError({ op: "make", backend: BACKEND, message: `cannot start: ${String(e)}` })
+      }),
+      (rt) => Effect.promise(() => rt.close())
+    )
+    return kernelsOn(runtime, options.chunkBytes ?? 128 * 1024)
+  })
+
+/**
+ * The Kernels layer of this backend; its workers are terminated when the layer's scope closes.
+ *
+ * @category layers
+ */
+export const layer = (options: SimdOptions = {}): Layer.Layer<Kernels, KernelError> => Layer.effect(Kernels, make(options))
+
+export const SimdKernels = { make, layer } as const
+
+// ---------------------------------------------------------------------------------------------------
+
+const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readonly runtime: SimdRuntime } => {
+  const threads = rt.workers.length + 1
+  const storages = new Set<Storage>()
+  /** A tied lm_head is the embedding's very RawTensor: upload it once. */
+  const uploaded = new WeakMap<RawTensor, SimdMatrix>()
+  const name = (): string =>
+    `simd(${threads} thread${threads === 1 ? "" : "s"}${storages.size ? ", " + [...storages].join("+") : ""})`
+
+  const fail = (op: string, e: unknown): KernelError =>
+    new KernelError({
+      op,
+      backend: name(),
+      message:
+        e instanceof OutOfMemory
+          ? op === "matrix"
+            ? `${e.message}: the weights do not fit in one wasm32 memory (4 GiB at most); store the model in bf16 (half the bytes of f32)`
+            : `${e.message}: the weights leave no room for this call's activations; use a bf16 model or a shorter context`
+          : e instanceof Error
+            ? e.message
+            : String(e)
+    })
+  const attempt = <A>(op: string, f: () => A): Effect.Effect<A, KernelError> => Effect.try({ try: f, catch: (e) => fail(op, e) })
+
+  const matrix = (t: RawTensor): Effect.Effect<Matrix, KernelError> =>
+    attempt("matrix", () => {
+      const known = uploaded.get(t)
+      if (known) return known
+      const storage = storageOf[t.dtype]
+      const layout = matrixLayout(t.shape[0]!, t.shape[1]!, storage)
+      const address = rt.alloc(layout.bytes)
+      packMatrix(t.data, layout, rt.u8.subarray(address, address + layout.bytes))
+      storages.add(storage)
+      const m: SimdMatrix = { rows: layout.rows, cols: layout.cols, layout, address }
+      uploaded.set(t, m)
+      return m
+    })
+
+  const vector = (t: RawTensor): Effect.Effect<Vector, KernelError> =>
+    Effect.sync((): SimdVector => ({ length: t.shape[0]!, data: toFloat32(t) }))
+
+  /** Groups per chunk: about `chunkBytes` of weights, at least 4 chunks per thread when there is room. */
+  const chunking = (l: MatrixLayout): { chunkGroups: number; chunks: number } => {
+    let chunkGroups = Math.max(1, Math.floor(chunkBytes / l.groupBytes))
+    chunkGroups = Math.min(chunkGroups, Math.max(1, Math.ceil(l.groups / (4 * threads))))
+    chunkGroups = Math.max(chunkGroups, Math.ceil(l.groups / MAX_CHUNKS))
+    return { chunkGroups, chunks: Math.ceil(l.groups / chunkGroups) }
+  }
+
+  const matmul = (w: Matrix, x: Float32Array, T: number): Effect.Effect<Float32Array, KernelError> =>
+    attempt("matmul", () => {
+      const { layout: l, address } = w as SimdMatrix
+      const colsPad = l.kb * 8
+      const rows4 = l.groups * 4
+      const [xAt, outAt] = rt.scratch([T * colsPad * 4, T * rows4 * 4])
+      const f32 = rt.f32
+      if (colsPad === l.cols) f32.set(x.subarray(0, T * l.cols), xAt! / 4)
+      else
+        for (let t = 0; t < T; t++) {
+          const at = xAt! / 4 + t * colsPad
+          f32.set(x.subarray(t * l.cols, (t + 1) * l.cols), at)
+          f32.fill(0, at + l.cols, at + colsPad)
+        }
+      const { chunkGroups, chunks } = chunking(l)
+      rt.run(OP_MATMUL, chunks, [storageCode[l.storage], address, xAt!, outAt!, l.groups, chunkGroups, l.kb, T, colsPad * 4, rows4 * 4])
+      if (rows4 === l.rows) return f32.slice(outAt! / 4, outAt! / 4 + T * l.rows)
+      const out = new Float32Array(T * l.rows)
+      for (let t = 0; t < T; t++) out.set(f32.subarray(outAt! / 4 + t * rows4, outAt! / 4 + t * rows4 + l.rows), t * l.rows)
+      return out
+    })
+
+  const embedding = (table: Matrix, tokens: Int32Array): Effect.Effect<Float32Array, KernelError> =>
+    attempt("embedding", () => {
+      const { layout: l, address } = table as SimdMatrix
+      const out = new Float32Array(tokens.length * l.cols)
+      const packed = rt.u8.subarray(address, address + l.bytes)
+      tokens.forEach((id, t) => unpackRow(packed, l, id, out.subarray(t * l.cols, (t + 1) * l.cols)))
+      return out
+    })
+
+  const rmsnorm = (x: Float32Array, weight: Vector, T: number, eps: number): Effect.Effect<Float32Array, KernelError> =>
+    Effect.sync(() => {
+      const w = (weight as SimdVector).data
+      const D = w.length
+      const out = new Float32Array(T * D)
+      for (let t = 0; t < T; t++) {
+        const o = t * D
+        let ss = 0
+        for (let i = 0; i < D; i++) ss += x[o + i]! * x[o + i]!
+        const scale = 1 / Math.sqrt(ss / D + eps)
+        for (let i = 0; i < D; i++) out[o + i] = x[o + i]! * scale * w[i]!
+      }
+      return out
+    })
+
+  const rope = (
+    x: Float32Array,
+    T: number,
+    heads: number,
+    headDim: number,
+    positions: Int32Array,
+    invFreq: Float32Array
+  ): Effect.Effect<Float32Array, KernelError> =>
+    Effect.sync(() => {
+      const out = new Float32Array(x.length)
+      const half = headDim / 2
+      const cos = new Float64Array(half)
+      const sin = new Float64Array(half)
+      for (let t = 0; t < T; t++) {
+        // one angle per (token, frequency), shared by every head
+        for (let i = 0; i < half; i++) {
+          const theta = positions[t]! * invFreq[i]!
+          cos[i] = Math.cos(theta)
+          sin[i] = Math.sin(theta)
+        }
+        for (let h = 0; h < heads; h++) {
+          const o = (t * heads + h) * headDim
+          for (let i = 0; i < half; i++) {
+            const a = x[o + i]!
+            const b = x[o + i + half]!
+            out[o + i] = a * cos[i]! - b * sin[i]!
+            out[o + i + half] = b * cos[i]! + a * sin[i]!
+          }
+        }
+      }
+      return out
+    })
+
+  const attention: KernelsShape["attention"] = (q, keys, values, shape) =>
+    attempt("attention", () => {
+      const { T, numHeads: H, numKeyValueHeads: Hkv, headDim: Dh, kvLength: S, positions } = shape
+      const dh4 = roundUp(Dh, 4)
+      const spad = roundUp(S, 4)
+      const out = new Float32Array(T * H * Dh)
+      const scaleBits = new Int32Array(Float32Array.of(1 / Math.sqrt(Dh)).buffer)[0]!
+      // queries in blocks of tokens so that one job has at most MAX_CHUNKS (token, head) items
+      const tb = Math.min(T, Math.max(1, Math.floor(MAX_CHUNKS / H)))
+      const kvBytes = S * Hkv * dh4 * 4
+      const [kAt, vAt, qAt, oAt, sAt, pAt] = rt.scratch([kvBytes, kvBytes, tb * H * dh4 * 4, tb * H * dh4 * 4, tb * H * spad * 4, tb * 4])
+      const f32 = rt.f32
+      copyHeads(f32, kAt! / 4, keys, S * Hkv, Dh, dh4)
+      copyHeads(f32, vAt! / 4, values, S * Hkv, Dh, dh4)
+      for (let t0 = 0; t0 < T; t0 += tb) {
+        const Tb = Math.min(tb, T - t0)
+        copyHeads(f32, qAt! / 4, q.subarray(t0 * H * Dh), Tb * H, Dh, dh4)
+        rt.i32.set(positions.subarray(t0, t0 + Tb), pAt! / 4)
+        rt.run(OP_ATTENTION, Tb * H, [qAt!, kAt!, vAt!, oAt!, sAt!, pAt!, H, H / Hkv, dh4, Hkv * dh4 * 4, scaleBits, spad])
+        const o = f32
+        if (dh4 === Dh) out.set(o.subarray(oAt! / 4, oAt! / 4 + Tb * H * Dh), t0 * H * Dh)
+        else for (let i = 0; i < Tb * H; i++) out.set(o.subarray(oAt! / 4 + i * dh4, oAt! / 4 + i * dh4 + Dh), (t0 * H + i) * Dh)
+      }
+      return out
+    })
+
+  const swiglu = (gate: Float32Array, up: Float32Array): Effect.Effect<Float32Array, KernelError> =>
+    attempt("swiglu", () => {
+      const n = gate.length
+      const n4 = roundUp(n, 4)
+      const [gAt, uAt, oAt] = rt.scratch([n4 * 4, n4 * 4, n4 * 4])
+      const f32 = rt.f32
+      f32.set(gate, gAt! / 4)
+      f32.set(up, uAt! / 4)
+      f32.fill(0, gAt! / 4 + n, gAt! / 4 + n4)
+      f32.fill(0, uAt! / 4 + n, uAt! / 4 + n4)
+      rt.exports.swiglu(gAt!, uAt!, oAt!, n4)
+      return f32.slice(oAt! / 4, oAt! / 4 + n)
+    })
+
+  const add = (a: Float32Array, b: Float32Array): Effect.Effect<Float32Array, KernelError> =>
+    Effect.sync(() => {
+      const out = new Float32Array(a.length)
+      for (let i = 0; i < a.length; i++) out[i] = a[i]! + b[i]!
+      return out
+    })
+
+  return {
+    get name() {
+      return name()
+    },
+    runtime: rt,
+    matrix,
+    vector,
+    matmul,
+    embedding,
+    rmsnorm,
+    rope,
+    attention,
+    swiglu,
+    add
+  }
+}
+
+/** Copy n heads of Dh floats into rows of dh4 (zero padded) starting at f32 index `at`. */
+const copyHeads = (f32: Float32Array, at: number, src: Float32Array, n: number, Dh: number, dh4: number): void => {
+  if (dh4 === Dh) {
+    f32.set(src.subarray(0, n * Dh), at)
+    return
+  }
+  for (let i = 0; i < n; i++) {
+    f32.set(src.subarray(i * Dh, (i + 1) * Dh), at + i * dh4)
+    f32.fill(0, at + i * dh4 + Dh, at + (i + 1) * dh4)
+  }
+}

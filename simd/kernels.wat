@@ -1,0 +1,497 @@
+;; kernels.wat: the WebAssembly SIMD kernels of the simd/ backend (f32x4; no relaxed SIMD, no FMA).
+;;
+;; One module, instantiated by the main thread and by every worker on ONE shared memory. Work is handed out
+;; through a control block at address 0 (layout mirrored in layout.ts) and split into chunks that threads
+;; claim with an atomic compare-exchange, so a slow or sleeping thread never holds the others up: whoever
+;; is awake takes the next chunk. Every output element is computed by exactly one chunk, with the same
+;; instruction sequence whichever thread runs it, so results do not depend on the thread count.
+;;
+;; Weight layout (written once by SimdRuntime.upload, never per call). A matrix (rows, cols) is padded to
+;; rows4 = ceil(rows/4)·4 rows and kb = ceil(cols/8) blocks of 8 columns (zeros in the padding), and stored
+;; as row GROUPS of 4 rows: group g, block k holds the 8 elements of rows 4g..4g+3, one row after the
+;; other, so a decode step reads each group as one contiguous stream.
+;;   f32:      32 bytes per row-block  [w0 .. w7]                          → 128 bytes per group-block
+;;   bf16/f16: 16 bytes per row-block  [w0 w4 w1 w5 w2 w6 w3 w7] (u16)     →  64 bytes per group-block
+;; The 16-bit order puts w_j in the low half and w_(j+4) in the high half of i32 lane j, so ONE 16-byte
+;; load widens to [w0..w3] = lane << 16 and [w4..w7] = lane & 0xffff0000 (bf16 is the high half of an
+;; f32): two integer ops per 8 weights, and x can stay in its natural order.
+;;
+;; Reduction order (the same in every matmul kernel, so a row's result does not depend on T, on the
+;; kernel that ran it, or on the thread): one f32x4 accumulator per (row, token), per block in column
+;; order acc += (w[0..3]·x[0..3] + w[4..7]·x[4..7]); result = (a0 + a1) + (a2 + a3) over its lanes.
+;;
+;; Activations (x, outputs, attention inputs) live in a scratch region above the weights, copied per call
+;; by the TS side. x is (T, kb·8) f32 row-major (zero padded); matmul output is (T, rows4) f32.
+
+(module
+  (import "env" "memory" (memory 1 65536 shared))
+
+  ;; ---- control block (byte addresses; layout.ts has the same numbers) ----
+  ;; 64  CLAIM      (seq << 16) | next chunk index; index 0xffff = closed
+  ;; 128 COMPLETED  chunks finished in the current job
+  ;; 192 OP         job kind: 0 matmul, 1 attention, 2 read probe
+  ;; 196 NCHUNKS    chunks in the current job (≤ 65534)
+  ;; 200 + 4i       ARG i
+
+  (func $arg (param $i i32) (result i32)
+    (i32.load offset=200 (i32.shl (local.get $i) (i32.const 2))))
+
+  ;; Claim and run chunks of the current job until none is left; returns how many this thread ran.
+  ;; A chunk is claimed BEFORE the job's arguments are read: the main thread rewrites them only after
+  ;; every chunk of the job has completed, so a claimed chunk always sees its own job's arguments.
+  (func $work (export "work") (result i32)
+    (local $v i32) (local $idx i32) (local $ran i32)
+    (block $none
+      (loop $claim
+        (local.set $v (i32.atomic.load (i32.const 64)))
+        (local.set $idx (i32.and (local.get $v) (i32.const 0xffff)))
+        (br_if $none (i32.ge_u (local.get $idx) (i32.atomic.load (i32.const 196))))
+        (br_if $claim (i32.ne
+          (i32.atomic.rmw.cmpxchg (i32.const 64) (local.get $v) (i32.add (local.get $v) (i32.const 1)))
+          (local.get $v)))
+        (call $chunk (local.get $idx))
+        (drop (i32.atomic.rmw.add (i32.const 128) (i32.const 1)))
+        (local.set $ran (i32.add (local.get $ran) (i32.const 1)))
+        (br $claim)))
+    (local.get $ran))
+
+  (func $chunk (param $idx i32)
+    (block $probe
+      (block $attention
+        (block $matmul
+          (br_table $matmul $attention $probe (i32.load (i32.const 192))))
+        (call $matmulChunk (local.get $idx))
+        (return))
+      (call $attentionItem (local.get $idx))
+      (return))
+    (call $probeChunk (local.get $idx)))
+
+  ;; ---- matmul ----
+  ;; ARG 0 dtype (0 f32, 1 bf16, 2 f16)  1 w  2 x  3 out  4 groups (rows4/4)  5 groups per chunk
+  ;;     6 kb  7 T  8 x stride (bytes per token = kb·32)  9 out stride (bytes per token = rows4·4)
+  (func $matmulChunk (param $idx i32)
+    (local $dtype i32) (local $w i32) (local $x i32) (local $out i32) (local $g0 i32) (local $g1 i32)
+    (local $kb i32) (local $T i32) (local $xs i32) (local $os i32) (local $t i32)
+    (local.set $dtype (call $arg (i32.const 0)))
+    (local.set $w (call $arg (i32.const 1)))
+    (local.set $x (call $arg (i32.const 2)))
+    (local.set $out (call $arg (i32.const 3)))
+    (local.set $g0 (i32.mul (local.get $idx) (call $arg (i32.const 5))))
+    (local.set $g1 (i32.add (local.get $g0) (call $arg (i32.const 5))))
+    (if (i32.gt_u (local.get $g1) (call $arg (i32.const 4))) (then (local.set $g1 (call $arg (i32.const 4)))))
+    (local.set $kb (call $arg (i32.const 6)))
+    (local.set $T (call $arg (i32.const 7)))
+    (local.set $xs (call $arg (i32.const 8)))
+    (local.set $os (call $arg (i32.const 9)))
+    ;; bf16 with ≥ 4 tokens: 4 tokens per pass over the chunk (each widened weight feeds 4 tokens)
+    (if (i32.eq (local.get $dtype) (i32.const 1))
+      (then
+        (block $done4
+          (loop $four
+            (br_if $done4 (i32.gt_u (i32.add (local.get $t) (i32.const 4)) (local.get $T)))
+            (call $mm4_bf16 (local.get $w)
+              (i32.add (local.get $x) (i32.mul (local.get $t) (local.get $xs)))
+              (i32.add (local.get $out) (i32.mul (local.get $t) (local.get $os)))
+              (local.get $g0) (local.get $g1) (local.get $kb) (local.get $xs) (local.get $os))
+            (local.set $t (i32.add (local.get $t) (i32.const 4)))
+            (br $four)))))
+    ;; remaining tokens one at a time (the chunk's weights are then re-read from cache)
+    (block $done
+      (loop $one
+        (br_if $done (i32.ge_u (local.get $t) (local.get $T)))
+        (block $next
+          (block $f16
+            (block $bf16
+              (block $f32
+                (br_table $f32 $bf16 $f16 (local.get $dtype)))
+              (call $mv_f32 (local.get $w)
+                (i32.add (local.get $x) (i32.mul (local.get $t) (local.get $xs)))
+                (i32.add (local.get $out) (i32.mul (local.get $t) (local.get $os)))
+                (local.get $g0) (local.get $g1) (local.get $kb))
+              (br $next))
+            (call $mv_bf16 (local.get $w)
+              (i32.add (local.get $x) (i32.mul (local.get $t) (local.get $xs)))
+              (i32.add (local.get $out) (i32.mul (local.get $t) (local.get $os)))
+              (local.get $g0) (local.get $g1) (local.get $kb))
+            (br $next))
+          (call $mv_f16 (local.get $w)
+            (i32.add (local.get $x) (i32.mul (local.get $t) (local.get $xs)))
+            (i32.add (local.get $out) (i32.mul (local.get $t) (local.get $os)))
+            (local.get $g0) (local.get $g1) (local.get $kb)))
+        (local.set $t (i32.add (local.get $t) (i32.const 1)))
+        (br $one))))
+
+;; (a0 + a1) + (a2 + a3): the one final reduction of every matmul row.
+  (func $finish (param $a v128) (result f32)
+    (f32.add
+      (f32.add (f32x4.extract_lane 0 (local.get $a)) (f32x4.extract_lane 1 (local.get $a)))
+      (f32.add (f32x4.extract_lane 2 (local.get $a)) (f32x4.extract_lane 3 (local.get $a)))))
+
+  ;; One token, row groups g0..g1 of a bf16 matrix: the 4 rows of a group at once, 8 columns per step.
+  ;; Writes out[4g + r] (out points at this token's output row).
+  (func $mv_bf16 (param $w i32) (param $x i32) (param $out i32) (param $g0 i32) (param $g1 i32) (param $kb i32)
+    (local $g i32) (local $p i32) (local $xp i32) (local $xend i32) (local $o i32)
+    (local $v v128) (local $xl v128) (local $xh v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $kb) (i32.const 5))))
+    (local.set $p (i32.add (local.get $w) (i32.mul (local.get $g0) (i32.shl (local.get $kb) (i32.const 6)))))
+    (local.set $g (local.get $g0))
+    (block $end
+      (loop $groups
+        (br_if $end (i32.ge_u (local.get $g) (local.get $g1)))
+        (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
+        (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
+        (local.set $xp (local.get $x))
+        (loop $blocks
+          (local.set $xl (v128.load (local.get $xp)))
+          (local.set $xh (v128.load offset=16 (local.get $xp)))
+          (local.set $v (v128.load (local.get $p)))
+          (local.set $a0 (f32x4.add (local.get $a0) (f32x4.add
+            (f32x4.mul (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl))
+            (f32x4.mul (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)) (local.get $xh)))))
+          (local.set $v (v128.load offset=16 (local.get $p)))
+          (local.set $a1 (f32x4.add (local.get $a1) (f32x4.add
+            (f32x4.mul (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl))
+            (f32x4.mul (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)) (local.get $xh)))))
+          (local.set $v (v128.load offset=32 (local.get $p)))
+          (local.set $a2 (f32x4.add (local.get $a2) (f32x4.add
+            (f32x4.mul (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl))
+            (f32x4.mul (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)) (local.get $xh)))))
+          (local.set $v (v128.load offset=48 (local.get $p)))
+          (local.set $a3 (f32x4.add (local.get $a3) (f32x4.add
+            (f32x4.mul (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl))
+            (f32x4.mul (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)) (local.get $xh)))))
+          (local.set $p (i32.add (local.get $p) (i32.const 64)))
+          (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
+          (br_if $blocks (i32.lt_u (local.get $xp) (local.get $xend))))
+        (local.set $o (i32.add (local.get $out) (i32.shl (local.get $g) (i32.const 4))))
+        (f32.store (local.get $o) (call $finish (local.get $a0)))
+        (f32.store offset=4 (local.get $o) (call $finish (local.get $a1)))
+        (f32.store offset=8 (local.get $o) (call $finish (local.get $a2)))
+        (f32.store offset=12 (local.get $o) (call $finish (local.get $a3)))
+        (local.set $g (i32.add (local.get $g) (i32.const 1)))
+        (br $groups))))
+
+  ;; Four tokens (x, x+xs, x+2xs, x+3xs), row groups g0..g1 of a bf16 matrix, one row at a time: each
+  ;; widened weight vector feeds 4 tokens. Writes out[t·os + 4(4g + r)] for t < 4, r < 4.
+  ;; (Measured: 4 tokens × 1 row keeps every value in registers; 8 accumulators make V8 spill.)
+  (func $mm4_bf16 (param $w i32) (param $x i32) (param $out i32) (param $g0 i32) (param $g1 i32) (param $kb i32)
+    (param $xs i32) (param $os i32)
+    (local $g i32) (local $r i32) (local $p i32) (local $xp i32) (local $xend i32) (local $o i32)
+    (local $xs2 i32) (local $xs3 i32)
+    (local $v v128) (local $wl v128) (local $wh v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local.set $xs2 (i32.shl (local.get $xs) (i32.const 1)))
+    (local.set $xs3 (i32.add (local.get $xs2) (local.get $xs)))
+    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $kb) (i32.const 5))))
+    (local.set $g (local.get $g0))
+    (block $end
+      (loop $groups
+        (br_if $end (i32.ge_u (local.get $g) (local.get $g1)))
+        (local.set $r (i32.const 0))
+        (loop $rows
+          (local.set $p (i32.add
+            (i32.add (local.get $w) (i32.mul (local.get $g) (i32.shl (local.get $kb) (i32.const 6))))
+            (i32.shl (local.get $r) (i32.const 4))))
+          (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
+          (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
+          (local.set $xp (local.get $x))
+          (loop $blocks
+            (local.set $v (v128.load (local.get $p)))
+            (local.set $wl (i32x4.shl (local.get $v) (i32.const 16)))
+            (local.set $wh (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)))
+            (local.set $a0 (f32x4.add (local.get $a0) (f32x4.add
+              (f32x4.mul (local.get $wl) (v128.load (local.get $xp)))
+              (f32x4.mul (local.get $wh) (v128.load offset=16 (local.get $xp))))))
+            (local.set $a1 (f32x4.add (local.get $a1) (f32x4.add
+              (f32x4.mul (local.get $wl) (v128.load (i32.add (local.get $xp) (local.get $xs))))
+              (f32x4.mul (local.get $wh) (v128.load offset=16 (i32.add (local.get $xp) (local.get $xs)))))))
+            (local.set $a2 (f32x4.add (local.get $a2) (f32x4.add
+              (f32x4.mul (local.get $wl) (v128.load (i32.add (local.get $xp) (local.get $xs2))))
+              (f32x4.mul (local.get $wh) (v128.load offset=16 (i32.add (local.get $xp) (local.get $xs2)))))))
+            (local.set $a3 (f32x4.add (local.get $a3) (f32x4.add
+              (f32x4.mul (local.get $wl) (v128.load (i32.add (local.get $xp) (local.get $xs3))))
+              (f32x4.mul (local.get $wh) (v128.load offset=16 (i32.add (local.get $xp) (local.get $xs3)))))))
+            (local.set $p (i32.add (local.get $p) (i32.const 64)))
+            (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
+            (br_if $blocks (i32.lt_u (local.get $xp) (local.get $xend))))
+          (local.set $o (i32.add (local.get $out)
+            (i32.shl (i32.add (i32.shl (local.get $g) (i32.const 2)) (local.get $r)) (i32.const 2))))
+          (f32.store (local.get $o) (call $finish (local.get $a0)))
+          (f32.store (i32.add (local.get $o) (local.get $os)) (call $finish (local.get $a1)))
+          (f32.store (i32.add (local.get $o) (i32.shl (local.get $os) (i32.const 1))) (call $finish (local.get $a2)))
+          (f32.store (i32.add (local.get $o) (i32.mul (local.get $os) (i32.const 3))) (call $finish (local.get $a3)))
+          (local.set $r (i32.add (local.get $r) (i32.const 1)))
+          (br_if $rows (i32.lt_u (local.get $r) (i32.const 4))))
+        (local.set $g (i32.add (local.get $g) (i32.const 1)))
+        (br $groups))))
+
+  ;; One token, row groups g0..g1 of an f32 matrix (128 bytes per group-block).
+  (func $mv_f32 (param $w i32) (param $x i32) (param $out i32) (param $g0 i32) (param $g1 i32) (param $kb i32)
+    (local $g i32) (local $p i32) (local $xp i32) (local $xend i32) (local $o i32)
+    (local $xl v128) (local $xh v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $kb) (i32.const 5))))
+    (local.set $p (i32.add (local.get $w) (i32.mul (local.get $g0) (i32.shl (local.get $kb) (i32.const 7)))))
+    (local.set $g (local.get $g0))
+    (block $end
+      (loop $groups
+        (br_if $end (i32.ge_u (local.get $g) (local.get $g1)))
+        (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
+        (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
+        (local.set $xp (local.get $x))
+        (loop $blocks
+          (local.set $xl (v128.load (local.get $xp)))
+          (local.set $xh (v128.load offset=16 (local.get $xp)))
+          (local.set $a0 (f32x4.add (local.get $a0) (f32x4.add
+            (f32x4.mul (v128.load (local.get $p)) (local.get $xl)) (f32x4.mul (v128.load offset=16 (local.get $p)) (local.get $xh)))))
+          (local.set $a1 (f32x4.add (local.get $a1) (f32x4.add
+            (f32x4.mul (v128.load offset=32 (local.get $p)) (local.get $xl)) (f32x4.mul (v128.load offset=48 (local.get $p)) (local.get $xh)))))
+          (local.set $a2 (f32x4.add (local.get $a2) (f32x4.add
+            (f32x4.mul (v128.load offset=64 (local.get $p)) (local.get $xl)) (f32x4.mul (v128.load offset=80 (local.get $p)) (local.get $xh)))))
+          (local.set $a3 (f32x4.add (local.get $a3) (f32x4.add
+            (f32x4.mul (v128.load offset=96 (local.get $p)) (local.get $xl)) (f32x4.mul (v128.load offset=112 (local.get $p)) (local.get $xh)))))
+          (local.set $p (i32.add (local.get $p) (i32.const 128)))
+          (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
+          (br_if $blocks (i32.lt_u (local.get $xp) (local.get $xend))))
+        (local.set $o (i32.add (local.get $out) (i32.shl (local.get $g) (i32.const 4))))
+        (f32.store (local.get $o) (call $finish (local.get $a0)))
+        (f32.store offset=4 (local.get $o) (call $finish (local.get $a1)))
+        (f32.store offset=8 (local.get $o) (call $finish (local.get $a2)))
+        (f32.store offset=12 (local.get $o) (call $finish (local.get $a3)))
+        (local.set $g (i32.add (local.get $g) (i32.const 1)))
+        (br $groups))))
+
+;; One token, row groups g0..g1 of an f16 matrix (same layout as bf16), one row at a time. Correct, not
+  ;; the fast path. The widening is table-free, per i32 lane holding a half in its HIGH 16 bits: the 15
+  ;; magnitude bits moved to the f32 position (>> 3) and scaled by 2^112, which also turns f16 subnormals
+  ;; into the right f32 normals; exponent 31 (inf/NaN) forced to f32 exponent 255; the sign copied.
+  (func $mv_f16 (param $w i32) (param $x i32) (param $out i32) (param $g0 i32) (param $g1 i32) (param $kb i32)
+    (local $g i32) (local $r i32) (local $p i32) (local $xp i32) (local $xend i32)
+    (local $v v128) (local $t v128) (local $m v128) (local $wl v128) (local $wh v128) (local $a v128)
+    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $kb) (i32.const 5))))
+    (local.set $g (local.get $g0))
+    (block $end
+      (loop $groups
+        (br_if $end (i32.ge_u (local.get $g) (local.get $g1)))
+        (local.set $r (i32.const 0))
+        (loop $rows
+          (local.set $p (i32.add
+            (i32.add (local.get $w) (i32.mul (local.get $g) (i32.shl (local.get $kb) (i32.const 6))))
+            (i32.shl (local.get $r) (i32.const 4))))
+          (local.set $a (v128.const i32x4 0 0 0 0))
+          (local.set $xp (local.get $x))
+          (loop $blocks
+            (local.set $v (v128.load (local.get $p)))
+            ;; low halves: w[0..3]
+            (local.set $t (i32x4.shl (local.get $v) (i32.const 16)))
+            (local.set $m (i32x4.shr_u (v128.and (local.get $t) (v128.const i32x4 0x7fff0000 0x7fff0000 0x7fff0000 0x7fff0000)) (i32.const 3)))
+            (local.set $wl (v128.or
+              (v128.or
+                (f32x4.mul (local.get $m) (v128.const f32x4 0x1p112 0x1p112 0x1p112 0x1p112))
+                (v128.and (i32x4.ge_u (local.get $m) (v128.const i32x4 0x0f800000 0x0f800000 0x0f800000 0x0f800000))
+                          (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000)))
+              (v128.and (local.get $t) (v128.const i32x4 0x80000000 0x80000000 0x80000000 0x80000000))))
+            ;; high halves: w[4..7]
+            (local.set $m (i32x4.shr_u (v128.and (local.get $v) (v128.const i32x4 0x7fff0000 0x7fff0000 0x7fff0000 0x7fff0000)) (i32.const 3)))
+            (local.set $wh (v128.or
+              (v128.or
+                (f32x4.mul (local.get $m) (v128.const f32x4 0x1p112 0x1p112 0x1p112 0x1p112))
+                (v128.and (i32x4.ge_u (local.get $m) (v128.const i32x4 0x0f800000 0x0f800000 0x0f800000 0x0f800000))
+                          (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000)))
+              (v128.and (local.get $v) (v128.const i32x4 0x80000000 0x80000000 0x80000000 0x80000000))))
+            (local.set $a (f32x4.add (local.get $a) (f32x4.add
+              (f32x4.mul (local.get $wl) (v128.load (local.get $xp)))
+              (f32x4.mul (local.get $wh) (v128.load offset=16 (local.get $xp))))))
+            (local.set $p (i32.add (local.get $p) (i32.const 64)))
+            (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
+            (br_if $blocks (i32.lt_u (local.get $xp) (local.get $xend))))
+          (f32.store
+            (i32.add (local.get $out) (i32.shl (i32.add (i32.shl (local.get $g) (i32.const 2)) (local.get $r)) (i32.const 2)))
+            (call $finish (local.get $a)))
+          (local.set $r (i32.add (local.get $r) (i32.const 1)))
+          (br_if $rows (i32.lt_u (local.get $r) (i32.const 4))))
+        (local.set $g (i32.add (local.get $g) (i32.const 1)))
+        (br $groups))))
+
+  ;; ---- exp, softmax-free elementwise ops ----
+
+;; e^x per lane (Cephes expf: x = n·ln2 + r, |r| ≤ ln2/2, degree-6 polynomial; about 1 ulp).
+  ;; Above ln(FLT_MAX) = 88.7228 the result is +inf, like an f32 exp. Below -86.5 it is e^-86.5 ≈ 2.7e-38
+  ;; instead of a subnormal or 0 (harmless next to the 1 of a softmax or silu, and it keeps 2^n normal).
+  ;; NaN propagates.
+  (func $exp4 (param $x0 v128) (result v128)
+    (local $x v128) (local $n v128) (local $r v128) (local $p v128)
+    (local.set $x (f32x4.min (f32x4.max (local.get $x0) (v128.const f32x4 -86.5 -86.5 -86.5 -86.5))
+                             (v128.const f32x4 88.7228 88.7228 88.7228 88.7228)))
+    (local.set $n (f32x4.nearest (f32x4.mul (local.get $x) (v128.const f32x4 1.44269504 1.44269504 1.44269504 1.44269504))))
+    (local.set $r (f32x4.sub
+      (f32x4.sub (local.get $x) (f32x4.mul (local.get $n) (v128.const f32x4 0.693359375 0.693359375 0.693359375 0.693359375)))
+      (f32x4.mul (local.get $n) (v128.const f32x4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4))))
+    (local.set $p (v128.const f32x4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (v128.const f32x4 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3)))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (v128.const f32x4 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3)))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (v128.const f32x4 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2)))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (v128.const f32x4 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1)))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (v128.const f32x4 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1)))
+    (local.set $p (f32x4.add
+      (f32x4.add (f32x4.mul (f32x4.mul (local.get $p) (local.get $r)) (local.get $r)) (local.get $r))
+      (v128.const f32x4 1 1 1 1)))
+    ;; × 2^n as 2^(n-1) · 2: n ∈ [-125, 128] after the clamp, so n + 126 ∈ [1, 254] is a normal exponent
+    (local.set $p (f32x4.mul
+      (f32x4.mul (local.get $p)
+        (i32x4.shl (i32x4.add (i32x4.trunc_sat_f32x4_s (local.get $n)) (v128.const i32x4 126 126 126 126)) (i32.const 23)))
+      (v128.const f32x4 2 2 2 2)))
+    (v128.bitselect (v128.const f32x4 inf inf inf inf) (local.get $p)
+      (f32x4.gt (local.get $x0) (v128.const f32x4 88.7228 88.7228 88.7228 88.7228))))
+
+  ;; out[i] = g[i] / (1 + e^(-g[i])) · u[i] for i < n4 (n4 a multiple of 4; the TS side pads).
+  (func $swiglu (export "swiglu") (param $g i32) (param $u i32) (param $out i32) (param $n4 i32)
+    (local $i i32) (local $gv v128)
+    (block $end
+      (loop $l
+        (br_if $end (i32.ge_u (local.get $i) (local.get $n4)))
+        (local.set $gv (v128.load (local.get $g)))
+        (v128.store (local.get $out)
+          (f32x4.mul
+            (f32x4.div (local.get $gv)
+              (f32x4.add (v128.const f32x4 1 1 1 1) (call $exp4 (f32x4.neg (local.get $gv)))))
+            (v128.load (local.get $u))))
+        (local.set $g (i32.add (local.get $g) (i32.const 16)))
+        (local.set $u (i32.add (local.get $u) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (local.set $i (i32.add (local.get $i) (i32.const 4)))
+        (br $l))))
+
+  ;; ---- attention: one (token, query head) item per chunk ----
+  ;; ARG 0 q (T, H, dh4)  1 keys (S, Hkv, dh4)  2 values (S, Hkv, dh4)  3 out (T, H, dh4)
+  ;;     4 scores (T·H items × spad f32)  5 positions (T i32)  6 H  7 group = H / Hkv  8 dh4 (head dim
+  ;;     padded to 4)  9 kv stride (bytes per slot = Hkv·dh4·4)  10 scale (f32 bits)  11 spad (≥ S, mult of 4)
+  ;; Scores sᵢ = (q·kᵢ)·scale in f32, max-subtracted exp, f32x4 sums; out = (Σ eᵢ vᵢ) · (1 / Σ eᵢ).
+  (func $attentionItem (param $item i32)
+    (local $H i32) (local $dh4 i32) (local $kvs i32) (local $t i32) (local $h i32) (local $n i32) (local $n4 i32)
+    (local $q i32) (local $k i32) (local $v i32) (local $sc i32) (local $o i32)
+    (local $s i32) (local $i i32) (local $kp i32) (local $vp i32)
+    (local $acc v128) (local $max f32) (local $scale f32) (local $sum v128) (local $inv v128) (local $e v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local.set $H (call $arg (i32.const 6)))
+    (local.set $dh4 (call $arg (i32.const 8)))
+    (local.set $kvs (call $arg (i32.const 9)))
+    (local.set $scale (f32.reinterpret_i32 (call $arg (i32.const 10))))
+    (local.set $t (i32.div_u (local.get $item) (local.get $H)))
+    (local.set $h (i32.rem_u (local.get $item) (local.get $H)))
+    (local.set $n (i32.add (i32.load (i32.add (call $arg (i32.const 5)) (i32.shl (local.get $t) (i32.const 2)))) (i32.const 1)))
+    (local.set $n4 (i32.and (i32.add (local.get $n) (i32.const 3)) (i32.const -4)))
+    (local.set $q (i32.add (call $arg (i32.const 0)) (i32.shl (i32.mul (local.get $item) (local.get $dh4)) (i32.const 2))))
+    (local.set $o (i32.add (call $arg (i32.const 3)) (i32.shl (i32.mul (local.get $item) (local.get $dh4)) (i32.const 2))))
+    ;; KV head h / group, at byte offset kvh·dh4·4 inside each slot
+    (local.set $k (i32.add (call $arg (i32.const 1))
+      (i32.shl (i32.mul (i32.div_u (local.get $h) (call $arg (i32.const 7))) (local.get $dh4)) (i32.const 2))))
+    (local.set $v (i32.add (call $arg (i32.const 2)) (i32.sub (local.get $k) (call $arg (i32.const 1)))))
+    (local.set $sc (i32.add (call $arg (i32.const 4)) (i32.shl (i32.mul (local.get $item) (call $arg (i32.const 11))) (i32.const 2))))
+
+    ;; scores and their max
+    (local.set $max (f32.const -inf))
+    (local.set $kp (local.get $k))
+    (local.set $s (i32.const 0))
+    (loop $slots
+      (local.set $acc (v128.const i32x4 0 0 0 0))
+      (local.set $i (i32.const 0))
+      (loop $dot
+        (local.set $acc (f32x4.add (local.get $acc)
+          (f32x4.mul (v128.load (i32.add (local.get $q) (local.get $i))) (v128.load (i32.add (local.get $kp) (local.get $i))))))
+        (local.set $i (i32.add (local.get $i) (i32.const 16)))
+        (br_if $dot (i32.lt_u (local.get $i) (i32.shl (local.get $dh4) (i32.const 2)))))
+      (f32.store (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2)))
+        (f32.mul (local.get $scale)
+          (f32.add
+            (f32.add (f32x4.extract_lane 0 (local.get $acc)) (f32x4.extract_lane 1 (local.get $acc)))
+            (f32.add (f32x4.extract_lane 2 (local.get $acc)) (f32x4.extract_lane 3 (local.get $acc))))))
+      (local.set $max (f32.max (local.get $max) (f32.load (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))))))
+      (local.set $kp (i32.add (local.get $kp) (local.get $kvs)))
+      (local.set $s (i32.add (local.get $s) (i32.const 1)))
+      (br_if $slots (i32.lt_u (local.get $s) (local.get $n))))
+
+    ;; e = exp(score − max) in place; slots n..n4 set to 0 afterwards so the f32x4 sum sees only valid ones
+    (local.set $s (i32.const 0))
+    (loop $exps
+      (v128.store (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2)))
+        (call $exp4 (f32x4.sub (v128.load (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))))
+                               (f32x4.splat (local.get $max)))))
+      (local.set $s (i32.add (local.get $s) (i32.const 4)))
+      (br_if $exps (i32.lt_u (local.get $s) (local.get $n4))))
+    (local.set $s (local.get $n))
+    (block $zeroed
+      (loop $zero
+        (br_if $zeroed (i32.ge_u (local.get $s) (local.get $n4)))
+        (f32.store (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))) (f32.const 0))
+        (local.set $s (i32.add (local.get $s) (i32.const 1)))
+        (br $zero)))
+    (local.set $sum (v128.const i32x4 0 0 0 0))
+    (local.set $s (i32.const 0))
+    (loop $sums
+      (local.set $sum (f32x4.add (local.get $sum) (v128.load (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))))))
+      (local.set $s (i32.add (local.get $s) (i32.const 4)))
+      (br_if $sums (i32.lt_u (local.get $s) (local.get $n4))))
+    (local.set $inv (f32x4.splat (f32.div (f32.const 1)
+      (f32.add
+        (f32.add (f32x4.extract_lane 0 (local.get $sum)) (f32x4.extract_lane 1 (local.get $sum)))
+        (f32.add (f32x4.extract_lane 2 (local.get $sum)) (f32x4.extract_lane 3 (local.get $sum)))))))
+
+    ;; out[i..i+16) = Σ_s e_s · v_s[i..i+16), four f32x4 columns at a time, then single columns
+    (local.set $i (i32.const 0))
+    (block $wide
+      (loop $cols4
+        (br_if $wide (i32.gt_u (i32.add (local.get $i) (i32.const 64)) (i32.shl (local.get $dh4) (i32.const 2))))
+        (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
+        (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
+        (local.set $vp (i32.add (local.get $v) (local.get $i)))
+        (local.set $s (i32.const 0))
+        (loop $slots4
+          (local.set $e (v128.load32_splat (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2)))))
+          (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (local.get $e) (v128.load (local.get $vp)))))
+          (local.set $a1 (f32x4.add (local.get $a1) (f32x4.mul (local.get $e) (v128.load offset=16 (local.get $vp)))))
+          (local.set $a2 (f32x4.add (local.get $a2) (f32x4.mul (local.get $e) (v128.load offset=32 (local.get $vp)))))
+          (local.set $a3 (f32x4.add (local.get $a3) (f32x4.mul (local.get $e) (v128.load offset=48 (local.get $vp)))))
+          (local.set $vp (i32.add (local.get $vp) (local.get $kvs)))
+          (local.set $s (i32.add (local.get $s) (i32.const 1)))
+          (br_if $slots4 (i32.lt_u (local.get $s) (local.get $n))))
+        (v128.store (i32.add (local.get $o) (local.get $i)) (f32x4.mul (local.get $a0) (local.get $inv)))
+        (v128.store offset=16 (i32.add (local.get $o) (local.get $i)) (f32x4.mul (local.get $a1) (local.get $inv)))
+        (v128.store offset=32 (i32.add (local.get $o) (local.get $i)) (f32x4.mul (local.get $a2) (local.get $inv)))
+        (v128.store offset=48 (i32.add (local.get $o) (local.get $i)) (f32x4.mul (local.get $a3) (local.get $inv)))
+        (local.set $i (i32.add (local.get $i) (i32.const 64)))
+        (br $cols4)))
+    (block $narrow
+      (loop $cols1
+        (br_if $narrow (i32.ge_u (local.get $i) (i32.shl (local.get $dh4) (i32.const 2))))
+        (local.set $a0 (v128.const i32x4 0 0 0 0))
+        (local.set $vp (i32.add (local.get $v) (local.get $i)))
+        (local.set $s (i32.const 0))
+        (loop $slots1
+          (local.set $a0 (f32x4.add (local.get $a0)
+            (f32x4.mul (v128.load32_splat (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))))
+                       (v128.load (local.get $vp)))))
+          (local.set $vp (i32.add (local.get $vp) (local.get $kvs)))
+          (local.set $s (i32.add (local.get $s) (i32.const 1)))
+          (br_if $slots1 (i32.lt_u (local.get $s) (local.get $n))))
+        (v128.store (i32.add (local.get $o) (local.get $i)) (f32x4.mul (local.get $a0) (local.get $inv)))
+        (local.set $i (i32.add (local.get $i) (i32.const 16)))
+        (br $cols1))))
+
+  ;; ---- read-bandwidth probe: each chunk sums its bytes as f32x4, like the kernels stream weights ----
+  ;; ARG 0 base  1 chunk bytes (multiple of 64)  2 sink (one f32 per chunk, so the loads are not dead)
+  (func $probeChunk (param $idx i32)
+    (local $p i32) (local $end i32) (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local.set $p (i32.add (call $arg (i32.const 0)) (i32.mul (local.get $idx) (call $arg (i32.const 1)))))
+    (local.set $end (i32.add (local.get $p) (call $arg (i32.const 1))))
+    (loop $l
+      (local.set $a0 (f32x4.add (local.get $a0) (v128.load (local.get $p))))
+      (local.set $a1 (f32x4.add (local.get $a1) (v128.load offset=16 (local.get $p))))
+      (local.set $a2 (f32x4.add (local.get $a2) (v128.load offset=32 (local.get $p))))
+      (local.set $a3 (f32x4.add (local.get $a3) (v128.load offset=48 (local.get $p))))
+      (local.set $p (i32.add (local.get $p) (i32.const 64)))
+      (br_if $l (i32.lt_u (local.get $p) (local.get $end))))
+    (f32.store (i32.add (call $arg (i32.const 2)) (i32.shl (local.get $idx) (i32.const 2)))
+      (call $finish (f32x4.add (f32x4.add (local.get $a0) (local.get $a1)) (f32x4.add (local.get $a2) (local.get $a3))))))
+)

@@ -1,0 +1,173 @@
+/**
+ * Generation: plain autoregressive decoding with one model, as an Effect Stream of tagged events.
+ *
+ * The stream is a `Stream.unfold` over explicit request state (KV cache, committed ids, sampler state):
+ * each pull runs at most one forward pass, so interrupting the stream stops the work at the next token
+ * and drops the request's state. A consumer that only wants text keeps the `Committed` deltas.
+ */
+import { Effect, Schema, Stream } from "effect"
+import * as Forward from "./Forward.ts"
+import type { KernelError } from "./Kernels.ts"
+import * as KvCache from "./KvCache.ts"
+import type { Model } from "./Model.ts"
+import * as Sampler from "./Sampler.ts"
+import * as TextStream from "./TextStream.ts"
+import type { TextTokenizer } from "./Tokenizer.ts"
+
+/** The request itself is invalid (empty prompt, id out of range, too long for the model, bad option). */
+export class GenerationError extends Schema.TaggedError<GenerationError>()("GenerationError", {
+  field: Schema.String,
+  message: Schema.String
+}) {}
+
+export type StopReason = "eos" | "length" | "stop"
+
+export interface GenerationStats {
+  readonly promptTokens: number
+  readonly generatedTokens: number
+  readonly prefillMs: number
+  readonly decodeMs: number
+  /** Generated tokens per second of decoding (prefill excluded). */
+  readonly tokensPerSecond: number
+  readonly timeToFirstTokenMs: number
+  readonly backend: string
+}
+
+export type GenerationEvent =
+  | { readonly _tag: "Prefilled"; readonly promptTokens: number; readonly ms: number }
+  | { readonly _tag: "Committed"; readonly token: number; readonly position: number; readonly text: string }
+  | {
+      readonly _tag: "Finished"
+      readonly reason: StopReason
+      readonly tokens: ReadonlyArray<number>
+      readonly text: string
+      readonly stats: GenerationStats
+    }
+
+export interface GenerateOptions {
+  readonly prompt: ReadonlyArray<number>
+  readonly maxNewTokens: number
+  readonly sampling?: Sampler.SamplingOptions
+  readonly eosTokenIds?: ReadonlyArray<number>
+  readonly stopStrings?: ReadonlyArray<string>
+  readonly tokenizer?: TextTokenizer | undefined
+}
+
+/** Check a request against the model before any work; the first problem found is the error. */
+export const validate = (model: Model, options: GenerateOptions): Effect.Effect<void, GenerationError> => {
+  const { vocabSize, maxPositionEmbeddings } = model.config
+  const fail = (field: string, message: string) => Effect.fail(new GenerationError({ field, message }))
+  if (options.prompt.length === 0) return fail("prompt", "the prompt is empty")
+  const bad = options.prompt.find((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize)
+  if (bad !== undefined) return fail("prompt", `token id ${bad} is outside the vocabulary [0, ${vocabSize})`)
+  if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 1)
+    return fail("maxNewTokens", `must be a positive integer (got ${options.maxNewTokens})`)
+  if (options.prompt.length + options.maxNewTokens > maxPositionEmbeddings)
+    return fail(
+      "maxNewTokens",
+      `prompt (${options.prompt.length}) + max new tokens (${options.maxNewTokens}) exceeds max_position_embeddings ${maxPositionEmbeddings}`
+    )
+  const s = options.sampling ?? Sampler.greedy
+  if (!(s.temperature >= 0) || !Number.isFinite(s.temperature)) return fail("temperature", "must be a finite number ≥ 0")
+  if (!Number.isInteger(s.topK) || s.topK < 0) return fail("topK", "must be an integer ≥ 0")
+  if (!(s.topP > 0 && s.topP <= 1)) return fail("topP", "must be in (0, 1]")
+  if (!(s.minP >= 0 && s.minP <= 1)) return fail("minP", "must be in [0, 1]")
+  if (!(s.repetitionPenalty > 0) || !Number.isFinite(s.repetitionPenalty)) return fail("repetitionPenalty", "must be a finite number > 0")
+  return Effect.void
+}
+
+interface State {
+  readonly cache: KvCache.KvCache
+  readonly context: Array<number> // prompt + committed ids
+  readonly text: TextStream.TextStream
+  readonly rng: Sampler.Rng
+  readonly started: number
+  logits: Float32Array | undefined // pending next-token logits
+  prefilled: boolean
+  prefillMs: number
+  firstTokenAt: number
+  finished: StopReason | undefined
+  done: boolean
+}
+
+/**
+ * Generate from `options.prompt`. Emits `Prefilled`, one `Committed` per token, then `Finished`.
+ *
+ * @example
+ * const text = yield* Generation.generate(model, { prompt, maxNewTokens: 32 }).pipe(
+ *   Stream.filter((e) => e._tag === "Committed"),
+ *   Stream.runFold(() => "", (acc, e) => acc + e.text)
+ * )
+ */
+export const generate = (model: Model, options: GenerateOptions): Stream.Stream<GenerationEvent, GenerationError | KernelError> => {
+  const sampling = options.sampling ?? Sampler.greedy
+  const eos = new Set(options.eosTokenIds ?? [])
+  const stops = options.stopStrings ?? []
+  const P = options.prompt.length
+
+  const start = Effect.sync(
+    (): State => ({
+      cache: KvCache.make(model.config, P + options.maxNewTokens),
+      context: [...options.prompt],
+      text: TextStream.make(),
+      rng: Sampler.rng(sampling.seed),
+      started: performance.now(),
+      logits: undefined,
+      prefilled: false,
+      prefillMs: 0,
+      firstTokenAt: 0,
+      finished: undefined,
+      done: false
+    })
+  )
+
+  const step = Effect.fnUntraced(function* (s: State) {
+    if (s.done) return undefined
+    if (s.finished !== undefined) {
+      s.done = true
+      const generated = s.text.ids.length
+      const decodeMs = performance.now() - s.started - s.prefillMs
+      const event: GenerationEvent = {
+        _tag: "Finished",
+        reason: s.finished,
+        tokens: [...s.text.ids],
+        text: TextStream.finalText(s.text),
+        stats: {
+          promptTokens: P,
+          generatedTokens: generated,
+          prefillMs: s.prefillMs,
+          decodeMs,
+          tokensPerSecond: generated > 1 ? ((generated - 1) * 1000) / Math.max(decodeMs, 1e-9) : 0,
+          timeToFirstTokenMs: s.firstTokenAt - s.started,
+          backend: model.kernels.name
+        }
+      }
+      return [event, s] as const
+    }
+    if (!s.prefilled) {
+      s.logits = yield* Forward.forward(model, s.cache, Int32Array.from(options.prompt), 0, "last")
+      s.prefilled = true
+      s.prefillMs = performance.now() - s.started
+      return [{ _tag: "Prefilled", promptTokens: P, ms: s.prefillMs } as GenerationEvent, s] as const
+    }
+    if (s.logits === undefined) {
+      const last = s.context.length - 1
+      s.logits = yield* Forward.forward(model, s.cache, Int32Array.of(s.context[last]!), last, "last")
+    }
+    yield* Effect.yieldNow // a cancellation point between tokens
+    const token = Sampler.sample(s.logits, s.context, sampling, s.rng)
+    s.logits = undefined
+    s.context.push(token)
+    if (s.text.ids.length === 0) s.firstTokenAt = performance.now()
+    let text = TextStream.push(s.text, [token], options.tokenizer, stops)
+    if (eos.has(token)) s.finished = "eos"
+    else if (s.text.stopAt !== undefined) s.finished = "stop"
+    else if (s.text.ids.length >= options.maxNewTokens) s.finished = "length"
+    if (s.finished !== undefined) text += TextStream.flush(s.text)
+    return [{ _tag: "Committed", token, position: s.context.length - 1, text } as GenerationEvent, s] as const
+  })
+
+  return Stream.unwrap(
+    Effect.map(Effect.andThen(validate(model, options), start), (s) => Stream.unfold(s, step))
+  )
+}

@@ -1,0 +1,68 @@
+/**
+ * Model: a checkpoint's weights made resident on one Kernels backend, plus what the forward pass
+ * derives once from the config (the RoPE inverse frequencies). Loading uploads every weight exactly
+ * once; a tied lm_head shares the embedding's resident matrix.
+ */
+import { Effect } from "effect"
+import type { Checkpoint } from "./Checkpoint.ts"
+import type { LlamaConfig } from "./Config.ts"
+import { type KernelError, Kernels, type KernelsShape, type Matrix, type Vector } from "./Kernels.ts"
+import { ropeInvFreq } from "./Rope.ts"
+import type { ModelWeights } from "./Weights.ts"
+
+export interface LayerHandles {
+  readonly inputLayernorm: Vector
+  readonly qProj: Matrix
+  readonly kProj: Matrix
+  readonly vProj: Matrix
+  readonly oProj: Matrix
+  readonly postAttentionLayernorm: Vector
+  readonly gateProj: Matrix
+  readonly upProj: Matrix
+  readonly downProj: Matrix
+}
+
+export interface Model {
+  readonly config: LlamaConfig
+  readonly kernels: KernelsShape
+  readonly embedTokens: Matrix
+  readonly layers: ReadonlyArray<LayerHandles>
+  readonly norm: Vector
+  readonly lmHead: Matrix
+  /** (Dh/2) RoPE inverse frequencies, rope scaling applied. */
+  readonly invFreq: Float32Array
+}
+
+export const fromWeights = Effect.fn("Model.fromWeights")(function* (config: LlamaConfig, weights: ModelWeights) {
+  const kernels = yield* Kernels
+  const { matrix, vector } = kernels
+  const layers: Array<LayerHandles> = []
+  for (const w of weights.layers) {
+    layers.push({
+      inputLayernorm: yield* vector(w.inputLayernorm),
+      qProj: yield* matrix(w.qProj),
+      kProj: yield* matrix(w.kProj),
+      vProj: yield* matrix(w.vProj),
+      oProj: yield* matrix(w.oProj),
+      postAttentionLayernorm: yield* vector(w.postAttentionLayernorm),
+      gateProj: yield* matrix(w.gateProj),
+      upProj: yield* matrix(w.upProj),
+      downProj: yield* matrix(w.downProj)
+    })
+  }
+  const embedTokens = yield* matrix(weights.embedTokens)
+  const lmHead = weights.lmHead === weights.embedTokens ? embedTokens : yield* matrix(weights.lmHead)
+  const model: Model = {
+    config,
+    kernels,
+    embedTokens,
+    layers,
+    norm: yield* vector(weights.norm),
+    lmHead,
+    invFreq: ropeInvFreq(config.headDim, config.ropeTheta, config.ropeScaling)
+  }
+  return model
+}) as (config: LlamaConfig, weights: ModelWeights) => Effect.Effect<Model, KernelError, Kernels>
+
+export const fromCheckpoint = (checkpoint: Checkpoint): Effect.Effect<Model, KernelError, Kernels> =>
+  fromWeights(checkpoint.config, checkpoint.weights)

@@ -1,0 +1,568 @@
+#!/usr/bin/env python3
+"""Train, evaluate and export sirius-tiny-arith: a tiny Llama (exact HF Llama semantics, plain torch).
+
+  /usr/bin/python3 training/train.py            # full reproducible run: train + eval + export
+  /usr/bin/python3 training/train.py --smoke    # a few steps, tiny eval, exports to a temp dir; exits 0
+  /usr/bin/python3 training/train.py --eval-only [--model-dir DIR]   # evaluate an exported model
+
+Run with OPENBLAS_NUM_THREADS=2 (the script sets torch threads from --threads, default 2).
+"""
+import argparse
+import json
+import math
+import os
+import struct
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import task  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL_DIR = os.path.join(ROOT, "models", "sirius-tiny-arith")
+
+CONFIG = dict(
+    vocab_size=len(task.VOCAB),
+    hidden_size=128,
+    intermediate_size=512,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    head_dim=32,
+    max_position_embeddings=256,
+    rms_norm_eps=1e-5,
+    rope_theta=10000.0,
+    tie_word_embeddings=False,
+)
+
+
+# ============================================================== model (HF Llama semantics)
+class RMSNorm(nn.Module):
+    def __init__(self, n, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n))
+        self.eps = eps
+
+    def forward(self, x):
+        var = x.pow(2).mean(-1, keepdim=True)
+        return self.weight * (x * torch.rsqrt(var + self.eps))
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+class Layer(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        h, d = c["hidden_size"], c["head_dim"]
+        self.nh, self.nkv, self.hd = c["num_attention_heads"], c["num_key_value_heads"], d
+        self.input_layernorm = RMSNorm(h, c["rms_norm_eps"])
+        self.q_proj = nn.Linear(h, self.nh * d, bias=False)
+        self.k_proj = nn.Linear(h, self.nkv * d, bias=False)
+        self.v_proj = nn.Linear(h, self.nkv * d, bias=False)
+        self.o_proj = nn.Linear(self.nh * d, h, bias=False)
+        self.post_attention_layernorm = RMSNorm(h, c["rms_norm_eps"])
+        self.gate_proj = nn.Linear(h, c["intermediate_size"], bias=False)
+        self.up_proj = nn.Linear(h, c["intermediate_size"], bias=False)
+        self.down_proj = nn.Linear(c["intermediate_size"], h, bias=False)
+
+    def mlp(self, x, sparse=None):
+        """sparse: None (dense) | ("fine", keep) | ("mask", bool mask [B,1,D])."""
+        a = F.silu(self.gate_proj(x).float())  # .float(): no-op in fp32; keeps bf16-autocast training fast
+        if sparse is not None:
+            if sparse[0] == "fine":
+                keep = sparse[1]
+                idx = a.abs().topk(a.shape[-1] - keep, dim=-1, largest=False).indices
+                a = a.scatter(-1, idx, 0.0)
+            else:
+                a = a * sparse[1]
+        return self.down_proj(a * self.up_proj(x))
+
+    def forward(self, x, cos, sin, mask, cache=None, sparse=None):
+        B, T, _ = x.shape
+        h = self.input_layernorm(x)
+        q = self.q_proj(h).view(B, T, self.nh, self.hd).transpose(1, 2)
+        k = self.k_proj(h).view(B, T, self.nkv, self.hd).transpose(1, 2)
+        v = self.v_proj(h).view(B, T, self.nkv, self.hd).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        if cache is not None:
+            if "k" in cache:
+                k = torch.cat([cache["k"], k], dim=2)
+                v = torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        if self.nkv != self.nh:  # GQA: query head h uses kv head h // (nh / nkv)
+            rep = self.nh // self.nkv
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        s = (q @ k.transpose(-1, -2)).float() / math.sqrt(self.hd) + mask
+        o = (s.softmax(-1) @ v).transpose(1, 2).reshape(B, T, self.nh * self.hd)
+        x = x + self.o_proj(o)
+        h2 = self.post_attention_layernorm(x)
+        stats = h2 if sparse == "collect" else None
+        x = x + self.mlp(h2, None if sparse == "collect" else sparse)
+        return x, stats
+
+
+class TinyLlama(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+        self.embed_tokens = nn.Embedding(c["vocab_size"], c["hidden_size"])
+        self.layers = nn.ModuleList([Layer(c) for _ in range(c["num_hidden_layers"])])
+        self.norm = RMSNorm(c["hidden_size"], c["rms_norm_eps"])
+        self.lm_head = nn.Linear(c["hidden_size"], c["vocab_size"], bias=False)
+        d = c["head_dim"]
+        inv = 1.0 / (c["rope_theta"] ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+        self.register_buffer("inv_freq", inv, persistent=False)
+        for m in self.modules():  # HF LlamaPreTrainedModel init: N(0, 0.02)
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+
+    def rope(self, pos):
+        f = pos[..., None].float() * self.inv_freq  # [B,T,d/2]
+        emb = torch.cat([f, f], dim=-1)[:, None]  # [B,1,T,d]
+        return emb.cos(), emb.sin()
+
+    def forward(self, ids, pos=None, mask=None, caches=None, sparse=None):
+        """ids [B,T]; pos [B,T] (default arange); mask additive [B,1,T,Tk] (default causal).
+        sparse: None | ("fine", keep) | "collect" | list of per-layer ("mask", m)."""
+        B, T = ids.shape
+        if pos is None:
+            pos = torch.arange(T)[None].expand(B, T)
+        if mask is None:
+            mask = torch.full((T, T), float("-inf")).triu(1)[None, None]
+        cos, sin = self.rope(pos)
+        x = self.embed_tokens(ids)
+        collected = []
+        for i, layer in enumerate(self.layers):
+            sp = sparse[i] if isinstance(sparse, list) else sparse
+            x, st = layer(x, cos, sin, mask, None if caches is None else caches[i], sp)
+            if st is not None:
+                collected.append(st)
+        logits = self.lm_head(self.norm(x))
+        return (logits, collected) if sparse == "collect" else logits
+
+
+# ============================================================== data
+def batch_from(problems):
+    """Right-padded batch; loss mask covers the completion and the final </s>."""
+    seqs, masks = [], []
+    for p in problems:
+        pi = task.encode(p["prompt"])
+        ci = task.encode(p["completion"], add_bos=False) + [task.EOS_ID]
+        seqs.append(pi + ci)
+        masks.append([0] * len(pi) + [1] * len(ci))
+    T = max(map(len, seqs))
+    ids = torch.full((len(seqs), T), task.EOS_ID, dtype=torch.long)
+    lm = torch.zeros((len(seqs), T))
+    for b, (s, m) in enumerate(zip(seqs, masks)):
+        ids[b, : len(s)] = torch.tensor(s)
+        lm[b, : len(m)] = torch.tensor(m, dtype=torch.float32)
+    return ids, lm
+
+
+def bucketed_batches(stream, bs, seed, pool=16):
+    """Deterministic length bucketing: take pool*bs problems, sort by length, cut into pool batches,
+    yield them in a seeded random order (less padding, same data)."""
+    import random
+    rng = random.Random(seed)
+    while True:
+        ps = [next(stream) for _ in range(bs * pool)]
+        ps.sort(key=lambda p: len(p["prompt"]) + len(p["completion"]))
+        bl = [ps[i * bs:(i + 1) * bs] for i in range(pool)]
+        rng.shuffle(bl)
+        yield from bl
+
+
+# ============================================================== greedy evaluation (KV cache, left padding)
+@torch.no_grad()
+def generate(model, prompts, mode="dense", density=0.5, max_new=80, sparse_prefill=False):
+    """Greedy decoding. mode: dense | fine (per-token top-k |SiLU(gate x)|) | coarse (per-prompt GRIFFIN set).
+    Prefill is dense (as in Sirius) unless sparse_prefill; sparsity applies to every generated token.
+    Returns (completions, generated_token_lists)."""
+    c = model.c
+    D = c["intermediate_size"]
+    keep = D - int(D * (1 - density))  # fine: zero int(D*(1-rho)) neurons
+    enc = [task.encode(p) for p in prompts]
+    B, P = len(enc), max(map(len, enc))
+    ids = torch.full((B, P), task.EOS_ID, dtype=torch.long)
+    valid = torch.zeros((B, P), dtype=torch.bool)
+    for b, e in enumerate(enc):
+        ids[b, P - len(e):] = torch.tensor(e)
+        valid[b, P - len(e):] = True
+    pos = (valid.long().cumsum(1) - 1).clamp(min=0)
+    causal = torch.ones(P, P, dtype=torch.bool).tril()
+    allowed = causal[None] & valid[:, None, :]
+    allowed |= torch.eye(P, dtype=torch.bool)[None]  # pad rows attend to themselves (no NaN)
+    mask = torch.zeros((B, 1, P, P)).masked_fill(~allowed[:, None], float("-inf"))
+    caches = [dict() for _ in range(c["num_hidden_layers"])]
+    pre_sparse = None
+    if sparse_prefill and mode == "fine":
+        pre_sparse = ("fine", keep)
+    if mode == "coarse":
+        logits, hs = model(ids, pos, mask, caches, sparse="collect")
+        masks = []
+        kc = int(D * density)
+        for layer, h in zip(model.layers, hs):
+            z = F.silu(layer.gate_proj(h)) * layer.up_proj(h)  # [B,P,D]
+            z = z / z.norm(dim=-1, keepdim=True).clamp(min=1e-30)
+            z = z * valid[..., None]
+            stat = z.norm(dim=1)  # [B,D]
+            sel = stat.topk(kc, dim=-1).indices
+            m = torch.zeros(B, D).scatter(-1, sel, 1.0)[:, None]
+            masks.append(("mask", m))
+        dec_sparse = masks
+    else:
+        logits = model(ids, pos, mask, caches, sparse=pre_sparse)
+        dec_sparse = ("fine", keep) if mode == "fine" else None
+    nxt = logits[:, -1].argmax(-1)
+    out = [[] for _ in range(B)]
+    done = torch.zeros(B, dtype=torch.bool)
+    kvalid = valid.clone()
+    cur = pos[:, -1]
+    for _ in range(max_new):
+        for b in range(B):
+            if not done[b]:
+                out[b].append(int(nxt[b]))
+        done |= nxt == task.EOS_ID
+        if bool(done.all()):
+            break
+        cur = cur + 1
+        kvalid = torch.cat([kvalid, torch.ones(B, 1, dtype=torch.bool)], 1)
+        m = torch.zeros(B, 1, 1, kvalid.shape[1]).masked_fill(~kvalid[:, None, None], float("-inf"))
+        logits = model(nxt[:, None], cur[:, None], m, caches, sparse=dec_sparse)
+        nxt = logits[:, -1].argmax(-1)
+    texts = [task.decode([t for t in o if t != task.EOS_ID]) for o in out]
+    return texts, out
+
+
+def accuracy(model, problems, mode="dense", density=0.5, bs=200, **kw):
+    correct, comps = 0, []
+    for i in range(0, len(problems), bs):
+        chunk = problems[i : i + bs]
+        texts, _ = generate(model, [p["prompt"] for p in chunk], mode, density, **kw)
+        for p, t in zip(chunk, texts):
+            correct += task.extract_answer(t) == p["answer"]
+            comps.append(t)
+    return correct / len(problems), comps
+
+
+def by_steps(problems, comps):
+    r = {}
+    for n in (2, 3, 4):
+        sel = [(p, t) for p, t in zip(problems, comps) if p["steps"] == n]
+        if sel:
+            r[n] = sum(task.extract_answer(t) == p["answer"] for p, t in sel) / len(sel)
+    return r
+
+
+@torch.no_grad()
+def token_agreement(model, problems, density=0.5, bs=200):
+    """Teacher-forced over the reference completions: fraction of completion positions where the
+    fine-sparse (decode-position) argmax equals the dense argmax. Sparsity applied at all positions."""
+    D = model.c["intermediate_size"]
+    keep = D - int(D * (1 - density))
+    agree = tot = 0
+    for i in range(0, len(problems), bs):
+        ids, lm = batch_from(problems[i : i + bs])
+        a = model(ids).argmax(-1)
+        s = model(ids, sparse=("fine", keep)).argmax(-1)
+        m = lm[:, 1:].bool()
+        agree += int(((a[:, :-1] == s[:, :-1]) & m).sum())
+        tot += int(m.sum())
+    return agree / tot
+
+
+# ============================================================== export
+def write_safetensors(path, tensors, dtype="F32"):
+    header, blobs, off = {}, [], 0
+    for name, t in tensors.items():
+        a = t.detach().float().contiguous().numpy()
+        if dtype == "F32":
+            b = a.astype("<f4").tobytes()
+        else:  # BF16 by round-to-nearest-even of the f32 bits
+            u = a.astype("<f4").view("<u4").astype(np.uint64)
+            u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2")
+            b = u.tobytes()
+        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    header["__metadata__"] = {"format": "pt"}
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        b0, b1 = info["data_offsets"]
+        assert info["dtype"] == "F32"
+        out[name] = torch.from_numpy(np.frombuffer(data[b0:b1], dtype="<f4").copy()).view(*info["shape"])
+    return out
+
+
+def hf_state_dict(model):
+    sd = {"model.embed_tokens.weight": model.embed_tokens.weight}
+    for i, L in enumerate(model.layers):
+        p = f"model.layers.{i}."
+        sd[p + "input_layernorm.weight"] = L.input_layernorm.weight
+        for n in ("q", "k", "v", "o"):
+            sd[p + f"self_attn.{n}_proj.weight"] = getattr(L, f"{n}_proj").weight
+        sd[p + "post_attention_layernorm.weight"] = L.post_attention_layernorm.weight
+        for n in ("gate", "up", "down"):
+            sd[p + f"mlp.{n}_proj.weight"] = getattr(L, f"{n}_proj").weight
+    sd["model.norm.weight"] = model.norm.weight
+    if not model.c["tie_word_embeddings"]:
+        sd["lm_head.weight"] = model.lm_head.weight
+    return sd
+
+
+def load_hf(model_dir):
+    c = json.load(open(os.path.join(model_dir, "config.json")))
+    cfg = {k: c[k] for k in CONFIG}
+    model = TinyLlama(cfg)
+    sd = read_safetensors(os.path.join(model_dir, "model.safetensors"))
+    mine = hf_state_dict(model)
+    with torch.no_grad():
+        for k, p in mine.items():
+            p.copy_(sd[k])
+        if cfg["tie_word_embeddings"]:
+            model.lm_head.weight.copy_(sd["model.embed_tokens.weight"])
+    return model.eval()
+
+
+def tokenizer_files():
+    vocab = {tok: i for i, tok in enumerate(task.VOCAB)}
+    added = [
+        {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": True}
+        for i, t in enumerate(task.SPECIALS)
+    ]
+    tok = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": None,
+        "pre_tokenizer": None,
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [
+                {"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                {"SpecialToken": {"id": "<s>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}},
+            ],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [task.BOS_ID], "tokens": ["<s>"]}},
+        },
+        "decoder": {"type": "Fuse"},
+        "model": {
+            "type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
+            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+            "vocab": vocab, "merges": [],
+        },
+    }
+    tcfg = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "pad_token": None,
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": CONFIG["max_position_embeddings"],
+        "added_tokens_decoder": {
+            str(i): {k: v for k, v in a.items() if k != "id"} for i, a in enumerate(added)
+        },
+    }
+    return tok, tcfg
+
+
+def export(model, out_dir, test):
+    os.makedirs(out_dir, exist_ok=True)
+    sd = hf_state_dict(model)
+    nbytes = 4 * sum(t.numel() for t in sd.values())
+    dtype = "F32" if nbytes <= 10 * 2**20 else "BF16"
+    write_safetensors(os.path.join(out_dir, "model.safetensors"), sd, dtype)
+    cfg = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        **CONFIG,
+        "bos_token_id": task.BOS_ID,
+        "eos_token_id": task.EOS_ID,
+        "pad_token_id": None,
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "mlp_bias": False,
+        "rope_scaling": None,
+        "initializer_range": 0.02,
+        "torch_dtype": "float32" if dtype == "F32" else "bfloat16",
+        "use_cache": True,
+    }
+    json.dump(cfg, open(os.path.join(out_dir, "config.json"), "w"), indent=2)
+    tok, tcfg = tokenizer_files()
+    json.dump(tok, open(os.path.join(out_dir, "tokenizer.json"), "w"), indent=1, ensure_ascii=False)
+    json.dump(tcfg, open(os.path.join(out_dir, "tokenizer_config.json"), "w"), indent=2)
+    gen = {"bos_token_id": task.BOS_ID, "eos_token_id": task.EOS_ID, "max_new_tokens": 80,
+           "do_sample": False}
+    json.dump(gen, open(os.path.join(out_dir, "generation_config.json"), "w"), indent=2)
+    # reference logits for the TS engine (full model, float32, last prompt position)
+    refs = []
+    with torch.no_grad():
+        for p in test[:2]:
+            ids = task.encode(p["prompt"])
+            lg = model(torch.tensor([ids]))[0, -1]
+            refs.append({"prompt": p["prompt"], "token_ids": ids, "logits_first10": [float(x) for x in lg[:10]],
+                         "argmax": int(lg.argmax()), "argmax_token": task.VOCAB[int(lg.argmax())]})
+    return dtype, refs
+
+
+# ============================================================== training
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--wd", type=float, default=0.1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--eval-every", type=int, default=1000)
+    ap.add_argument("--hidden", type=int, default=CONFIG["hidden_size"])
+    ap.add_argument("--inter", type=int, default=CONFIG["intermediate_size"])
+    ap.add_argument("--layers", type=int, default=CONFIG["num_hidden_layers"])
+    ap.add_argument("--bf16", type=int, default=1, help="bf16 autocast for training matmuls (fp32 master weights)")
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--eval-only", action="store_true")
+    ap.add_argument("--bench", type=int, default=0, help="time this many steps and exit")
+    ap.add_argument("--out", default=MODEL_DIR)
+    a = ap.parse_args()
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    torch.use_deterministic_algorithms(True)
+    CONFIG.update(hidden_size=a.hidden, intermediate_size=a.inter, num_hidden_layers=a.layers,
+                  head_dim=a.hidden // CONFIG["num_attention_heads"])
+    val, test = task.eval_splits()
+
+    if a.eval_only:
+        model = load_hf(a.out)
+        report = evaluate(model, val, test)
+        print(json.dumps(report, indent=1))
+        return
+
+    if a.smoke:
+        a.steps, a.warmup, a.eval_every = 20, 5, 10**9
+        a.out = tempfile.mkdtemp(prefix="sirius-tiny-smoke-")
+        val, test = val[:20], test[:20]
+
+    model = TinyLlama(CONFIG)
+    nparams = sum(p.numel() for p in model.parameters())
+    print(f"params {nparams:,}  config {CONFIG}", flush=True)
+    decay = [p for n, p in model.named_parameters() if p.dim() == 2]
+    nodecay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.wd}, {"params": nodecay, "weight_decay": 0.0}],
+                            lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
+
+    def lr_at(s):
+        if s < a.warmup:
+            return a.lr * (s + 1) / a.warmup
+        t = (s - a.warmup) / max(1, a.steps - a.warmup)
+        return a.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+    batches = bucketed_batches(task.train_stream(), a.batch, a.seed)
+    t0 = time.time()
+    log = []
+    nsteps = a.bench or a.steps
+    for step in range(nsteps):
+        ids, lm = batch_from(next(batches))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+            logits = model(ids[:, :-1]).float()
+        loss = (F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
+                * lm[:, 1:].reshape(-1)).sum() / lm[:, 1:].sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 50 == 0 or step == nsteps - 1:
+            el = time.time() - t0
+            print(f"step {step} loss {loss.item():.4f} lr {lr_at(step):.2e} elapsed {el:.0f}s "
+                  f"({el / (step + 1):.3f} s/step)", flush=True)
+        if (step + 1) % a.eval_every == 0 and step + 1 < nsteps:
+            model.eval()
+            acc, _ = accuracy(model, val[:200])
+            print(f"  eval step {step + 1}: val[:200] dense acc {acc:.3f}", flush=True)
+            log.append({"step": step + 1, "val200_dense": acc, "loss": loss.item()})
+            model.train()
+    train_time = time.time() - t0
+    print(f"training wall time {train_time:.0f}s ({train_time / nsteps:.3f} s/step)", flush=True)
+    if a.bench:
+        return
+    model.eval()
+    report = evaluate(model, val, test)
+    report.update(params=nparams, steps=a.steps, batch=a.batch, lr=a.lr, warmup=a.warmup, wd=a.wd,
+                  seed=a.seed, threads=a.threads, train_seconds=round(train_time, 1),
+                  s_per_step=round(train_time / a.steps, 4), eval_log=log, config=CONFIG)
+    dtype, refs = export(model, a.out, test)
+    report["weights_dtype"] = dtype
+    # the exported file must reproduce the in-memory model exactly
+    re = load_hf(a.out)
+    with torch.no_grad():
+        ids, _ = batch_from(test[:4])
+        assert torch.equal(re(ids), model(ids)), "export round trip mismatch"
+    official = os.path.abspath(a.out) == os.path.abspath(MODEL_DIR)
+    ref_path = os.path.join(ROOT, "training", "reference-logits.json") if official else \
+        os.path.join(a.out, "reference-logits.json")
+    json.dump({"model": "sirius-tiny-arith", "dtype": "float32", "note":
+               "full (dense) model, next-token logits at the last prompt position; token_ids include <s>",
+               "cases": refs}, open(ref_path, "w"), indent=1)
+    rep_path = os.path.join(ROOT, "training", "train-report.json") if official else \
+        os.path.join(a.out, "train-report.json")
+    json.dump(report, open(rep_path, "w"), indent=1)
+    print(json.dumps({k: v for k, v in report.items() if k not in ("eval_log", "samples")}, indent=1))
+    print(f"exported to {a.out}")
+
+
+def evaluate(model, val, test):
+    t = time.time()
+    r = {}
+    for split, probs in (("val", val), ("test", test)):
+        for mode in ("dense", "fine", "coarse"):
+            acc, comps = accuracy(model, probs, mode)
+            r[f"{split}_{mode}"] = acc
+            r[f"{split}_{mode}_by_steps"] = by_steps(probs, comps)
+            if split == "test" and mode != "dense":
+                r.setdefault("samples", {})[mode] = [
+                    {"prompt": p["prompt"], "expected": p["completion"], "got": c}
+                    for p, c in list(zip(probs, comps))[:3]]
+        acc, _ = accuracy(model, probs, "fine", sparse_prefill=True)
+        r[f"{split}_fine_sparse_prefill"] = acc
+    r["val_token_agreement_fine"] = token_agreement(model, val)
+    r["eval_seconds"] = round(time.time() - t, 1)
+    return r
+
+
+if __name__ == "__main__":
+    main()
