@@ -10,7 +10,7 @@ import { toFloat32 } from "../src/Tensor.ts"
 import { add } from "./add.ts"
 import { attention } from "./attention.ts"
 import { embedding } from "./embedding.ts"
-import { matmul } from "./matmul.ts"
+import { matmul, matmulRows, matmulTransposedRows } from "./matmul.ts"
 import { rmsnorm } from "./rmsnorm.ts"
 import { rope } from "./rope.ts"
 import { swiglu } from "./swiglu.ts"
@@ -18,7 +18,7 @@ import { swiglu } from "./swiglu.ts"
 export { add } from "./add.ts"
 export { attention, type AttentionDims } from "./attention.ts"
 export { embedding } from "./embedding.ts"
-export { matmul, matmulAbsTerms } from "./matmul.ts"
+export { matmul, matmulAbsTerms, matmulRows, matmulTransposedRows } from "./matmul.ts"
 export { rmsnorm } from "./rmsnorm.ts"
 export { rope } from "./rope.ts"
 export { ropeInvFreq } from "../src/Rope.ts"
@@ -37,6 +37,8 @@ const make = (): KernelsShape => ({
   matrix: (t) => Effect.sync((): F32Matrix => ({ rows: t.shape[0]!, cols: t.shape[1]!, data: toFloat32(t) })),
   vector: (t) => Effect.sync((): F32Vector => ({ length: t.shape[0]!, data: toFloat32(t) })),
   matmul: (w, x, T) => Effect.sync(() => matmul((w as F32Matrix).data, x, T, w.rows, w.cols)),
+  matmulRows: (w, x, T, rows) => Effect.sync(() => matmulRows((w as F32Matrix).data, x, T, w.cols, rows)),
+  matmulTransposedRows: (wT, h, T, rows) => Effect.sync(() => matmulTransposedRows((wT as F32Matrix).data, h, T, wT.cols, rows)),
   embedding: (table, tokens) => Effect.sync(() => embedding((table as F32Matrix).data, tokens, table.cols)),
   rmsnorm: (x, weight, T, eps) => Effect.sync(() => rmsnorm(x, (weight as F32Vector).data, T, eps)),
   rope: (x, T, heads, headDim, positions, invFreq) => Effect.sync(() => rope(x, T, heads, headDim, positions, invFreq)),

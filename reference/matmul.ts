@@ -27,3 +27,34 @@ export const matmulAbsTerms = (w: Float32Array, x: Float32Array, T: number, rows
     }
   return out
 }
+
+/** Sparse: out (T, n) = x (T, cols) · W[rows]ᵀ, reading only the selected rows. */
+export const matmulRows = (w: Float32Array, x: Float32Array, T: number, cols: number, rows: Int32Array): Float32Array => {
+  const n = rows.length
+  const out = new Float32Array(T * n)
+  for (let t = 0; t < T; t++)
+    for (let i = 0; i < n; i++) {
+      const wo = rows[i]! * cols
+      let sum = 0
+      for (let c = 0; c < cols; c++) sum += w[wo + c]! * x[t * cols + c]!
+      out[t * n + i] = sum
+    }
+  return out
+}
+
+/** Sparse, transposed weight wT (F, D): out (T, D) = Σ_i h[t, i] · wT[rows[i], :], reading only the selected rows. */
+export const matmulTransposedRows = (wT: Float32Array, h: Float32Array, T: number, D: number, rows: Int32Array): Float32Array => {
+  const n = rows.length
+  const out = new Float32Array(T * D)
+  const acc = new Float64Array(D)
+  for (let t = 0; t < T; t++) {
+    acc.fill(0)
+    for (let i = 0; i < n; i++) {
+      const hv = h[t * n + i]!
+      const wo = rows[i]! * D
+      for (let d = 0; d < D; d++) acc[d] += hv * wT[wo + d]!
+    }
+    out.set(acc, t * D)
+  }
+  return out
+}

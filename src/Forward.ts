@@ -5,20 +5,41 @@
  * into those cache slots, overwriting what was there. T = 1 is a decode step; T > 1 is a prefill or a
  * Sirius verification window (the full model rewrites the window's KV and scores every draft at once).
  * It returns logits for every token ("all", verification) or only the last ("last", prefill/decode).
+ *
+ * The MLP runs dense, or contextually sparse (Sparsity.ts) — the only place sparse and full models differ.
  */
 import { Effect } from "effect"
-import type { KernelError } from "./Kernels.ts"
+import { silu } from "../reference/swiglu.ts"
+import type { KernelError, KernelsShape } from "./Kernels.ts"
 import * as KvCache from "./KvCache.ts"
-import type { Model } from "./Model.ts"
+import type { LayerHandles, Model } from "./Model.ts"
+import { aboveThreshold, fineScores, topK } from "./Sparsity.ts"
 
 export type Which = "all" | "last"
+
+/** How the MLP runs in this call. */
+export type Mlp =
+  | {
+      readonly _tag: "Dense"
+      /** Sees each layer's MLP activations silu(gate)⊙up (T, F), e.g. for the coarse Griffin statistic. */
+      readonly observe?: (layer: number, hb: Float32Array, T: number) => void
+    }
+  /** Per call, keep the `keep` neurons with the largest Σ_t |silu(gate)| (shared by the call's tokens). */
+  | { readonly _tag: "Fine"; readonly keep: number }
+  /** Per call, keep neurons whose mean_t |silu(gate)| exceeds the layer's calibrated threshold. */
+  | { readonly _tag: "FineThreshold"; readonly thresholds: ReadonlyArray<number> }
+  /** Fixed neurons per layer for the whole request (chosen at prefill). */
+  | { readonly _tag: "Coarse"; readonly neurons: ReadonlyArray<Int32Array> }
+
+export const dense: Mlp = { _tag: "Dense" }
 
 export const forward = Effect.fnUntraced(function* (
   model: Model,
   cache: KvCache.KvCache,
   tokens: Int32Array,
   startPos: number,
-  which: Which
+  which: Which,
+  mlp: Mlp = dense
 ) {
   const { config, kernels: k } = model
   const { numAttentionHeads: H, numKeyValueHeads: Hkv, headDim: Dh, hiddenSize: D, rmsNormEps: eps } = config
@@ -46,10 +67,9 @@ export const forward = Effect.fnUntraced(function* (
     }) // (T, H·Dh)
     x = yield* k.add(x, yield* k.matmul(w.oProj, att, T))
 
-    // MLP block: x += down(silu(gate(xb)) ⊙ up(xb))
+    // MLP block: x += down(silu(gate(xb)) ⊙ up(xb)), over all neurons or the kept ones
     const xb2 = yield* k.rmsnorm(x, w.postAttentionLayernorm, T, eps) // (T, D)
-    const hb = yield* k.swiglu(yield* k.matmul(w.gateProj, xb2, T), yield* k.matmul(w.upProj, xb2, T)) // (T, F)
-    x = yield* k.add(x, yield* k.matmul(w.downProj, hb, T))
+    x = yield* k.add(x, yield* mlpBlock(k, w, l, xb2, T, config.intermediateSize, mlp))
   }
 
   const rows = which === "all" ? T : 1
@@ -61,5 +81,40 @@ export const forward = Effect.fnUntraced(function* (
   cache: KvCache.KvCache,
   tokens: Int32Array,
   startPos: number,
-  which: Which
+  which: Which,
+  mlp?: Mlp
 ) => Effect.Effect<Float32Array, KernelError>
+
+/** The MLP of one layer on xb2 (T, D) → (T, D). Sparse variants read only the kept neurons' weights. */
+const mlpBlock = Effect.fnUntraced(function* (
+  k: KernelsShape,
+  w: LayerHandles,
+  layer: number,
+  xb2: Float32Array,
+  T: number,
+  F: number,
+  mlp: Mlp
+) {
+  if (mlp._tag === "Dense") {
+    const hb = yield* k.swiglu(yield* k.matmul(w.gateProj, xb2, T), yield* k.matmul(w.upProj, xb2, T)) // (T, F)
+    mlp.observe?.(layer, hb, T)
+    return yield* k.matmul(w.downProj, hb, T)
+  }
+  if (w.downProjT === undefined) return yield* Effect.die(new Error("sparse MLP on a model loaded without { sparse: true }"))
+  if (mlp._tag === "Coarse") {
+    const rows = mlp.neurons[layer]!
+    const hb = yield* k.swiglu(yield* k.matmulRows(w.gateProj, xb2, T, rows), yield* k.matmulRows(w.upProj, xb2, T, rows)) // (T, n)
+    return yield* k.matmulTransposedRows(w.downProjT, hb, T, rows)
+  }
+  // fine: gate is dense because the selection depends on it
+  const gate = yield* k.matmul(w.gateProj, xb2, T) // (T, F)
+  const a = gate.map(silu) // (T, F)
+  const scores = fineScores(a, T, F)
+  const rows = mlp._tag === "Fine" ? topK(scores, mlp.keep) : aboveThreshold(scores.map((s) => s / T), mlp.thresholds[layer]!)
+  const n = rows.length
+  if (n === 0) return new Float32Array(xb2.length)
+  const up = yield* k.matmulRows(w.upProj, xb2, T, rows) // (T, n)
+  const hb = new Float32Array(T * n) // (T, n) = a[kept] ⊙ up[kept]
+  for (let t = 0; t < T; t++) for (let i = 0; i < n; i++) hb[t * n + i] = a[t * F + rows[i]!]! * up[t * n + i]!
+  return yield* k.matmulTransposedRows(w.downProjT, hb, T, rows)
+})

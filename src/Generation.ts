@@ -11,6 +11,7 @@ import type { KernelError } from "./Kernels.ts"
 import * as KvCache from "./KvCache.ts"
 import type { Model } from "./Model.ts"
 import * as Sampler from "./Sampler.ts"
+import * as Sparsity from "./Sparsity.ts"
 import * as TextStream from "./TextStream.ts"
 import type { TextTokenizer } from "./Tokenizer.ts"
 
@@ -31,6 +32,8 @@ export interface GenerationStats {
   readonly tokensPerSecond: number
   readonly timeToFirstTokenMs: number
   readonly backend: string
+  /** Fraction of all parameters a decode step touches (1 for dense decoding; Sparsity.parameterDensity). */
+  readonly parameterDensity: number
 }
 
 export type GenerationEvent =
@@ -51,6 +54,8 @@ export interface GenerateOptions {
   readonly eosTokenIds?: ReadonlyArray<number>
   readonly stopStrings?: ReadonlyArray<string>
   readonly tokenizer?: TextTokenizer | undefined
+  /** Decode with a contextually sparse MLP (the prompt is still prefilled densely). Needs a model loaded with `{ sparse: true }`. */
+  readonly sparsity?: Sparsity.SparsityOptions | undefined
 }
 
 /** Check a request against the model before any work; the first problem found is the error. */
@@ -73,11 +78,19 @@ export const validate = (model: Model, options: GenerateOptions): Effect.Effect<
   if (!(s.topP > 0 && s.topP <= 1)) return fail("topP", "must be in (0, 1]")
   if (!(s.minP >= 0 && s.minP <= 1)) return fail("minP", "must be in [0, 1]")
   if (!(s.repetitionPenalty > 0) || !Number.isFinite(s.repetitionPenalty)) return fail("repetitionPenalty", "must be a finite number > 0")
+  const sp = options.sparsity
+  if (sp !== undefined) {
+    if (!(sp.density > 0 && sp.density <= 1)) return fail("density", `must be in (0, 1] (got ${sp.density})`)
+    if (model.layers.some((l) => l.downProjT === undefined)) return fail("sparsity", "the model was loaded without { sparse: true }")
+    if (sp.granularity === "fine-threshold" && sp.thresholds?.length !== model.config.numHiddenLayers)
+      return fail("thresholds", `fine-threshold needs ${model.config.numHiddenLayers} per-layer thresholds (run sirius calibrate)`)
+  }
   return Effect.void
 }
 
 interface State {
   readonly cache: KvCache.KvCache
+  readonly mlp: { readonly prefill: Forward.Mlp; readonly sparse: () => Forward.Mlp }
   readonly context: Array<number> // prompt + committed ids
   readonly text: TextStream.TextStream
   readonly rng: Sampler.Rng
@@ -104,10 +117,16 @@ export const generate = (model: Model, options: GenerateOptions): Stream.Stream<
   const eos = new Set(options.eosTokenIds ?? [])
   const stops = options.stopStrings ?? []
   const P = options.prompt.length
+  const sparsity = options.sparsity
+  const density =
+    sparsity === undefined
+      ? 1
+      : Sparsity.parameterDensity(model.config, sparsity.granularity, Sparsity.keptCount(model.config.intermediateSize, sparsity.density) / model.config.intermediateSize)
 
   const start = Effect.sync(
     (): State => ({
       cache: KvCache.make(model.config, P + options.maxNewTokens),
+      mlp: sparsity === undefined ? { prefill: Forward.dense, sparse: () => Forward.dense } : Sparsity.requestMlp(model.config, sparsity),
       context: [...options.prompt],
       text: TextStream.make(),
       rng: Sampler.rng(sampling.seed),
@@ -139,20 +158,21 @@ export const generate = (model: Model, options: GenerateOptions): Stream.Stream<
           decodeMs,
           tokensPerSecond: generated > 1 ? ((generated - 1) * 1000) / Math.max(decodeMs, 1e-9) : 0,
           timeToFirstTokenMs: s.firstTokenAt - s.started,
-          backend: model.kernels.name
+          backend: model.kernels.name,
+          parameterDensity: density
         }
       }
       return [event, s] as const
     }
     if (!s.prefilled) {
-      s.logits = yield* Forward.forward(model, s.cache, Int32Array.from(options.prompt), 0, "last")
+      s.logits = yield* Forward.forward(model, s.cache, Int32Array.from(options.prompt), 0, "last", s.mlp.prefill)
       s.prefilled = true
       s.prefillMs = performance.now() - s.started
       return [{ _tag: "Prefilled", promptTokens: P, ms: s.prefillMs } as GenerationEvent, s] as const
     }
     if (s.logits === undefined) {
       const last = s.context.length - 1
-      s.logits = yield* Forward.forward(model, s.cache, Int32Array.of(s.context[last]!), last, "last")
+      s.logits = yield* Forward.forward(model, s.cache, Int32Array.of(s.context[last]!), last, "last", s.mlp.sparse())
     }
     yield* Effect.yieldNow // a cancellation point between tokens
     const token = Sampler.sample(s.logits, s.context, sampling, s.rng)

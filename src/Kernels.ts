@@ -57,6 +57,16 @@ export interface KernelsShape {
 
   /** out (T, rows) = x (T, cols) · Wᵀ. One pass over W serves all T rows. */
   readonly matmul: (w: Matrix, x: Float32Array, T: number) => Effect.Effect<Float32Array, KernelError>
+  /**
+   * Sparse MLP, up/gate side: out (T, n) = x (T, cols) · W[rows]ᵀ — only the n selected rows of W are read
+   * (the same selection for every token). rows (n) are distinct row indices.
+   */
+  readonly matmulRows: (w: Matrix, x: Float32Array, T: number, rows: Int32Array) => Effect.Effect<Float32Array, KernelError>
+  /**
+   * Sparse MLP, down side, over a transposed weight wT (F, D) — down_proj stored so that one neuron's
+   * weights are contiguous: out (T, D) = Σ_i h[t, i] · wT[rows[i], :]. Only the n selected rows are read.
+   */
+  readonly matmulTransposedRows: (wT: Matrix, h: Float32Array, T: number, rows: Int32Array) => Effect.Effect<Float32Array, KernelError>
   /** out (T, cols) = rows `tokens[t]` of the table (rows, cols). */
   readonly embedding: (table: Matrix, tokens: Int32Array) => Effect.Effect<Float32Array, KernelError>
   /** out (T, D) = x / sqrt(mean(x²) + eps) ⊙ weight, per row. */

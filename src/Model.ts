@@ -8,6 +8,7 @@ import type { Checkpoint } from "./Checkpoint.ts"
 import type { LlamaConfig } from "./Config.ts"
 import { type KernelError, Kernels, type KernelsShape, type Matrix, type Vector } from "./Kernels.ts"
 import { ropeInvFreq } from "./Rope.ts"
+import { transpose } from "./Tensor.ts"
 import type { ModelWeights } from "./Weights.ts"
 
 export interface LayerHandles {
@@ -20,6 +21,8 @@ export interface LayerHandles {
   readonly gateProj: Matrix
   readonly upProj: Matrix
   readonly downProj: Matrix
+  /** down_proj transposed (F, D), one neuron's weights contiguous: present when loaded for sparse decoding. */
+  readonly downProjT: Matrix | undefined
 }
 
 export interface Model {
@@ -33,7 +36,12 @@ export interface Model {
   readonly invFreq: Float32Array
 }
 
-export const fromWeights = Effect.fn("Model.fromWeights")(function* (config: LlamaConfig, weights: ModelWeights) {
+export interface LoadOptions {
+  /** Also make down_proj resident transposed, for the sparse MLP (costs one more copy of down_proj). */
+  readonly sparse?: boolean
+}
+
+export const fromWeights = Effect.fn("Model.fromWeights")(function* (config: LlamaConfig, weights: ModelWeights, options: LoadOptions = {}) {
   const kernels = yield* Kernels
   const { matrix, vector } = kernels
   const layers: Array<LayerHandles> = []
@@ -47,7 +55,8 @@ export const fromWeights = Effect.fn("Model.fromWeights")(function* (config: Lla
       postAttentionLayernorm: yield* vector(w.postAttentionLayernorm),
       gateProj: yield* matrix(w.gateProj),
       upProj: yield* matrix(w.upProj),
-      downProj: yield* matrix(w.downProj)
+      downProj: yield* matrix(w.downProj),
+      downProjT: options.sparse === true ? yield* matrix(transpose(w.downProj)) : undefined
     })
   }
   const embedTokens = yield* matrix(weights.embedTokens)
@@ -62,7 +71,7 @@ export const fromWeights = Effect.fn("Model.fromWeights")(function* (config: Lla
     invFreq: ropeInvFreq(config.headDim, config.ropeTheta, config.ropeScaling)
   }
   return model
-}) as (config: LlamaConfig, weights: ModelWeights) => Effect.Effect<Model, KernelError, Kernels>
+}) as (config: LlamaConfig, weights: ModelWeights, options?: LoadOptions) => Effect.Effect<Model, KernelError, Kernels>
 
-export const fromCheckpoint = (checkpoint: Checkpoint): Effect.Effect<Model, KernelError, Kernels> =>
-  fromWeights(checkpoint.config, checkpoint.weights)
+export const fromCheckpoint = (checkpoint: Checkpoint, options: LoadOptions = {}): Effect.Effect<Model, KernelError, Kernels> =>
+  fromWeights(checkpoint.config, checkpoint.weights, options)

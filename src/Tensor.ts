@@ -103,3 +103,17 @@ export const fromFloat32 = (name: string, dtype: DType, shape: ReadonlyArray<num
   for (let i = 0; i < n; i++) view.setUint16(2 * i, enc(values[i]!), true)
   return { name, dtype, shape, data }
 }
+
+/** Transpose a 2-D tensor's bytes: (rows, cols) → (cols, rows), same dtype (e.g. down_proj for the sparse MLP). */
+export const transpose = (t: RawTensor, name = `${t.name}.T`): RawTensor => {
+  const [rows, cols] = t.shape as [number, number]
+  const b = bytesPerElement[t.dtype]
+  const out = new Uint8Array(rows * cols * b)
+  for (let r = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++) {
+      const src = (r * cols + c) * b
+      const dst = (c * rows + r) * b
+      for (let k = 0; k < b; k++) out[dst + k] = t.data[src + k]!
+    }
+  return { name, dtype: t.dtype, shape: [cols, rows], data: out }
+}

@@ -62,36 +62,42 @@ MUL = {2: "doubles them", 3: "triples them"}
 MAX_VALUE = 99
 
 
+def _step(rng, x):
+    """One arithmetic step from value x: (equation, clause, new value)."""
+    ops = []
+    if x > 2:
+        ops.append("-")
+    if x + 2 <= MAX_VALUE:
+        ops.append("+")
+    if x * 2 <= MAX_VALUE:
+        ops.append("*")
+    op = rng.choice(ops)
+    if op == "+":
+        n = rng.randint(2, min(40, MAX_VALUE - x))
+        y = x + n
+        clause = rng.choice(ADD).format(n=n)
+    elif op == "-":
+        n = rng.randint(2, min(40, x - 1))
+        y = x - n
+        clause = rng.choice(SUB).format(n=n)
+    else:
+        n = 3 if (x * 3 <= MAX_VALUE and rng.random() < 0.5) else 2
+        y = x * n
+        clause = MUL[n]
+    return f"{x}{op}{n}={y}", clause, y
+
+
 def make_problem(rng):
     name = rng.choice(HE + SHE)
     pron = "he" if name in HE else "she"
     obj = rng.choice(OBJECTS)
     nsteps = rng.choice([2, 3, 4])
-    x = rng.randint(5, 60)
-    start = x
+    x = start = rng.randint(5, 60)
     clauses, steps = [], []
     for _ in range(nsteps):
-        ops = ["+", "-"]
-        if x * 2 <= MAX_VALUE:
-            ops.append("*")
-        if x <= 2 or x + 2 > MAX_VALUE:  # keep every op feasible
-            ops = [o for o in ops if (o != "-" or x > 2) and (o != "+" or x + 2 <= MAX_VALUE)]
-        op = rng.choice(ops)
-        if op == "+":
-            n = rng.randint(2, min(40, MAX_VALUE - x))
-            y = x + n
-            clause = rng.choice(ADD).format(n=n)
-        elif op == "-":
-            n = rng.randint(2, min(40, x - 1))
-            y = x - n
-            clause = rng.choice(SUB).format(n=n)
-        else:
-            n = 3 if (x * 3 <= MAX_VALUE and rng.random() < 0.5) else 2
-            y = x * n
-            clause = MUL[n]
-        steps.append(f"{x}{op}{n}={y}")
+        eq, clause, x = _step(rng, x)
+        steps.append(eq)
         clauses.append(clause)
-        x = y
     sentences = [f"{name} has {start} {obj}."]
     for c in clauses:
         sentences.append(f"{pron.capitalize()} {c}.")
@@ -99,6 +105,19 @@ def make_problem(rng):
     prompt = "Q: " + " ".join(sentences) + "\nA:"
     completion = " " + ". ".join(steps) + f". The answer is {x}.\n"
     return {"prompt": prompt, "completion": completion, "answer": str(x), "steps": nsteps}
+
+
+def make_drill(rng, nsteps=None):
+    """Auxiliary training text (train split only): a bare chain of equations in the completion's
+    format, e.g. " 23+15=38. 38-9=29. 29*2=58.\n". Returned as a problem with an empty prompt."""
+    nsteps = nsteps or rng.randint(6, 10)
+    x = rng.randint(5, 60)
+    steps = []
+    for _ in range(nsteps):
+        eq, _, x = _step(rng, x)
+        steps.append(eq)
+    return {"prompt": "", "completion": " " + ". ".join(steps) + ".\n", "answer": str(x), "steps": nsteps,
+            "drill": True}
 
 
 ANSWER_RE = re.compile(r"The answer is (-?[0-9]+)")
@@ -134,13 +153,17 @@ def eval_splits():
     return val, test
 
 
-def train_stream(seed=TRAIN_SEED, exclude=None):
-    """Infinite deterministic stream of training problems, never a validation/test prompt."""
+def train_stream(seed=TRAIN_SEED, exclude=None, drill_frac=0.0):
+    """Infinite deterministic stream of training problems, never a validation/test prompt.
+    With drill_frac > 0, that fraction of the items are equation drills (make_drill)."""
     if exclude is None:
         val, test = eval_splits()
         exclude = {p["prompt"] for p in val + test}
     rng = random.Random(seed)
     while True:
+        if drill_frac and rng.random() < drill_frac:
+            yield make_drill(rng)
+            continue
         p = make_problem(rng)
         if p["prompt"] not in exclude:
             yield p

@@ -154,13 +154,25 @@ class TinyLlama(nn.Module):
 
 # ============================================================== data
 def batch_from(problems):
-    """Right-padded batch; loss mask covers the completion and the final </s>."""
+    """Right-padded batch. Loss mask: the completion and the final </s> for word problems; for drills
+    only the results (the characters after each '=' up to and including the '.'), the final newline and </s>."""
     seqs, masks = [], []
     for p in problems:
         pi = task.encode(p["prompt"])
         ci = task.encode(p["completion"], add_bos=False) + [task.EOS_ID]
         seqs.append(pi + ci)
-        masks.append([0] * len(pi) + [1] * len(ci))
+        if p.get("drill"):
+            cm, on = [], False
+            for ch in p["completion"]:
+                cm.append(1 if on or ch == "\n" else 0)
+                if ch == "=":
+                    on = True
+                elif ch == ".":
+                    on = False
+            cm.append(1)
+        else:
+            cm = [1] * len(ci)
+        masks.append([0] * len(pi) + cm)
     T = max(map(len, seqs))
     ids = torch.full((len(seqs), T), task.EOS_ID, dtype=torch.long)
     lm = torch.zeros((len(seqs), T))
@@ -452,6 +464,7 @@ def main():
     ap.add_argument("--inter", type=int, default=CONFIG["intermediate_size"])
     ap.add_argument("--layers", type=int, default=CONFIG["num_hidden_layers"])
     ap.add_argument("--bf16", type=int, default=1, help="bf16 autocast for training matmuls (fp32 master weights)")
+    ap.add_argument("--drill-frac", type=float, default=0.5, help="fraction of training items that are equation drills")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--bench", type=int, default=0, help="time this many steps and exit")
@@ -490,7 +503,7 @@ def main():
         t = (s - a.warmup) / max(1, a.steps - a.warmup)
         return a.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
-    batches = bucketed_batches(task.train_stream(), a.batch, a.seed)
+    batches = bucketed_batches(task.train_stream(drill_frac=a.drill_frac), a.batch, a.seed)
     t0 = time.time()
     log = []
     nsteps = a.bench or a.steps
@@ -498,7 +511,7 @@ def main():
         ids, lm = batch_from(next(batches))
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(a.bf16)):
             logits = model(ids[:, :-1]).float()
         loss = (F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
                 * lm[:, 1:].reshape(-1)).sum() / lm[:, 1:].sum()
@@ -523,6 +536,7 @@ def main():
     model.eval()
     report = evaluate(model, val, test)
     report.update(params=nparams, steps=a.steps, batch=a.batch, lr=a.lr, warmup=a.warmup, wd=a.wd,
+                  drill_frac=a.drill_frac, bf16=a.bf16,
                   seed=a.seed, threads=a.threads, train_seconds=round(train_time, 1),
                   s_per_step=round(train_time / a.steps, 4), eval_log=log, config=CONFIG)
     dtype, refs = export(model, a.out, test)

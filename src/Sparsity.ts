@@ -1,0 +1,126 @@
+/**
+ * Contextual MLP sparsity (sirius-algorithm.md §2): which MLP neurons a sparse token computes.
+ *
+ * Only the SwiGLU MLP is sparsified; attention, embeddings and lm_head stay dense, and the prompt is
+ * always prefilled densely. `density` ρ is the fraction of the D_ff neurons kept, the same in every layer.
+ * - fine (FSparse, the Sirius top-k variant of CATS): per token, keep the ⌊ρ·D_ff⌋ neurons with the largest
+ *   |SiLU(W_gate·x)|; gate stays dense, up and down are computed for the kept neurons only.
+ * - fine-threshold (CATS): per layer, keep the neurons with |SiLU(W_gate·x)| > t_l, thresholds calibrated
+ *   to a target sparsity (Calibration.ts).
+ * - coarse (CSparse, GRIFFIN): the dense prefill scores each neuron over the prompt; the top ⌊ρ·D_ff⌋ per
+ *   layer are fixed for the whole request; gate, up and down are read for those neurons only.
+ *
+ * One rounding rule for both granularities: keep ⌊ρ·D_ff⌋ neurons, at least 1. Ties in every top-k go to
+ * the lower neuron index. Selected indices are returned in ascending order (memory order).
+ */
+import type { LlamaConfig } from "./Config.ts"
+import type { Mlp } from "./Forward.ts"
+
+export type Granularity = "fine" | "fine-threshold" | "coarse"
+
+/** ⌊ρ·D_ff⌋ (the 1e-9 guards against 0.3·10 = 2.9999…), at least 1. */
+export const keptCount = (intermediateSize: number, density: number): number =>
+  Math.max(1, Math.min(intermediateSize, Math.floor(density * intermediateSize + 1e-9)))
+
+/** Indices of the k largest scores, ties to the lower index, ascending. */
+export const topK = (scores: ArrayLike<number>, k: number): Int32Array => {
+  const order = Int32Array.from({ length: scores.length }, (_, i) => i)
+  order.sort((a, b) => scores[b]! - scores[a]! || a - b)
+  return order.subarray(0, k).sort()
+}
+
+/** Indices whose score is strictly above the threshold, ascending (may be empty). */
+export const aboveThreshold = (scores: ArrayLike<number>, threshold: number): Int32Array => {
+  const kept: Array<number> = []
+  for (let i = 0; i < scores.length; i++) if (scores[i]! > threshold) kept.push(i)
+  return Int32Array.from(kept)
+}
+
+/**
+ * Fine-granularity score of each neuron over the T tokens of a call: s_j = Σ_t |a[t, j]|, a = SiLU(gate) (T, F).
+ * For T = 1 it is |a|; for a tree step the mask is shared across branches (Sirius's `patternstrict`).
+ */
+export const fineScores = (a: Float32Array, T: number, F: number): Float64Array => {
+  const s = new Float64Array(F)
+  for (let t = 0; t < T; t++) for (let j = 0; j < F; j++) s[j] += Math.abs(a[t * F + j]!)
+  return s
+}
+
+/**
+ * The Griffin statistic over the prompt's MLP activations Z = SiLU(X·W_gateᵀ) ⊙ (X·W_upᵀ) (T, F):
+ * each token row normalised to unit L2 norm, then the L2 norm over tokens per neuron:
+ *   s_j = sqrt(Σ_t (Z[t, j] / ‖Z[t, :]‖₂)²)
+ * A token whose row is all zero contributes nothing.
+ */
+export const griffinStatistic = (Z: Float32Array, T: number, F: number): Float64Array => {
+  const s = new Float64Array(F)
+  for (let t = 0; t < T; t++) {
+    let norm = 0
+    for (let j = 0; j < F; j++) norm += Z[t * F + j]! ** 2
+    norm = Math.sqrt(norm)
+    if (norm === 0) continue
+    for (let j = 0; j < F; j++) s[j] += (Z[t * F + j]! / norm) ** 2
+  }
+  for (let j = 0; j < F; j++) s[j] = Math.sqrt(s[j]!)
+  return s
+}
+
+/** Parameters of the model (tied embeddings counted once). */
+export const parameterCount = (c: LlamaConfig): { total: number; mlpPerLayer: number } => {
+  const D = c.hiddenSize
+  const attn = D * c.numAttentionHeads * c.headDim * 2 + D * c.numKeyValueHeads * c.headDim * 2
+  const mlpPerLayer = 3 * D * c.intermediateSize
+  const emb = c.vocabSize * D
+  const total = emb + (c.tieWordEmbeddings ? 0 : emb) + c.numHiddenLayers * (attn + mlpPerLayer + 2 * D) + D
+  return { total, mlpPerLayer }
+}
+
+/**
+ * Parameter density d_sparse (§2.3): the fraction of all parameters a sparse token touches, everything
+ * outside the MLP counted as dense. f is the fraction of each layer's MLP touched: coarse f = kept/D_ff;
+ * fine f = 1/3 + (2/3)·kept/D_ff (gate stays dense). For fine-threshold pass the mean kept fraction.
+ */
+export const parameterDensity = (c: LlamaConfig, granularity: Granularity, keptFraction: number): number => {
+  const { total, mlpPerLayer } = parameterCount(c)
+  const f = granularity === "coarse" ? keptFraction : 1 / 3 + (2 / 3) * keptFraction
+  return 1 - ((1 - f) * c.numHiddenLayers * mlpPerLayer) / total
+}
+
+export interface SparsityOptions {
+  readonly granularity: Granularity
+  /** Fraction of MLP neurons kept, in (0, 1]. */
+  readonly density: number
+  /** Per-layer thresholds for fine-threshold (from `sirius calibrate`). */
+  readonly thresholds?: ReadonlyArray<number>
+}
+
+/**
+ * The MLP modes of one request: the dense prefill (which, for coarse granularity, records the Griffin
+ * statistic of every layer) and the sparse MLP every later sparse step uses. For coarse granularity the
+ * neuron set is chosen once, from the prefill, and stays fixed (verification passes do not change it).
+ */
+export const requestMlp = (config: LlamaConfig, options: SparsityOptions): { readonly prefill: Mlp; readonly sparse: () => Mlp } => {
+  const F = config.intermediateSize
+  const keep = keptCount(F, options.density)
+  switch (options.granularity) {
+    case "fine":
+      return { prefill: { _tag: "Dense" }, sparse: () => ({ _tag: "Fine", keep }) }
+    case "fine-threshold": {
+      const thresholds = options.thresholds
+      if (thresholds === undefined || thresholds.length !== config.numHiddenLayers)
+        throw new Error(`fine-threshold needs ${config.numHiddenLayers} per-layer thresholds`)
+      return { prefill: { _tag: "Dense" }, sparse: () => ({ _tag: "FineThreshold", thresholds }) }
+    }
+    case "coarse": {
+      const stats: Array<Float64Array> = []
+      let neurons: ReadonlyArray<Int32Array> | undefined
+      return {
+        prefill: { _tag: "Dense", observe: (layer, hb, T) => void (stats[layer] = griffinStatistic(hb, T, F)) },
+        sparse: () => {
+          neurons ??= stats.map((s) => topK(s, keep))
+          return { _tag: "Coarse", neurons }
+        }
+      }
+    }
+  }
+}
