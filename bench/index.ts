@@ -86,8 +86,11 @@ export interface BenchReport {
   /** 10⁹ bytes/s summing a ≥ 1 GiB buffer on the same thread count. */
   readonly readBandwidthGBps: number
   readonly loadSeconds: number
+  /** 1000 / median decode step (ms). */
   readonly decodeTokensPerSecond: number
   readonly msPerToken: number
+  /** The fastest decode step (ms): on a shared, busy machine the closest to the unimpeded speed. */
+  readonly bestMsPerToken: number
   /** Weight bytes one decode step reads: every layer matrix and norm, the final norm, lm_head, one embedding row. */
   readonly weightBytesPerToken: number
   /** weightBytesPerToken × decodeTokensPerSecond / 10⁹. */
@@ -246,6 +249,7 @@ export const runBench = async (options: BenchOptions): Promise<BenchReport> => {
     loadSeconds: measured.loadSeconds,
     decodeTokensPerSecond,
     msPerToken,
+    bestMsPerToken: Math.min(...measured.steps),
     weightBytesPerToken: bytesPerToken,
     achievedGBps,
     bandwidthFraction: achievedGBps / bandwidth.readBandwidthGBps,

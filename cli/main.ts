@@ -11,9 +11,10 @@ const commands: Record<string, typeof Generate> = { generate: Generate }
 export interface Io {
   readonly out: (s: string) => void
   readonly err: (s: string) => void
+  readonly isTTY?: boolean
 }
 
-const processIo: Io = { out: (s) => void process.stdout.write(s), err: (s) => void process.stderr.write(s) }
+const processIo: Io = { out: (s) => void process.stdout.write(s), err: (s) => void process.stderr.write(s), isTTY: process.stdout.isTTY }
 
 const describe = (error: unknown): string => {
   if (error instanceof UsageError) return error.message

@@ -1,0 +1,84 @@
+// attention on gpu.js: causal grouped-query attention of q (T, H·Dh) over keys/values (S, Hkv·Dh).
+// T = tokens, H = query heads, Hkv = key/value heads, Dh = head dim, S = visible slots (kvLength).
+// Must agree with reference/attention.ts. Two kernels, so no cell repeats another's reduction:
+//   scores (T, H, S): q·k / sqrt(Dh) for slots s ≤ positions[t] (later slots are never read);
+//   mix (T, H, Dh): max-subtracted softmax over the visible scores (stability), times values.
+// Only the S valid slots of the cache move to the device per call. The mix loop's length is a position,
+// not a constant, so its kernels are compiled per power-of-two bucket of S (loopMaxIterations = bucket).
+import type { KernelFunction } from "gpu.js"
+import { Effect } from "effect"
+import type { AttentionShape, KernelError } from "../src/Kernels.ts"
+import type { GpuRuntime } from "./GpuRuntime.ts"
+import { indices, type KernelThis } from "./types.ts"
+
+interface Geometry {
+  readonly H: number
+  readonly Hkv: number
+  readonly Dh: number
+  readonly group: number
+  readonly scale: number
+}
+
+/** Cell (x = s, y = h, z = t): q[t, h] · k[s, h / group] / sqrt(Dh), or 0 past the causal horizon. */
+function scoresKernel(this: KernelThis<Geometry>, q: Float32Array, keys: Float32Array, positions: Float32Array): number {
+  const s = this.thread.x
+  const h = this.thread.y
+  const t = this.thread.z
+  if (s > positions[t]) return 0
+  const kvh = Math.floor(h / this.constants.group)
+  const qo = (t * this.constants.H + h) * this.constants.Dh
+  const ko = (s * this.constants.Hkv + kvh) * this.constants.Dh
+  let dot = 0
+  for (let i = 0; i < this.constants.Dh; i++) dot += q[qo + i] * keys[ko + i]
+  return dot * this.constants.scale
+}
+
+/** Cell (x = i, y = h, z = t): Σ_s softmax(scores[t, h, 0..pos])_s · v[s, h / group, i]. */
+function mixKernel(this: KernelThis<Geometry>, scores: Float32Array, values: Float32Array, positions: Float32Array, S: number): number {
+  const i = this.thread.x
+  const h = this.thread.y
+  const t = this.thread.z
+  const n = positions[t] + 1
+  const kvh = Math.floor(h / this.constants.group)
+  const base = (t * this.constants.H + h) * S
+  let max = scores[base]
+  for (let s = 1; s < n; s++) max = Math.max(max, scores[base + s])
+  let sum = 0
+  let acc = 0
+  for (let s = 0; s < n; s++) {
+    const e = Math.exp(scores[base + s] - max)
+    sum += e
+    acc += e * values[(s * this.constants.Hkv + kvh) * this.constants.Dh + i]
+  }
+  return acc / sum
+}
+
+/** The smallest power of two ≥ n, at least 64: the loop bound bucket of the mix kernel. */
+const bucket = (n: number): number => Math.max(64, 2 ** Math.ceil(Math.log2(n)))
+
+export const attention = (
+  rt: GpuRuntime,
+  q: Float32Array,
+  keys: Float32Array,
+  values: Float32Array,
+  shape: AttentionShape
+): Effect.Effect<Float32Array, KernelError> => {
+  const { T, numHeads: H, numKeyValueHeads: Hkv, headDim: Dh, kvLength: S } = shape
+  const geometry: Geometry = { H, Hkv, Dh, group: H / Hkv, scale: 1 / Math.sqrt(Dh) }
+  const key = `${H}:${Hkv}:${Dh}`
+  const scores = rt.kernel(`attention.scores:${key}`, (create) =>
+    create(scoresKernel as unknown as KernelFunction, { output: [1, H, 1], constants: { ...geometry }, loopMaxIterations: Dh })
+  )
+  const loop = bucket(S)
+  const mix = rt.kernel(`attention.mix:${key}:${loop}`, (create) =>
+    create(mixKernel as unknown as KernelFunction, { output: [Dh, H, 1], constants: { ...geometry }, loopMaxIterations: loop })
+  )
+  const kvDim = Hkv * Dh
+  const positions = indices(shape.positions)
+  // slice, not subarray: backends upload whole buffers, and only the S valid slots should move.
+  const k = keys.slice(0, S * kvDim)
+  const v = values.slice(0, S * kvDim)
+  return Effect.flatMap(rt.run("attention", scores, [S, H, T], [q, k, positions]), (att) =>
+    rt.run("attention", mix, [Dh, H, T], [att, v, positions, S])
+  )
+}

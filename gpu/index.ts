@@ -1,0 +1,131 @@
+/**
+ * The gpu backend: the Kernels interface on gpu.js (WebGPU, WebGL2/WebGL, headless-gl, wasm or plain JS).
+ *
+ * Each op lives in the file of the same name as its reference (reference/matmul.ts ↔ gpu/matmul.ts, ...),
+ * written as gpu.js kernels that compute one output cell each. Kernels are compiled once per (op, shape)
+ * and cached by the runtime (GpuRuntime.ts); a weight matrix or norm vector is a kernel constant, so it is
+ * uploaded once, when its kernel is built (on first use), and stays on the device: per call only the
+ * activations move. Every call runs under gpu.js's async contract and is checked to have run on the
+ * backend the layer was built for.
+ *
+ * Per-op readback (each op returns a Float32Array) follows the Kernels interface; a fused layer op could
+ * keep intermediates on the device later.
+ *
+ * Not here: a tokenizer or a model (src/), the Node/browser WebGPU provisioning (GpuRuntime.ts).
+ *
+ * @example
+ * const program = Effect.gen(function* () {
+ *   const model = yield* Model.fromWeights(config, weights)
+ *   return yield* Forward.forward(model, KvCache.make(config, 64), tokens, 0, "last")
+ * })
+ * Effect.runPromise(Effect.provide(program, GpuKernels.layer({ mode: "gpu" })))
+ */
+import { Effect, Layer } from "effect"
+import type { Scope } from "effect"
+import { type KernelError, Kernels, type KernelsShape } from "../src/Kernels.ts"
+import { toFloat32 } from "../src/Tensor.ts"
+import { add } from "./add.ts"
+import { attention } from "./attention.ts"
+import { embedding } from "./embedding.ts"
+import { BackendUnavailableError, type GpuBackend, gpuBackends, type GpuMode, type GpuRuntime, make as makeRuntime } from "./GpuRuntime.ts"
+import { matmulRows, matmulTransposedRows } from "./matmul.ts"
+import { rmsnorm } from "./rmsnorm.ts"
+import { rope } from "./rope.ts"
+import { swiglu } from "./swiglu.ts"
+import { indices, type GpuMatrix, type GpuVector } from "./types.ts"
+
+export { BackendUnavailableError, gpuBackends, ranOn, webGpuProbe } from "./GpuRuntime.ts"
+export type { GpuBackend, GpuMode, GpuRuntime } from "./GpuRuntime.ts"
+export { softmax } from "./softmax.ts"
+
+export interface GpuOptions {
+  /** `"gpu"`: the best backend available here; a backend name demands exactly that one. */
+  readonly mode: GpuMode
+  /** Upper bound for loops whose length is only known per call (sparse rows). Default 65536. */
+  readonly maxLoopIterations?: number
+}
+
+export type GpuKernelsShape = KernelsShape & { readonly runtime: GpuRuntime }
+
+/**
+ * Build the backend on a fresh gpu.js instance, destroyed with the scope.
+ *
+ * **When to use**: tests and tools that need the runtime (which backend ran, how many kernels were
+ * compiled); otherwise use `layer`.
+ *
+ * **Details**: fails with BackendUnavailableError when the demanded backend cannot run here; kernel
+ * failures later (compile errors, a lost device, a silent degradation to another backend) are KernelErrors.
+ *
+ * @category constructors
+ */
+export const make = (options: GpuOptions): Effect.Effect<GpuKernelsShape, BackendUnavailableError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const rt = yield* makeRuntime(options)
+    let nextId = 0
+    // Dense matmul passes the identity selection (see gpu/matmul.ts); one per row count.
+    const identities = new Map<number, Float32Array>()
+    const identity = (n: number): Float32Array => {
+      let sel = identities.get(n)
+      if (sel === undefined) {
+        sel = Float32Array.from({ length: n }, (_, i) => i)
+        identities.set(n, sel)
+      }
+      return sel
+    }
+    const kernels: GpuKernelsShape = {
+      name: `gpu:${rt.backend}`,
+      runtime: rt,
+      matrix: (t) => Effect.sync((): GpuMatrix => ({ rows: t.shape[0]!, cols: t.shape[1]!, id: nextId++, data: toFloat32(t) })),
+      vector: (t) => Effect.sync((): GpuVector => ({ length: t.shape[0]!, id: nextId++, data: toFloat32(t) })),
+      matmul: (w, x, T) => matmulRows(rt, w as GpuMatrix, x, T, identity(w.rows)),
+      matmulRows: (w, x, T, rows) => matmulRows(rt, w as GpuMatrix, x, T, indices(rows)),
+      matmulTransposedRows: (wT, h, T, rows) => matmulTransposedRows(rt, wT as GpuMatrix, h, T, indices(rows)),
+      embedding: (table, tokens) => embedding(rt, table as GpuMatrix, tokens),
+      rmsnorm: (x, weight, T, eps) => rmsnorm(rt, x, weight as GpuVector, T, eps),
+      rope: (x, T, heads, headDim, positions, invFreq) => rope(rt, x, T, heads, headDim, positions, invFreq),
+      attention: (q, keys, values, shape) => attention(rt, q, keys, values, shape),
+      swiglu: (gate, up) => swiglu(rt, gate, up),
+      add: (a, b) => add(rt, a, b)
+    }
+    return kernels
+  })
+
+/**
+ * The Kernels layer on gpu.js. The gpu.js instance (kernels, textures, buffers, workers) is destroyed
+ * when the layer's scope closes.
+ *
+ * @example
+ * Effect.provide(program, GpuKernels.layer({ mode: "webgpu" })) // fails with BackendUnavailableError without an adapter
+ *
+ * @category layers
+ */
+export const layer = (options: GpuOptions): Layer.Layer<Kernels, BackendUnavailableError> => Layer.effect(Kernels, make(options))
+
+export const GpuKernels = { make, layer } as const
+
+// ---------------------------------------------------------------------------------------------------
+// CLI names
+
+/** The `--backend` names of the gpu backend: `gpu` (best available) and `gpu:<backend>` (demanded). */
+export const gpuBackendNames = ["gpu", ...gpuBackends.map((b) => `gpu:${b}` as const)] as const
+export type GpuBackendName = (typeof gpuBackendNames)[number]
+
+export const isGpuBackendName = (name: string): name is GpuBackendName => (gpuBackendNames as ReadonlyArray<string>).includes(name)
+
+/** The GpuMode a CLI name stands for: `"gpu"` → `"gpu"`, `"gpu:webgpu"` → `"webgpu"`. */
+export const modeOf = (name: GpuBackendName): GpuMode => (name === "gpu" ? "gpu" : (name.slice(4) as GpuBackend))
+
+/**
+ * The Kernels layer for a CLI backend name.
+ *
+ * @example
+ * gpuLayer("gpu:webasm") // Layer<Kernels, BackendUnavailableError>, name "gpu:webasm"
+ * gpuLayer("gpu")        // the best of webgpu, headlessgl, webgl2, webgl, webasm, cpu that runs here
+ *
+ * @category layers
+ */
+export const gpuLayer = (name: GpuBackendName, options: Omit<GpuOptions, "mode"> = {}): Layer.Layer<Kernels, BackendUnavailableError> =>
+  layer({ ...options, mode: modeOf(name) })
+
+/** For callers that must not fail at layer construction: the error becomes a defect. */
+export type { KernelError }

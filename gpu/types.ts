@@ -1,0 +1,28 @@
+/**
+ * What a gpu.js kernel body sees as `this`, and the resident weight handles of the gpu backend.
+ *
+ * Kernel bodies are `function`s that gpu.js parses and transpiles (to WGSL, GLSL, wasm or JS): they
+ * compute one output cell at `this.thread.{x,y,z}` and read sizes and resident weights from
+ * `this.constants`. They must not capture outer variables or call anything but Math.
+ */
+import type { Matrix, Vector } from "../src/Kernels.ts"
+
+export interface KernelThis<C> {
+  readonly thread: { readonly x: number; readonly y: number; readonly z: number }
+  readonly constants: C
+}
+
+/** A weight matrix (rows, cols) held for the gpu backend; its kernels hold it as a constant (resident). */
+export interface GpuMatrix extends Matrix {
+  /** Unique per runtime: names the kernels that hold this matrix. */
+  readonly id: number
+  readonly data: Float32Array // (rows, cols)
+}
+
+export interface GpuVector extends Vector {
+  readonly id: number
+  readonly data: Float32Array // (length)
+}
+
+/** gpu.js takes index arrays as floats (exact below 2²⁴). */
+export const indices = (ids: ArrayLike<number>): Float32Array => Float32Array.from(ids)
