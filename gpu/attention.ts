@@ -42,7 +42,7 @@ function mixKernel(this: KernelThis<Geometry>, scores: Float32Array, values: Flo
   const kvh = Math.floor(h / this.constants.group)
   const base = (t * this.constants.H + h) * S
   let max = scores[base]
-  for (let s = 1; s < n; s++) max = Math.max(max, scores[base + s])
+  for (let j = 1; j < n; j++) max = Math.max(max, scores[base + j])
   let sum = 0
   let acc = 0
   for (let s = 0; s < n; s++) {

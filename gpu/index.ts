@@ -22,7 +22,7 @@
  */
 import { Effect, Layer } from "effect"
 import type { Scope } from "effect"
-import { type KernelError, Kernels, type KernelsShape } from "../src/Kernels.ts"
+import { Kernels, type KernelsShape } from "../src/Kernels.ts"
 import { toFloat32 } from "../src/Tensor.ts"
 import { add } from "./add.ts"
 import { attention } from "./attention.ts"
@@ -126,6 +126,3 @@ export const modeOf = (name: GpuBackendName): GpuMode => (name === "gpu" ? "gpu"
  */
 export const gpuLayer = (name: GpuBackendName, options: Omit<GpuOptions, "mode"> = {}): Layer.Layer<Kernels, BackendUnavailableError> =>
   layer({ ...options, mode: modeOf(name) })
-
-/** For callers that must not fail at layer construction: the error becomes a defect. */
-export type { KernelError }

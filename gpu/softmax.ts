@@ -12,7 +12,7 @@ import type { KernelThis } from "./types.ts"
 function statsKernel(this: KernelThis<{ n: number }>, x: Float32Array): number {
   const o = this.thread.y * this.constants.n
   let max = x[o]
-  for (let i = 1; i < this.constants.n; i++) max = Math.max(max, x[o + i])
+  for (let j = 1; j < this.constants.n; j++) max = Math.max(max, x[o + j])
   if (this.thread.x === 0) return max
   let sum = 0
   for (let i = 0; i < this.constants.n; i++) sum += Math.exp(x[o + i] - max)

@@ -3,7 +3,8 @@
  *
  * Kernel bodies are `function`s that gpu.js parses and transpiles (to WGSL, GLSL, wasm or JS): they
  * compute one output cell at `this.thread.{x,y,z}` and read sizes and resident weights from
- * `this.constants`. They must not capture outer variables or call anything but Math.
+ * `this.constants`. They must not capture outer variables or call anything but Math, and two loops in
+ * one kernel need distinct variable names (the cpu backend hoists them into one scope).
  */
 import type { Matrix, Vector } from "../src/Kernels.ts"
 

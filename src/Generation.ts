@@ -34,6 +34,9 @@ export interface GenerationStats {
   readonly backend: string
   /** Fraction of all parameters a decode step touches (1 for dense decoding; Sparsity.parameterDensity). */
   readonly parameterDensity: number
+  /** Forward passes with the dense MLP (the prefill counts as one) and with the sparse MLP. */
+  readonly fullForwards: number
+  readonly sparseForwards: number
 }
 
 export type GenerationEvent =
@@ -159,7 +162,9 @@ export const generate = (model: Model, options: GenerateOptions): Stream.Stream<
           tokensPerSecond: generated > 1 ? ((generated - 1) * 1000) / Math.max(decodeMs, 1e-9) : 0,
           timeToFirstTokenMs: s.firstTokenAt - s.started,
           backend: model.kernels.name,
-          parameterDensity: density
+          parameterDensity: density,
+          fullForwards: sparsity === undefined ? generated : 1,
+          sparseForwards: sparsity === undefined ? 0 : Math.max(0, generated - 1)
         }
       }
       return [event, s] as const

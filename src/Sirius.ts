@@ -42,8 +42,6 @@ export interface SiriusStats extends Generation.GenerationStats {
   readonly effectiveDensity: number
   /** Average parameters used per token: effectiveDensity × total parameters. */
   readonly apu: number
-  readonly fullForwards: number
-  readonly sparseForwards: number
   readonly verifications: number
   /** Verifications that rejected a draft, and the mean number of drafts they rolled back. */
   readonly rollbacks: number
