@@ -4,9 +4,15 @@
  */
 import { Cause, Effect, Exit } from "effect"
 import { UsageError } from "./args.ts"
+import * as Calibrate from "./calibrate.ts"
 import * as Generate from "./generate.ts"
 
-const commands: Record<string, typeof Generate> = { generate: Generate }
+interface Command {
+  readonly usage: string
+  readonly run: (argv: ReadonlyArray<string>, io: Io) => Effect.Effect<void, unknown>
+}
+
+const commands: Record<string, Command> = { generate: Generate, calibrate: Calibrate }
 
 export interface Io {
   readonly out: (s: string) => void

@@ -136,7 +136,7 @@ describe("the sparse MLP", () => {
             const observed: Array<Float32Array> = []
             yield* Forward.forward(model, KvCache.make(config, prompt.length), Int32Array.from(prompt), 0, "last", {
               _tag: "Dense",
-              observe: (l, hb) => void (observed[l] = hb.slice())
+              observe: (l, _gate, hb) => void (observed[l] = hb.slice())
             })
             const mlp = requestMlp(config, { granularity: "coarse", density: 0.5 })
             yield* Forward.forward(model, KvCache.make(config, prompt.length), Int32Array.from(prompt), 0, "last", mlp.prefill)

@@ -8,7 +8,7 @@
  * makes one pass over the weights for all T tokens (bf16: each widened weight vector feeds 4 tokens).
  *
  * Ops and where they run:
- *   matmul, attention   wasm SIMD on all threads (kernels.wat)
+ *   matmul, matmulRows, matmulTransposedRows, attention   wasm SIMD on all threads (kernels.wat)
  *   swiglu              wasm SIMD on the main thread (vectorised exp)
  *   rmsnorm, rope, add, embedding   plain TS on the main thread, float64 like the reference: a few
  *                       thousand elements per token per layer, negligible next to the matmuls
@@ -37,11 +37,13 @@ import {
   type MatrixLayout,
   OP_ATTENTION,
   OP_MATMUL,
+  OP_TRANSPOSED,
   packMatrix,
   roundUp,
   type Storage,
   storageCode,
   storageOf,
+  TILE,
   unpackRow
 } from "./layout.ts"
 import { MAX_MEMORY_BYTES, OutOfMemory, SimdRuntime } from "./SimdRuntime.ts"
@@ -142,33 +144,69 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
   const vector = (t: RawTensor): Effect.Effect<Vector, KernelError> =>
     Effect.sync((): SimdVector => ({ length: t.shape[0]!, data: toFloat32(t) }))
 
-  /** Groups per chunk: about `chunkBytes` of weights, at least 4 chunks per thread when there is room. */
-  const chunking = (l: MatrixLayout): { chunkGroups: number; chunks: number } => {
-    let chunkGroups = Math.max(1, Math.floor(chunkBytes / l.groupBytes))
-    chunkGroups = Math.min(chunkGroups, Math.max(1, Math.ceil(l.groups / (4 * threads))))
-    chunkGroups = Math.max(chunkGroups, Math.ceil(l.groups / MAX_CHUNKS))
-    return { chunkGroups, chunks: Math.ceil(l.groups / chunkGroups) }
+  /** Rows per chunk (a multiple of 4): about `chunkBytes` of weights, ≥ 4 chunks per thread when there is room. */
+  const rowsPerChunk = (l: MatrixLayout, n: number): number => {
+    const rowBytes = l.groupBytes / 4
+    let rows = Math.max(4, Math.floor(chunkBytes / rowBytes))
+    rows = Math.min(rows, Math.max(4, Math.ceil(n / (4 * threads))))
+    rows = Math.max(rows, Math.ceil(n / MAX_CHUNKS))
+    return roundUp(rows, 4)
+  }
+
+  /**
+   * out (T, n) for rows 0..n-1 (sel undefined, n = rows) or for rows sel[0..n) of w. One job: chunks of
+   * rows, each thread claiming the next; the x copy is zero padded to the matrix's tiles.
+   */
+  const rowsProduct = (w: Matrix, x: Float32Array, T: number, sel: Int32Array | undefined): Float32Array => {
+    const { layout: l, address } = w as SimdMatrix
+    const n = sel ? sel.length : l.rows
+    const n4 = roundUp(n, 4)
+    const colsPad = l.tiles * TILE
+    const [xAt, outAt, selAt] = rt.scratch([T * colsPad * 4, T * n4 * 4, sel ? n4 * 4 : 0])
+    const f32 = rt.f32
+    if (colsPad === l.cols) f32.set(x.subarray(0, T * l.cols), xAt! / 4)
+    else
+      for (let t = 0; t < T; t++) {
+        const at = xAt! / 4 + t * colsPad
+        f32.set(x.subarray(t * l.cols, (t + 1) * l.cols), at)
+        f32.fill(0, at + l.cols, at + colsPad)
+      }
+    if (sel) {
+      // pad the selection to a multiple of 4 with its last row (computed, then dropped)
+      rt.i32.set(sel, selAt! / 4)
+      rt.i32.fill(sel[n - 1]!, selAt! / 4 + n, selAt! / 4 + n4)
+    }
+    const chunkRows = rowsPerChunk(l, n4)
+    rt.run(OP_MATMUL, Math.ceil(n4 / chunkRows), [storageCode[l.storage], address, xAt!, outAt!, n4, chunkRows, l.tiles, T, colsPad * 4, n4 * 4, sel ? selAt! : 0])
+    if (n4 === n) return f32.slice(outAt! / 4, outAt! / 4 + T * n)
+    const out = new Float32Array(T * n)
+    for (let t = 0; t < T; t++) out.set(f32.subarray(outAt! / 4 + t * n4, outAt! / 4 + t * n4 + n), t * n)
+    return out
   }
 
   const matmul = (w: Matrix, x: Float32Array, T: number): Effect.Effect<Float32Array, KernelError> =>
-    attempt("matmul", () => {
-      const { layout: l, address } = w as SimdMatrix
-      const colsPad = l.kb * 8
-      const rows4 = l.groups * 4
-      const [xAt, outAt] = rt.scratch([T * colsPad * 4, T * rows4 * 4])
+    attempt("matmul", () => rowsProduct(w, x, T, undefined))
+
+  const matmulRows = (w: Matrix, x: Float32Array, T: number, rows: Int32Array): Effect.Effect<Float32Array, KernelError> =>
+    attempt("matmulRows", () => (rows.length === 0 ? new Float32Array(0) : rowsProduct(w, x, T, rows)))
+
+  const matmulTransposedRows = (wT: Matrix, h: Float32Array, T: number, rows: Int32Array): Effect.Effect<Float32Array, KernelError> =>
+    attempt("matmulTransposedRows", () => {
+      const { layout: l, address } = wT as SimdMatrix
+      const n = rows.length
+      const D = l.cols
+      const colsPad = l.tiles * TILE
+      if (n === 0) return new Float32Array(T * D)
+      const [hAt, selAt, outAt] = rt.scratch([T * n * 4, n * 4, T * colsPad * 4])
       const f32 = rt.f32
-      if (colsPad === l.cols) f32.set(x.subarray(0, T * l.cols), xAt! / 4)
-      else
-        for (let t = 0; t < T; t++) {
-          const at = xAt! / 4 + t * colsPad
-          f32.set(x.subarray(t * l.cols, (t + 1) * l.cols), at)
-          f32.fill(0, at + l.cols, at + colsPad)
-        }
-      const { chunkGroups, chunks } = chunking(l)
-      rt.run(OP_MATMUL, chunks, [storageCode[l.storage], address, xAt!, outAt!, l.groups, chunkGroups, l.kb, T, colsPad * 4, rows4 * 4])
-      if (rows4 === l.rows) return f32.slice(outAt! / 4, outAt! / 4 + T * l.rows)
-      const out = new Float32Array(T * l.rows)
-      for (let t = 0; t < T; t++) out.set(f32.subarray(outAt! / 4 + t * rows4, outAt! / 4 + t * rows4 + l.rows), t * l.rows)
+      f32.set(h.subarray(0, T * n), hAt! / 4)
+      rt.i32.set(rows, selAt! / 4)
+      f32.fill(0, outAt! / 4, outAt! / 4 + T * colsPad)
+      const tilesPerChunk = Math.max(1, Math.ceil(l.tiles / (4 * threads)))
+      rt.run(OP_TRANSPOSED, Math.ceil(l.tiles / tilesPerChunk), [storageCode[l.storage], address, hAt!, outAt!, n, selAt!, l.tiles, T, tilesPerChunk])
+      if (colsPad === D) return f32.slice(outAt! / 4, outAt! / 4 + T * D)
+      const out = new Float32Array(T * D)
+      for (let t = 0; t < T; t++) out.set(f32.subarray(outAt! / 4 + t * colsPad, outAt! / 4 + t * colsPad + D), t * D)
       return out
     })
 
@@ -284,6 +322,8 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
     matrix,
     vector,
     matmul,
+    matmulRows,
+    matmulTransposedRows,
     embedding,
     rmsnorm,
     rope,

@@ -6,22 +6,26 @@
 ;; is awake takes the next chunk. Every output element is computed by exactly one chunk, with the same
 ;; instruction sequence whichever thread runs it, so results do not depend on the thread count.
 ;;
-;; Weight layout (written once by SimdRuntime.upload, never per call). A matrix (rows, cols) is padded to
-;; rows4 = ceil(rows/4)·4 rows and kb = ceil(cols/8) blocks of 8 columns (zeros in the padding), and stored
-;; as row GROUPS of 4 rows: group g, block k holds the 8 elements of rows 4g..4g+3, one row after the
-;; other, so a decode step reads each group as one contiguous stream.
-;;   f32:      32 bytes per row-block  [w0 .. w7]                          → 128 bytes per group-block
-;;   bf16/f16: 16 bytes per row-block  [w0 w4 w1 w5 w2 w6 w3 w7] (u16)     →  64 bytes per group-block
+;; Weight layout (written once by the TS side, layout.ts, never per call). A matrix (rows, cols) is padded
+;; to a multiple of 4 rows and of 64 columns (zeros), cut into row GROUPS of 4 rows and column TILES of 64,
+;; and stored group by group, tile by tile, one row's RUN of the tile after the other:
+;;   group g = [tile 0: run(4g) run(4g+1) run(4g+2) run(4g+3)] [tile 1: ...] ...
+;; A run is 8 row-blocks of 8 columns:
+;;   f32:      32 bytes per row-block  [w0 .. w7]                        → runs of 256 B, group-tiles of 1 KiB
+;;   bf16/f16: 16 bytes per row-block  [w0 w4 w1 w5 w2 w6 w3 w7] (u16)   → runs of 128 B, group-tiles of 512 B
+;; Kernels walk 4 row pointers: +1 row-block per step, +3 runs at the end of a tile. A dense pass over a
+;; group is one contiguous stream; a selected row (sparse MLP) is read alone, in whole cache lines.
 ;; The 16-bit order puts w_j in the low half and w_(j+4) in the high half of i32 lane j, so ONE 16-byte
 ;; load widens to [w0..w3] = lane << 16 and [w4..w7] = lane & 0xffff0000 (bf16 is the high half of an
-;; f32): two integer ops per 8 weights, and x can stay in its natural order.
+;; f32): two integer ops per 8 weights, and x stays in its natural order.
 ;;
 ;; Reduction order (the same in every matmul kernel, so a row's result does not depend on T, on the
 ;; kernel that ran it, or on the thread): one f32x4 accumulator per (row, token), per block in column
 ;; order acc += (w[0..3]·x[0..3] + w[4..7]·x[4..7]); result = (a0 + a1) + (a2 + a3) over its lanes.
+;; (Measured on Zen 5 under V8 11.3: 4 accumulators in flight is the most that stays in registers.)
 ;;
 ;; Activations (x, outputs, attention inputs) live in a scratch region above the weights, copied per call
-;; by the TS side. x is (T, kb·8) f32 row-major (zero padded); matmul output is (T, rows4) f32.
+;; by the TS side. x is (T, tiles·64) f32 row-major (zero padded); matmul output is (T, rows computed) f32.
 
 (module
   (import "env" "memory" (memory 1 65536 shared))
@@ -29,7 +33,7 @@
   ;; ---- control block (byte addresses; layout.ts has the same numbers) ----
   ;; 64  CLAIM      (seq << 16) | next chunk index; index 0xffff = closed
   ;; 128 COMPLETED  chunks finished in the current job
-  ;; 192 OP         job kind: 0 matmul, 1 attention, 2 read probe
+  ;; 192 OP         job kind: 0 matmul, 1 attention, 2 read probe, 3 transposed rows (sparse down_proj)
   ;; 196 NCHUNKS    chunks in the current job (≤ 65534)
   ;; 200 + 4i       ARG i
 
@@ -56,33 +60,39 @@
     (local.get $ran))
 
   (func $chunk (param $idx i32)
-    (block $probe
-      (block $attention
-        (block $matmul
-          (br_table $matmul $attention $probe (i32.load (i32.const 192))))
-        (call $matmulChunk (local.get $idx))
+    (block $transposed
+      (block $probe
+        (block $attention
+          (block $matmul
+            (br_table $matmul $attention $probe $transposed (i32.load (i32.const 192))))
+          (call $matmulChunk (local.get $idx))
+          (return))
+        (call $attentionItem (local.get $idx))
         (return))
-      (call $attentionItem (local.get $idx))
+      (call $probeChunk (local.get $idx))
       (return))
-    (call $probeChunk (local.get $idx)))
+    (call $transposedChunk (local.get $idx)))
 
-  ;; ---- matmul ----
-  ;; ARG 0 dtype (0 f32, 1 bf16, 2 f16)  1 w  2 x  3 out  4 groups (rows4/4)  5 groups per chunk
-  ;;     6 kb  7 T  8 x stride (bytes per token = kb·32)  9 out stride (bytes per token = rows4·4)
+  ;; ---- matmul (dense, or over selected rows) ----
+  ;; ARG 0 dtype (0 f32, 1 bf16, 2 f16)  1 w  2 x  3 out  4 n (rows to compute, a multiple of 4)
+  ;;     5 rows per chunk (multiple of 4)  6 tiles  7 T  8 x stride (bytes per token = tiles·256)
+  ;;     9 out stride (bytes per token = n·4)  10 sel: 0 = rows 0..n-1, else address of n i32 row indices
+  ;; Output i (of token t) is row i, or row sel[i]: out[t·stride + 4i].
   (func $matmulChunk (param $idx i32)
-    (local $dtype i32) (local $w i32) (local $x i32) (local $out i32) (local $g0 i32) (local $g1 i32)
-    (local $kb i32) (local $T i32) (local $xs i32) (local $os i32) (local $t i32)
+    (local $dtype i32) (local $w i32) (local $x i32) (local $out i32) (local $i0 i32) (local $i1 i32)
+    (local $tiles i32) (local $T i32) (local $xs i32) (local $os i32) (local $sel i32) (local $t i32)
     (local.set $dtype (call $arg (i32.const 0)))
     (local.set $w (call $arg (i32.const 1)))
     (local.set $x (call $arg (i32.const 2)))
     (local.set $out (call $arg (i32.const 3)))
-    (local.set $g0 (i32.mul (local.get $idx) (call $arg (i32.const 5))))
-    (local.set $g1 (i32.add (local.get $g0) (call $arg (i32.const 5))))
-    (if (i32.gt_u (local.get $g1) (call $arg (i32.const 4))) (then (local.set $g1 (call $arg (i32.const 4)))))
-    (local.set $kb (call $arg (i32.const 6)))
+    (local.set $i0 (i32.mul (local.get $idx) (call $arg (i32.const 5))))
+    (local.set $i1 (i32.add (local.get $i0) (call $arg (i32.const 5))))
+    (if (i32.gt_u (local.get $i1) (call $arg (i32.const 4))) (then (local.set $i1 (call $arg (i32.const 4)))))
+    (local.set $tiles (call $arg (i32.const 6)))
     (local.set $T (call $arg (i32.const 7)))
     (local.set $xs (call $arg (i32.const 8)))
     (local.set $os (call $arg (i32.const 9)))
+    (local.set $sel (call $arg (i32.const 10)))
     ;; bf16 with ≥ 4 tokens: 4 tokens per pass over the chunk (each widened weight feeds 4 tokens)
     (if (i32.eq (local.get $dtype) (i32.const 1))
       (then
@@ -92,7 +102,7 @@
             (call $mm4_bf16 (local.get $w)
               (i32.add (local.get $x) (i32.mul (local.get $t) (local.get $xs)))
               (i32.add (local.get $out) (i32.mul (local.get $t) (local.get $os)))
-              (local.get $g0) (local.get $g1) (local.get $kb) (local.get $xs) (local.get $os))
+              (local.get $i0) (local.get $i1) (local.get $tiles) (local.get $sel) (local.get $xs) (local.get $os))
             (local.set $t (i32.add (local.get $t) (i32.const 4)))
             (br $four)))))
     ;; remaining tokens one at a time (the chunk's weights are then re-read from cache)
@@ -107,95 +117,125 @@
               (call $mv_f32 (local.get $w)
                 (i32.add (local.get $x) (i32.mul (local.get $t) (local.get $xs)))
                 (i32.add (local.get $out) (i32.mul (local.get $t) (local.get $os)))
-                (local.get $g0) (local.get $g1) (local.get $kb))
+                (local.get $i0) (local.get $i1) (local.get $tiles) (local.get $sel))
               (br $next))
             (call $mv_bf16 (local.get $w)
               (i32.add (local.get $x) (i32.mul (local.get $t) (local.get $xs)))
               (i32.add (local.get $out) (i32.mul (local.get $t) (local.get $os)))
-              (local.get $g0) (local.get $g1) (local.get $kb))
+              (local.get $i0) (local.get $i1) (local.get $tiles) (local.get $sel))
             (br $next))
           (call $mv_f16 (local.get $w)
             (i32.add (local.get $x) (i32.mul (local.get $t) (local.get $xs)))
             (i32.add (local.get $out) (i32.mul (local.get $t) (local.get $os)))
-            (local.get $g0) (local.get $g1) (local.get $kb)))
+            (local.get $i0) (local.get $i1) (local.get $tiles) (local.get $sel)))
         (local.set $t (i32.add (local.get $t) (i32.const 1)))
         (br $one))))
 
-;; (a0 + a1) + (a2 + a3): the one final reduction of every matmul row.
+  ;; The i-th row to compute: sel[i] for a selection, else i itself.
+  (func $pick (param $sel i32) (param $i i32) (result i32)
+    (if (result i32) (local.get $sel)
+      (then (i32.load (i32.add (local.get $sel) (i32.shl (local.get $i) (i32.const 2)))))
+      (else (local.get $i))))
+
+  ;; Address of row r's first run: 16-bit storage (runs of 128 B, group-tiles of 512 B).
+  (func $row16 (param $w i32) (param $r i32) (param $tiles i32) (result i32)
+    (i32.add (local.get $w) (i32.add
+      (i32.mul (i32.shr_u (local.get $r) (i32.const 2)) (i32.shl (local.get $tiles) (i32.const 9)))
+      (i32.shl (i32.and (local.get $r) (i32.const 3)) (i32.const 7)))))
+
+  ;; Address of row r's first run: f32 storage (runs of 256 B, group-tiles of 1 KiB).
+  (func $row32 (param $w i32) (param $r i32) (param $tiles i32) (result i32)
+    (i32.add (local.get $w) (i32.add
+      (i32.mul (i32.shr_u (local.get $r) (i32.const 2)) (i32.shl (local.get $tiles) (i32.const 10)))
+      (i32.shl (i32.and (local.get $r) (i32.const 3)) (i32.const 8)))))
+
+  ;; (a0 + a1) + (a2 + a3): the one final reduction of every matmul row.
   (func $finish (param $a v128) (result f32)
     (f32.add
       (f32.add (f32x4.extract_lane 0 (local.get $a)) (f32x4.extract_lane 1 (local.get $a)))
       (f32.add (f32x4.extract_lane 2 (local.get $a)) (f32x4.extract_lane 3 (local.get $a)))))
 
-  ;; One token, row groups g0..g1 of a bf16 matrix: the 4 rows of a group at once, 8 columns per step.
-  ;; Writes out[4g + r] (out points at this token's output row).
-  (func $mv_bf16 (param $w i32) (param $x i32) (param $out i32) (param $g0 i32) (param $g1 i32) (param $kb i32)
-    (local $g i32) (local $p i32) (local $xp i32) (local $xend i32) (local $o i32)
-    (local $v v128) (local $xl v128) (local $xh v128)
+  ;; One token, outputs i0..i1 (4 at a time) of a bf16 matrix: 4 row pointers, 8 columns per step.
+  ;; (Measured: a block loop inside a tile loop beats unrolling the 8 blocks, which makes V8 spill.)
+  (func $mv_bf16 (param $w i32) (param $x i32) (param $out i32) (param $i0 i32) (param $i1 i32) (param $tiles i32) (param $sel i32)
+    (local $i i32) (local $p0 i32) (local $p1 i32) (local $p2 i32) (local $p3 i32) (local $xp i32) (local $xend i32) (local $b i32)
+    (local $o i32) (local $v v128) (local $xl v128) (local $xh v128)
     (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
-    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $kb) (i32.const 5))))
-    (local.set $p (i32.add (local.get $w) (i32.mul (local.get $g0) (i32.shl (local.get $kb) (i32.const 6)))))
-    (local.set $g (local.get $g0))
+    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $tiles) (i32.const 8))))
+    (local.set $i (local.get $i0))
     (block $end
-      (loop $groups
-        (br_if $end (i32.ge_u (local.get $g) (local.get $g1)))
+      (loop $rows
+        (br_if $end (i32.ge_u (local.get $i) (local.get $i1)))
+        (local.set $p0 (call $row16 (local.get $w) (call $pick (local.get $sel) (local.get $i)) (local.get $tiles)))
+        (local.set $p1 (call $row16 (local.get $w) (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 1))) (local.get $tiles)))
+        (local.set $p2 (call $row16 (local.get $w) (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 2))) (local.get $tiles)))
+        (local.set $p3 (call $row16 (local.get $w) (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 3))) (local.get $tiles)))
         (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
         (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
         (local.set $xp (local.get $x))
-        (loop $blocks
-          (local.set $xl (v128.load (local.get $xp)))
-          (local.set $xh (v128.load offset=16 (local.get $xp)))
-          (local.set $v (v128.load (local.get $p)))
-          (local.set $a0 (f32x4.add (local.get $a0) (f32x4.add
-            (f32x4.mul (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl))
-            (f32x4.mul (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)) (local.get $xh)))))
-          (local.set $v (v128.load offset=16 (local.get $p)))
-          (local.set $a1 (f32x4.add (local.get $a1) (f32x4.add
-            (f32x4.mul (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl))
-            (f32x4.mul (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)) (local.get $xh)))))
-          (local.set $v (v128.load offset=32 (local.get $p)))
-          (local.set $a2 (f32x4.add (local.get $a2) (f32x4.add
-            (f32x4.mul (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl))
-            (f32x4.mul (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)) (local.get $xh)))))
-          (local.set $v (v128.load offset=48 (local.get $p)))
-          (local.set $a3 (f32x4.add (local.get $a3) (f32x4.add
-            (f32x4.mul (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl))
-            (f32x4.mul (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)) (local.get $xh)))))
-          (local.set $p (i32.add (local.get $p) (i32.const 64)))
-          (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
-          (br_if $blocks (i32.lt_u (local.get $xp) (local.get $xend))))
-        (local.set $o (i32.add (local.get $out) (i32.shl (local.get $g) (i32.const 4))))
+        (loop $tile
+          (local.set $b (i32.const 0))
+          (loop $blocks
+            (local.set $xl (v128.load (local.get $xp)))
+            (local.set $xh (v128.load offset=16 (local.get $xp)))
+            (local.set $v (v128.load (local.get $p0)))
+            (local.set $a0 (f32x4.add (local.get $a0) (f32x4.add
+              (f32x4.mul (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl))
+              (f32x4.mul (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)) (local.get $xh)))))
+            (local.set $v (v128.load (local.get $p1)))
+            (local.set $a1 (f32x4.add (local.get $a1) (f32x4.add
+              (f32x4.mul (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl))
+              (f32x4.mul (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)) (local.get $xh)))))
+            (local.set $v (v128.load (local.get $p2)))
+            (local.set $a2 (f32x4.add (local.get $a2) (f32x4.add
+              (f32x4.mul (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl))
+              (f32x4.mul (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)) (local.get $xh)))))
+            (local.set $v (v128.load (local.get $p3)))
+            (local.set $a3 (f32x4.add (local.get $a3) (f32x4.add
+              (f32x4.mul (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl))
+              (f32x4.mul (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)) (local.get $xh)))))
+            (local.set $p0 (i32.add (local.get $p0) (i32.const 16)))
+            (local.set $p1 (i32.add (local.get $p1) (i32.const 16)))
+            (local.set $p2 (i32.add (local.get $p2) (i32.const 16)))
+            (local.set $p3 (i32.add (local.get $p3) (i32.const 16)))
+            (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
+            (local.set $b (i32.add (local.get $b) (i32.const 1)))
+            (br_if $blocks (i32.lt_u (local.get $b) (i32.const 8))))
+          ;; next tile: skip the other 3 rows' runs
+          (local.set $p0 (i32.add (local.get $p0) (i32.const 384)))
+          (local.set $p1 (i32.add (local.get $p1) (i32.const 384)))
+          (local.set $p2 (i32.add (local.get $p2) (i32.const 384)))
+          (local.set $p3 (i32.add (local.get $p3) (i32.const 384)))
+          (br_if $tile (i32.lt_u (local.get $xp) (local.get $xend))))
+        (local.set $o (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 2))))
         (f32.store (local.get $o) (call $finish (local.get $a0)))
         (f32.store offset=4 (local.get $o) (call $finish (local.get $a1)))
         (f32.store offset=8 (local.get $o) (call $finish (local.get $a2)))
         (f32.store offset=12 (local.get $o) (call $finish (local.get $a3)))
-        (local.set $g (i32.add (local.get $g) (i32.const 1)))
-        (br $groups))))
+        (local.set $i (i32.add (local.get $i) (i32.const 4)))
+        (br $rows))))
 
-  ;; Four tokens (x, x+xs, x+2xs, x+3xs), row groups g0..g1 of a bf16 matrix, one row at a time: each
-  ;; widened weight vector feeds 4 tokens. Writes out[t·os + 4(4g + r)] for t < 4, r < 4.
-  ;; (Measured: 4 tokens × 1 row keeps every value in registers; 8 accumulators make V8 spill.)
-  (func $mm4_bf16 (param $w i32) (param $x i32) (param $out i32) (param $g0 i32) (param $g1 i32) (param $kb i32)
-    (param $xs i32) (param $os i32)
-    (local $g i32) (local $r i32) (local $p i32) (local $xp i32) (local $xend i32) (local $o i32)
+  ;; Four tokens (x, x+xs, x+2xs, x+3xs), outputs i0..i1 of a bf16 matrix, one row at a time: each
+  ;; widened weight vector feeds 4 tokens. Writes out[t·os + 4i] for t < 4.
+  (func $mm4_bf16 (param $w i32) (param $x i32) (param $out i32) (param $i0 i32) (param $i1 i32) (param $tiles i32)
+    (param $sel i32) (param $xs i32) (param $os i32)
+    (local $i i32) (local $p i32) (local $xp i32) (local $xend i32) (local $o i32) (local $b i32)
     (local $xs2 i32) (local $xs3 i32)
     (local $v v128) (local $wl v128) (local $wh v128)
     (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
     (local.set $xs2 (i32.shl (local.get $xs) (i32.const 1)))
     (local.set $xs3 (i32.add (local.get $xs2) (local.get $xs)))
-    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $kb) (i32.const 5))))
-    (local.set $g (local.get $g0))
+    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $tiles) (i32.const 8))))
+    (local.set $i (local.get $i0))
     (block $end
-      (loop $groups
-        (br_if $end (i32.ge_u (local.get $g) (local.get $g1)))
-        (local.set $r (i32.const 0))
-        (loop $rows
-          (local.set $p (i32.add
-            (i32.add (local.get $w) (i32.mul (local.get $g) (i32.shl (local.get $kb) (i32.const 6))))
-            (i32.shl (local.get $r) (i32.const 4))))
-          (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
-          (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
-          (local.set $xp (local.get $x))
+      (loop $rows
+        (br_if $end (i32.ge_u (local.get $i) (local.get $i1)))
+        (local.set $p (call $row16 (local.get $w) (call $pick (local.get $sel) (local.get $i)) (local.get $tiles)))
+        (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
+        (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
+        (local.set $xp (local.get $x))
+        (loop $tile
+          (local.set $b (i32.const 0))
           (loop $blocks
             (local.set $v (v128.load (local.get $p)))
             (local.set $wl (i32x4.shl (local.get $v) (i32.const 16)))
@@ -212,107 +252,251 @@
             (local.set $a3 (f32x4.add (local.get $a3) (f32x4.add
               (f32x4.mul (local.get $wl) (v128.load (i32.add (local.get $xp) (local.get $xs3))))
               (f32x4.mul (local.get $wh) (v128.load offset=16 (i32.add (local.get $xp) (local.get $xs3)))))))
-            (local.set $p (i32.add (local.get $p) (i32.const 64)))
+            (local.set $p (i32.add (local.get $p) (i32.const 16)))
             (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
-            (br_if $blocks (i32.lt_u (local.get $xp) (local.get $xend))))
-          (local.set $o (i32.add (local.get $out)
-            (i32.shl (i32.add (i32.shl (local.get $g) (i32.const 2)) (local.get $r)) (i32.const 2))))
-          (f32.store (local.get $o) (call $finish (local.get $a0)))
-          (f32.store (i32.add (local.get $o) (local.get $os)) (call $finish (local.get $a1)))
-          (f32.store (i32.add (local.get $o) (i32.shl (local.get $os) (i32.const 1))) (call $finish (local.get $a2)))
-          (f32.store (i32.add (local.get $o) (i32.mul (local.get $os) (i32.const 3))) (call $finish (local.get $a3)))
-          (local.set $r (i32.add (local.get $r) (i32.const 1)))
-          (br_if $rows (i32.lt_u (local.get $r) (i32.const 4))))
-        (local.set $g (i32.add (local.get $g) (i32.const 1)))
-        (br $groups))))
+            (local.set $b (i32.add (local.get $b) (i32.const 1)))
+            (br_if $blocks (i32.lt_u (local.get $b) (i32.const 8))))
+          (local.set $p (i32.add (local.get $p) (i32.const 384)))
+          (br_if $tile (i32.lt_u (local.get $xp) (local.get $xend))))
+        (local.set $o (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 2))))
+        (f32.store (local.get $o) (call $finish (local.get $a0)))
+        (f32.store (i32.add (local.get $o) (local.get $os)) (call $finish (local.get $a1)))
+        (f32.store (i32.add (local.get $o) (i32.shl (local.get $os) (i32.const 1))) (call $finish (local.get $a2)))
+        (f32.store (i32.add (local.get $o) (i32.mul (local.get $os) (i32.const 3))) (call $finish (local.get $a3)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $rows))))
 
-  ;; One token, row groups g0..g1 of an f32 matrix (128 bytes per group-block).
-  (func $mv_f32 (param $w i32) (param $x i32) (param $out i32) (param $g0 i32) (param $g1 i32) (param $kb i32)
-    (local $g i32) (local $p i32) (local $xp i32) (local $xend i32) (local $o i32)
-    (local $xl v128) (local $xh v128)
+  ;; One token, outputs i0..i1 (4 at a time) of an f32 matrix (row-blocks of 32 B, runs of 256 B).
+  (func $mv_f32 (param $w i32) (param $x i32) (param $out i32) (param $i0 i32) (param $i1 i32) (param $tiles i32) (param $sel i32)
+    (local $i i32) (local $p0 i32) (local $p1 i32) (local $p2 i32) (local $p3 i32) (local $xp i32) (local $xend i32) (local $b i32)
+    (local $o i32) (local $xl v128) (local $xh v128)
     (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
-    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $kb) (i32.const 5))))
-    (local.set $p (i32.add (local.get $w) (i32.mul (local.get $g0) (i32.shl (local.get $kb) (i32.const 7)))))
-    (local.set $g (local.get $g0))
+    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $tiles) (i32.const 8))))
+    (local.set $i (local.get $i0))
     (block $end
-      (loop $groups
-        (br_if $end (i32.ge_u (local.get $g) (local.get $g1)))
+      (loop $rows
+        (br_if $end (i32.ge_u (local.get $i) (local.get $i1)))
+        (local.set $p0 (call $row32 (local.get $w) (call $pick (local.get $sel) (local.get $i)) (local.get $tiles)))
+        (local.set $p1 (call $row32 (local.get $w) (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 1))) (local.get $tiles)))
+        (local.set $p2 (call $row32 (local.get $w) (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 2))) (local.get $tiles)))
+        (local.set $p3 (call $row32 (local.get $w) (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 3))) (local.get $tiles)))
         (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
         (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
         (local.set $xp (local.get $x))
-        (loop $blocks
-          (local.set $xl (v128.load (local.get $xp)))
-          (local.set $xh (v128.load offset=16 (local.get $xp)))
-          (local.set $a0 (f32x4.add (local.get $a0) (f32x4.add
-            (f32x4.mul (v128.load (local.get $p)) (local.get $xl)) (f32x4.mul (v128.load offset=16 (local.get $p)) (local.get $xh)))))
-          (local.set $a1 (f32x4.add (local.get $a1) (f32x4.add
-            (f32x4.mul (v128.load offset=32 (local.get $p)) (local.get $xl)) (f32x4.mul (v128.load offset=48 (local.get $p)) (local.get $xh)))))
-          (local.set $a2 (f32x4.add (local.get $a2) (f32x4.add
-            (f32x4.mul (v128.load offset=64 (local.get $p)) (local.get $xl)) (f32x4.mul (v128.load offset=80 (local.get $p)) (local.get $xh)))))
-          (local.set $a3 (f32x4.add (local.get $a3) (f32x4.add
-            (f32x4.mul (v128.load offset=96 (local.get $p)) (local.get $xl)) (f32x4.mul (v128.load offset=112 (local.get $p)) (local.get $xh)))))
-          (local.set $p (i32.add (local.get $p) (i32.const 128)))
-          (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
-          (br_if $blocks (i32.lt_u (local.get $xp) (local.get $xend))))
-        (local.set $o (i32.add (local.get $out) (i32.shl (local.get $g) (i32.const 4))))
+        (loop $tile
+          (local.set $b (i32.const 0))
+          (loop $blocks
+            (local.set $xl (v128.load (local.get $xp)))
+            (local.set $xh (v128.load offset=16 (local.get $xp)))
+            (local.set $a0 (f32x4.add (local.get $a0) (f32x4.add
+              (f32x4.mul (v128.load (local.get $p0)) (local.get $xl)) (f32x4.mul (v128.load offset=16 (local.get $p0)) (local.get $xh)))))
+            (local.set $a1 (f32x4.add (local.get $a1) (f32x4.add
+              (f32x4.mul (v128.load (local.get $p1)) (local.get $xl)) (f32x4.mul (v128.load offset=16 (local.get $p1)) (local.get $xh)))))
+            (local.set $a2 (f32x4.add (local.get $a2) (f32x4.add
+              (f32x4.mul (v128.load (local.get $p2)) (local.get $xl)) (f32x4.mul (v128.load offset=16 (local.get $p2)) (local.get $xh)))))
+            (local.set $a3 (f32x4.add (local.get $a3) (f32x4.add
+              (f32x4.mul (v128.load (local.get $p3)) (local.get $xl)) (f32x4.mul (v128.load offset=16 (local.get $p3)) (local.get $xh)))))
+            (local.set $p0 (i32.add (local.get $p0) (i32.const 32)))
+            (local.set $p1 (i32.add (local.get $p1) (i32.const 32)))
+            (local.set $p2 (i32.add (local.get $p2) (i32.const 32)))
+            (local.set $p3 (i32.add (local.get $p3) (i32.const 32)))
+            (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
+            (local.set $b (i32.add (local.get $b) (i32.const 1)))
+            (br_if $blocks (i32.lt_u (local.get $b) (i32.const 8))))
+          (local.set $p0 (i32.add (local.get $p0) (i32.const 768)))
+          (local.set $p1 (i32.add (local.get $p1) (i32.const 768)))
+          (local.set $p2 (i32.add (local.get $p2) (i32.const 768)))
+          (local.set $p3 (i32.add (local.get $p3) (i32.const 768)))
+          (br_if $tile (i32.lt_u (local.get $xp) (local.get $xend))))
+        (local.set $o (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 2))))
         (f32.store (local.get $o) (call $finish (local.get $a0)))
         (f32.store offset=4 (local.get $o) (call $finish (local.get $a1)))
         (f32.store offset=8 (local.get $o) (call $finish (local.get $a2)))
         (f32.store offset=12 (local.get $o) (call $finish (local.get $a3)))
-        (local.set $g (i32.add (local.get $g) (i32.const 1)))
-        (br $groups))))
+        (local.set $i (i32.add (local.get $i) (i32.const 4)))
+        (br $rows))))
 
-;; One token, row groups g0..g1 of an f16 matrix (same layout as bf16), one row at a time. Correct, not
-  ;; the fast path. The widening is table-free, per i32 lane holding a half in its HIGH 16 bits: the 15
-  ;; magnitude bits moved to the f32 position (>> 3) and scaled by 2^112, which also turns f16 subnormals
-  ;; into the right f32 normals; exponent 31 (inf/NaN) forced to f32 exponent 255; the sign copied.
-  (func $mv_f16 (param $w i32) (param $x i32) (param $out i32) (param $g0 i32) (param $g1 i32) (param $kb i32)
-    (local $g i32) (local $r i32) (local $p i32) (local $xp i32) (local $xend i32)
-    (local $v v128) (local $t v128) (local $m v128) (local $wl v128) (local $wh v128) (local $a v128)
-    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $kb) (i32.const 5))))
-    (local.set $g (local.get $g0))
+  ;; IEEE half → f32 for the half in the HIGH 16 bits of each i32 lane (low bits ignored). Table-free: the
+  ;; 15 magnitude bits moved to the f32 position (>> 3) and scaled by 2^112, which also turns f16
+  ;; subnormals into the right f32 normals; exponent 31 (inf/NaN) forced to f32 exponent 255; sign copied.
+  (func $f16hi (param $t v128) (result v128)
+    (local $m v128)
+    (local.set $m (i32x4.shr_u (v128.and (local.get $t) (v128.const i32x4 0x7fff0000 0x7fff0000 0x7fff0000 0x7fff0000)) (i32.const 3)))
+    (v128.or
+      (v128.or
+        (f32x4.mul (local.get $m) (v128.const f32x4 0x1p112 0x1p112 0x1p112 0x1p112))
+        (v128.and (i32x4.ge_u (local.get $m) (v128.const i32x4 0x0f800000 0x0f800000 0x0f800000 0x0f800000))
+                  (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000)))
+      (v128.and (local.get $t) (v128.const i32x4 0x80000000 0x80000000 0x80000000 0x80000000))))
+
+  ;; One token, outputs i0..i1 of an f16 matrix (layout as bf16), one row at a time. Correct, not the
+  ;; fast path: the widening is a call (V8 does not inline wasm calls), twice per 8 weights.
+  (func $mv_f16 (param $w i32) (param $x i32) (param $out i32) (param $i0 i32) (param $i1 i32) (param $tiles i32) (param $sel i32)
+    (local $i i32) (local $p i32) (local $xp i32) (local $xend i32) (local $b i32)
+    (local $v v128) (local $a v128)
+    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $tiles) (i32.const 8))))
+    (local.set $i (local.get $i0))
     (block $end
-      (loop $groups
-        (br_if $end (i32.ge_u (local.get $g) (local.get $g1)))
-        (local.set $r (i32.const 0))
-        (loop $rows
-          (local.set $p (i32.add
-            (i32.add (local.get $w) (i32.mul (local.get $g) (i32.shl (local.get $kb) (i32.const 6))))
-            (i32.shl (local.get $r) (i32.const 4))))
-          (local.set $a (v128.const i32x4 0 0 0 0))
-          (local.set $xp (local.get $x))
+      (loop $rows
+        (br_if $end (i32.ge_u (local.get $i) (local.get $i1)))
+        (local.set $p (call $row16 (local.get $w) (call $pick (local.get $sel) (local.get $i)) (local.get $tiles)))
+        (local.set $a (v128.const i32x4 0 0 0 0))
+        (local.set $xp (local.get $x))
+        (loop $tile
+          (local.set $b (i32.const 0))
           (loop $blocks
             (local.set $v (v128.load (local.get $p)))
-            ;; low halves: w[0..3]
-            (local.set $t (i32x4.shl (local.get $v) (i32.const 16)))
-            (local.set $m (i32x4.shr_u (v128.and (local.get $t) (v128.const i32x4 0x7fff0000 0x7fff0000 0x7fff0000 0x7fff0000)) (i32.const 3)))
-            (local.set $wl (v128.or
-              (v128.or
-                (f32x4.mul (local.get $m) (v128.const f32x4 0x1p112 0x1p112 0x1p112 0x1p112))
-                (v128.and (i32x4.ge_u (local.get $m) (v128.const i32x4 0x0f800000 0x0f800000 0x0f800000 0x0f800000))
-                          (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000)))
-              (v128.and (local.get $t) (v128.const i32x4 0x80000000 0x80000000 0x80000000 0x80000000))))
-            ;; high halves: w[4..7]
-            (local.set $m (i32x4.shr_u (v128.and (local.get $v) (v128.const i32x4 0x7fff0000 0x7fff0000 0x7fff0000 0x7fff0000)) (i32.const 3)))
-            (local.set $wh (v128.or
-              (v128.or
-                (f32x4.mul (local.get $m) (v128.const f32x4 0x1p112 0x1p112 0x1p112 0x1p112))
-                (v128.and (i32x4.ge_u (local.get $m) (v128.const i32x4 0x0f800000 0x0f800000 0x0f800000 0x0f800000))
-                          (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000)))
-              (v128.and (local.get $v) (v128.const i32x4 0x80000000 0x80000000 0x80000000 0x80000000))))
             (local.set $a (f32x4.add (local.get $a) (f32x4.add
-              (f32x4.mul (local.get $wl) (v128.load (local.get $xp)))
-              (f32x4.mul (local.get $wh) (v128.load offset=16 (local.get $xp))))))
-            (local.set $p (i32.add (local.get $p) (i32.const 64)))
+              (f32x4.mul (call $f16hi (i32x4.shl (local.get $v) (i32.const 16))) (v128.load (local.get $xp)))
+              (f32x4.mul (call $f16hi (local.get $v)) (v128.load offset=16 (local.get $xp))))))
+            (local.set $p (i32.add (local.get $p) (i32.const 16)))
             (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
-            (br_if $blocks (i32.lt_u (local.get $xp) (local.get $xend))))
-          (f32.store
-            (i32.add (local.get $out) (i32.shl (i32.add (i32.shl (local.get $g) (i32.const 2)) (local.get $r)) (i32.const 2)))
-            (call $finish (local.get $a)))
-          (local.set $r (i32.add (local.get $r) (i32.const 1)))
-          (br_if $rows (i32.lt_u (local.get $r) (i32.const 4))))
-        (local.set $g (i32.add (local.get $g) (i32.const 1)))
-        (br $groups))))
+            (local.set $b (i32.add (local.get $b) (i32.const 1)))
+            (br_if $blocks (i32.lt_u (local.get $b) (i32.const 8))))
+          (local.set $p (i32.add (local.get $p) (i32.const 384)))
+          (br_if $tile (i32.lt_u (local.get $xp) (local.get $xend))))
+        (f32.store (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 2))) (call $finish (local.get $a)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $rows))))
+
+  ;; ---- transposed rows (sparse down_proj): out (T, D) = Σ_i h[t, i] · wT[sel[i], :] ----
+  ;; ARG 0 dtype  1 wT (F, D) in the matrix layout  2 h (T, n) f32  3 out (T, tiles·64) f32, zeroed by
+  ;;     the caller  4 n  5 sel (n i32 row indices)  6 tiles of wT  7 T  8 tiles per chunk
+  ;; A chunk is a range of column tiles; every chunk adds the selected rows in list order, so an output
+  ;; element's sum order does not depend on the partition. bf16 adds 4 rows at a time,
+  ;; out += (h0·w0 + h1·w1) + (h2·w2 + h3·w3), then the n mod 4 last rows one by one; f32 and f16 add one
+  ;; row at a time.
+  (func $transposedChunk (param $idx i32)
+    (local $dtype i32) (local $w i32) (local $h i32) (local $out i32) (local $n i32) (local $sel i32)
+    (local $tiles i32) (local $T i32) (local $j0 i32) (local $j1 i32) (local $t i32) (local $i i32) (local $r i32)
+    (local $rowBytes i32)
+    (local.set $dtype (call $arg (i32.const 0)))
+    (local.set $w (call $arg (i32.const 1)))
+    (local.set $h (call $arg (i32.const 2)))
+    (local.set $out (call $arg (i32.const 3)))
+    (local.set $n (call $arg (i32.const 4)))
+    (local.set $sel (call $arg (i32.const 5)))
+    (local.set $tiles (call $arg (i32.const 6)))
+    (local.set $T (call $arg (i32.const 7)))
+    (local.set $j0 (i32.mul (local.get $idx) (call $arg (i32.const 8))))
+    (local.set $j1 (i32.add (local.get $j0) (call $arg (i32.const 8))))
+    (if (i32.gt_u (local.get $j1) (local.get $tiles)) (then (local.set $j1 (local.get $tiles))))
+    (local.set $t (i32.const 0))
+    (loop $tokens
+      (if (i32.eq (local.get $dtype) (i32.const 1))
+        (then
+          ;; bf16: quads of rows, then the rest one by one
+          (local.set $i (i32.const 0))
+          (block $quadsDone
+            (loop $quads
+              (br_if $quadsDone (i32.gt_u (i32.add (local.get $i) (i32.const 4)) (local.get $n)))
+              (call $axpy4_bf16 (local.get $w) (local.get $tiles) (local.get $sel) (local.get $i)
+                (i32.add (local.get $h) (i32.shl (i32.add (i32.mul (local.get $t) (local.get $n)) (local.get $i)) (i32.const 2)))
+                (i32.add (local.get $out) (i32.shl (i32.mul (local.get $t) (local.get $tiles)) (i32.const 8)))
+                (local.get $j0) (local.get $j1))
+              (local.set $i (i32.add (local.get $i) (i32.const 4)))
+              (br $quads))))
+        (else (local.set $i (i32.const 0))))
+      (block $restDone
+        (loop $rest
+          (br_if $restDone (i32.ge_u (local.get $i) (local.get $n)))
+          (call $axpy1 (local.get $dtype) (local.get $w) (local.get $tiles)
+            (i32.load (i32.add (local.get $sel) (i32.shl (local.get $i) (i32.const 2))))
+            (f32.load (i32.add (local.get $h) (i32.shl (i32.add (i32.mul (local.get $t) (local.get $n)) (local.get $i)) (i32.const 2))))
+            (i32.add (local.get $out) (i32.shl (i32.mul (local.get $t) (local.get $tiles)) (i32.const 8)))
+            (local.get $j0) (local.get $j1))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $rest)))
+      (local.set $t (i32.add (local.get $t) (i32.const 1)))
+      (br_if $tokens (i32.lt_u (local.get $t) (local.get $T)))))
+
+  ;; out[tiles j0..j1) += (h0·w0 + h1·w1) + (h2·w2 + h3·w3) for the bf16 rows sel[i..i+4), h at hp.
+  (func $axpy4_bf16 (param $w i32) (param $tiles i32) (param $sel i32) (param $i i32) (param $hp i32) (param $out i32)
+    (param $j0 i32) (param $j1 i32)
+    (local $p0 i32) (local $p1 i32) (local $p2 i32) (local $p3 i32) (local $o i32) (local $oend i32) (local $b i32)
+    (local $h0 v128) (local $h1 v128) (local $h2 v128) (local $h3 v128) (local $v0 v128) (local $v1 v128) (local $v2 v128) (local $v3 v128)
+    (if (i32.ge_u (local.get $j0) (local.get $j1)) (then (return)))
+    (local.set $h0 (v128.load32_splat (local.get $hp)))
+    (local.set $h1 (v128.load32_splat offset=4 (local.get $hp)))
+    (local.set $h2 (v128.load32_splat offset=8 (local.get $hp)))
+    (local.set $h3 (v128.load32_splat offset=12 (local.get $hp)))
+    ;; tile j of a row's run is 512 bytes after tile j-1
+    (local.set $p0 (i32.add (call $row16 (local.get $w) (i32.load (i32.add (local.get $sel) (i32.shl (local.get $i) (i32.const 2)))) (local.get $tiles)) (i32.shl (local.get $j0) (i32.const 9))))
+    (local.set $p1 (i32.add (call $row16 (local.get $w) (i32.load offset=4 (i32.add (local.get $sel) (i32.shl (local.get $i) (i32.const 2)))) (local.get $tiles)) (i32.shl (local.get $j0) (i32.const 9))))
+    (local.set $p2 (i32.add (call $row16 (local.get $w) (i32.load offset=8 (i32.add (local.get $sel) (i32.shl (local.get $i) (i32.const 2)))) (local.get $tiles)) (i32.shl (local.get $j0) (i32.const 9))))
+    (local.set $p3 (i32.add (call $row16 (local.get $w) (i32.load offset=12 (i32.add (local.get $sel) (i32.shl (local.get $i) (i32.const 2)))) (local.get $tiles)) (i32.shl (local.get $j0) (i32.const 9))))
+    (local.set $o (i32.add (local.get $out) (i32.shl (local.get $j0) (i32.const 8))))
+    (local.set $oend (i32.add (local.get $out) (i32.shl (local.get $j1) (i32.const 8))))
+    (loop $tile
+      (local.set $b (i32.const 0))
+      (loop $blocks
+        (local.set $v0 (v128.load (local.get $p0)))
+        (local.set $v1 (v128.load (local.get $p1)))
+        (local.set $v2 (v128.load (local.get $p2)))
+        (local.set $v3 (v128.load (local.get $p3)))
+        (v128.store (local.get $o) (f32x4.add (v128.load (local.get $o)) (f32x4.add
+          (f32x4.add (f32x4.mul (local.get $h0) (i32x4.shl (local.get $v0) (i32.const 16))) (f32x4.mul (local.get $h1) (i32x4.shl (local.get $v1) (i32.const 16))))
+          (f32x4.add (f32x4.mul (local.get $h2) (i32x4.shl (local.get $v2) (i32.const 16))) (f32x4.mul (local.get $h3) (i32x4.shl (local.get $v3) (i32.const 16)))))))
+        (v128.store offset=16 (local.get $o) (f32x4.add (v128.load offset=16 (local.get $o)) (f32x4.add
+          (f32x4.add
+            (f32x4.mul (local.get $h0) (v128.and (local.get $v0) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)))
+            (f32x4.mul (local.get $h1) (v128.and (local.get $v1) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000))))
+          (f32x4.add
+            (f32x4.mul (local.get $h2) (v128.and (local.get $v2) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)))
+            (f32x4.mul (local.get $h3) (v128.and (local.get $v3) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)))))))
+        (local.set $p0 (i32.add (local.get $p0) (i32.const 16)))
+        (local.set $p1 (i32.add (local.get $p1) (i32.const 16)))
+        (local.set $p2 (i32.add (local.get $p2) (i32.const 16)))
+        (local.set $p3 (i32.add (local.get $p3) (i32.const 16)))
+        (local.set $o (i32.add (local.get $o) (i32.const 32)))
+        (local.set $b (i32.add (local.get $b) (i32.const 1)))
+        (br_if $blocks (i32.lt_u (local.get $b) (i32.const 8))))
+      (local.set $p0 (i32.add (local.get $p0) (i32.const 384)))
+      (local.set $p1 (i32.add (local.get $p1) (i32.const 384)))
+      (local.set $p2 (i32.add (local.get $p2) (i32.const 384)))
+      (local.set $p3 (i32.add (local.get $p3) (i32.const 384)))
+      (br_if $tile (i32.lt_u (local.get $o) (local.get $oend)))))
+
+  ;; out[tiles j0..j1) += hv · row r, any dtype (f32: 32-byte row-blocks; bf16/f16: 16-byte ones).
+  (func $axpy1 (param $dtype i32) (param $w i32) (param $tiles i32) (param $r i32) (param $hv f32) (param $out i32)
+    (param $j0 i32) (param $j1 i32)
+    (local $p i32) (local $o i32) (local $oend i32) (local $b i32) (local $h v128) (local $v v128) (local $lo v128) (local $hi v128)
+    (if (i32.ge_u (local.get $j0) (local.get $j1)) (then (return)))
+    (local.set $h (f32x4.splat (local.get $hv)))
+    (local.set $p (if (result i32) (local.get $dtype)
+      (then (i32.add (call $row16 (local.get $w) (local.get $r) (local.get $tiles)) (i32.shl (local.get $j0) (i32.const 9))))
+      (else (i32.add (call $row32 (local.get $w) (local.get $r) (local.get $tiles)) (i32.shl (local.get $j0) (i32.const 10))))))
+    (local.set $o (i32.add (local.get $out) (i32.shl (local.get $j0) (i32.const 8))))
+    (local.set $oend (i32.add (local.get $out) (i32.shl (local.get $j1) (i32.const 8))))
+    (loop $tile
+      (local.set $b (i32.const 0))
+      (loop $blocks
+        (block $widened
+          (block $f16
+            (block $bf16
+              (block $f32
+                (br_table $f32 $bf16 $f16 (local.get $dtype)))
+              (local.set $lo (v128.load (local.get $p)))
+              (local.set $hi (v128.load offset=16 (local.get $p)))
+              (local.set $p (i32.add (local.get $p) (i32.const 32)))
+              (br $widened))
+            (local.set $v (v128.load (local.get $p)))
+            (local.set $lo (i32x4.shl (local.get $v) (i32.const 16)))
+            (local.set $hi (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)))
+            (local.set $p (i32.add (local.get $p) (i32.const 16)))
+            (br $widened))
+          (local.set $v (v128.load (local.get $p)))
+          (local.set $lo (call $f16hi (i32x4.shl (local.get $v) (i32.const 16))))
+          (local.set $hi (call $f16hi (local.get $v)))
+          (local.set $p (i32.add (local.get $p) (i32.const 16))))
+        (v128.store (local.get $o) (f32x4.add (v128.load (local.get $o)) (f32x4.mul (local.get $h) (local.get $lo))))
+        (v128.store offset=16 (local.get $o) (f32x4.add (v128.load offset=16 (local.get $o)) (f32x4.mul (local.get $h) (local.get $hi))))
+        (local.set $o (i32.add (local.get $o) (i32.const 32)))
+        (local.set $b (i32.add (local.get $b) (i32.const 1)))
+        (br_if $blocks (i32.lt_u (local.get $b) (i32.const 8))))
+      ;; skip the other 3 rows' runs: 3 × 128 B (16-bit) or 3 × 256 B (f32)
+      (local.set $p (i32.add (local.get $p) (select (i32.const 384) (i32.const 768) (local.get $dtype))))
+      (br_if $tile (i32.lt_u (local.get $o) (local.get $oend)))))
 
   ;; ---- exp, softmax-free elementwise ops ----
 

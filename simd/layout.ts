@@ -1,8 +1,9 @@
 /**
  * The memory layout shared by kernels.wat and the TS side of the simd/ backend: the control block at
  * address 0 (byte offsets, mirrored in the comments of kernels.wat), where weights start, and how a
- * weight matrix is laid out (row groups of 4, blocks of 8 columns, 16-bit weights interleaved so one
- * load widens to two f32x4). Pure functions and constants only; no wasm here.
+ * weight matrix is laid out (row groups of 4, column tiles of 64, one row's 64-column run after the
+ * other; 16-bit weights permuted inside each 8-column block so one load widens to two f32x4). Pure
+ * functions and constants only; no wasm here.
  */
 import type { DType } from "../src/Tensor.ts"
 import { f16ToF32 } from "../src/Tensor.ts"
@@ -32,6 +33,7 @@ export const MAX_CHUNKS = 0xfffe
 export const OP_MATMUL = 0
 export const OP_ATTENTION = 1
 export const OP_PROBE = 2
+export const OP_TRANSPOSED = 3
 
 export type Storage = "f32" | "bf16" | "f16"
 export const storageOf: Record<DType, Storage> = { F32: "f32", BF16: "bf16", F16: "f16" }
@@ -40,44 +42,55 @@ export const storageCode: Record<Storage, number> = { f32: 0, bf16: 1, f16: 2 }
 // ---- matrix layout ----
 export const roundUp = (n: number, m: number): number => Math.ceil(n / m) * m
 
+/** Columns per tile: a row's run of a tile is 8 blocks of 8 columns (128 B in 16-bit, 256 B in f32). */
+export const TILE = 64
+
 export interface MatrixLayout {
   readonly rows: number
   readonly cols: number
   readonly storage: Storage
   /** Row groups of 4 (rows padded with zero rows). */
   readonly groups: number
-  /** Blocks of 8 columns (cols padded with zeros). */
-  readonly kb: number
-  /** Bytes of one group (4 rows × kb blocks). */
+  /** Column tiles of 64 (cols padded with zeros). */
+  readonly tiles: number
+  /** Bytes of one row's run of one tile. */
+  readonly runBytes: number
+  /** Bytes of one group (4 rows × all tiles). */
   readonly groupBytes: number
   readonly bytes: number
 }
 
 export const matrixLayout = (rows: number, cols: number, storage: Storage): MatrixLayout => {
   const groups = Math.ceil(rows / 4)
-  const kb = Math.ceil(cols / 8)
-  const groupBytes = kb * (storage === "f32" ? 128 : 64)
-  return { rows, cols, storage, groups, kb, groupBytes, bytes: groups * groupBytes }
+  const tiles = Math.ceil(cols / TILE)
+  const runBytes = storage === "f32" ? 256 : 128
+  const groupBytes = tiles * 4 * runBytes
+  return { rows, cols, storage, groups, tiles, runBytes, groupBytes, bytes: groups * groupBytes }
 }
 
 /** Position (u16 index inside a row-block) of column j of the block, for 16-bit storage: [0 4 1 5 2 6 3 7]. */
 const slot16 = (j: number): number => (j < 4 ? 2 * j : 2 * (j - 4) + 1)
+
+/** Element index (in units of the storage element) of row r's first run. */
+const runStart = (l: MatrixLayout, r: number, elementBytes: number): number => ((r >> 2) * l.groupBytes + (r & 3) * l.runBytes) / elementBytes
+
+/** Element offset of column c inside a row, relative to its first run: tiles are 4 runs apart. */
+const colOffset = (c: number, runElements: number): number => (c >> 6) * 4 * runElements + (c & 63)
 
 /**
  * Write a row-major (rows, cols) tensor into `dst` (zero-filled, `layout.bytes` long) in the kernel
  * layout. `src` holds the element bytes, little-endian, any alignment.
  */
 export const packMatrix = (src: Uint8Array, layout: MatrixLayout, dst: Uint8Array): void => {
-  const { rows, cols, kb, storage } = layout
+  const { rows, cols, storage } = layout
   if (storage === "f32") {
     const s = aligned(src, 4)
     const s32 = new Uint32Array(s.buffer, s.byteOffset, rows * cols)
     const d32 = new Uint32Array(dst.buffer, dst.byteOffset, layout.bytes / 4)
     for (let r = 0; r < rows; r++) {
       const so = r * cols
-      // row r: group r>>2, row-in-group r&3; a row-block is 8 u32, a group-block 32
-      const base = (r >> 2) * kb * 32 + (r & 3) * 8
-      for (let c = 0; c < cols; c++) d32[base + (c >> 3) * 32 + (c & 7)] = s32[so + c]!
+      const d = runStart(layout, r, 4)
+      for (let c = 0; c < cols; c++) d32[d + colOffset(c, 64)] = s32[so + c]!
     }
     return
   }
@@ -85,11 +98,12 @@ export const packMatrix = (src: Uint8Array, layout: MatrixLayout, dst: Uint8Arra
     // Fast path: per block, u32 pairs [w0 w1][w2 w3][w4 w5][w6 w7] → [w0 w4][w1 w5][w2 w6][w3 w7]
     const s32 = new Uint32Array(src.buffer, src.byteOffset, (rows * cols) / 2)
     const d32 = new Uint32Array(dst.buffer, dst.byteOffset, layout.bytes / 4)
-    const full = cols >> 3
+    const blocks = cols >> 3
     for (let r = 0; r < rows; r++) {
       let so = (r * cols) >> 1
-      let d = (r >> 2) * kb * 16 + (r & 3) * 4 // a row-block is 4 u32, a group-block 16
-      for (let k = 0; k < full; k++, so += 4, d += 16) {
+      const start = runStart(layout, r, 4) // in u32: a row-block is 4 u32, a run 32, a group-tile 128
+      for (let k = 0; k < blocks; k++, so += 4) {
+        const d = start + (k >> 3) * 128 + (k & 7) * 4
         const a = s32[so]!
         const b = s32[so + 1]!
         const c = s32[so + 2]!
@@ -105,40 +119,29 @@ export const packMatrix = (src: Uint8Array, layout: MatrixLayout, dst: Uint8Arra
   const s = aligned(src, 2)
   const s16 = new Uint16Array(s.buffer, s.byteOffset, rows * cols)
   const d16 = new Uint16Array(dst.buffer, dst.byteOffset, layout.bytes / 2)
-  const full = cols >> 3
   for (let r = 0; r < rows; r++) {
-    let so = r * cols
-    let d = (r >> 2) * kb * 32 + (r & 3) * 8 // a row-block is 8 u16, a group-block 32
-    for (let k = 0; k < full; k++, so += 8, d += 32) {
-      d16[d] = s16[so]!
-      d16[d + 1] = s16[so + 4]!
-      d16[d + 2] = s16[so + 1]!
-      d16[d + 3] = s16[so + 5]!
-      d16[d + 4] = s16[so + 2]!
-      d16[d + 5] = s16[so + 6]!
-      d16[d + 6] = s16[so + 3]!
-      d16[d + 7] = s16[so + 7]!
-    }
-    for (let j = 0; j < (cols & 7); j++) d16[d + slot16(j)] = s16[so + j]!
+    const so = r * cols
+    const d = runStart(layout, r, 2)
+    for (let c = 0; c < cols; c++) d16[d + colOffset(c & ~7, 64) + slot16(c & 7)] = s16[so + c]!
   }
 }
 
 /** Row r of a packed matrix, widened to f32, into out[0..cols). */
 export const unpackRow = (packed: Uint8Array, layout: MatrixLayout, r: number, out: Float32Array): void => {
-  const { cols, kb, storage } = layout
+  const { cols, storage } = layout
   if (storage === "f32") {
     const p32 = new Float32Array(packed.buffer, packed.byteOffset, layout.bytes / 4)
-    const base = (r >> 2) * kb * 32 + (r & 3) * 8
-    for (let c = 0; c < cols; c++) out[c] = p32[base + (c >> 3) * 32 + (c & 7)]!
+    const d = runStart(layout, r, 4)
+    for (let c = 0; c < cols; c++) out[c] = p32[d + colOffset(c, 64)]!
     return
   }
   const p16 = new Uint16Array(packed.buffer, packed.byteOffset, layout.bytes / 2)
-  const base = (r >> 2) * kb * 32 + (r & 3) * 8
+  const d = runStart(layout, r, 2)
   if (storage === "bf16") {
     const bits = new Uint32Array(out.buffer, out.byteOffset, cols)
-    for (let c = 0; c < cols; c++) bits[c] = p16[base + (c >> 3) * 32 + slot16(c & 7)]! << 16
+    for (let c = 0; c < cols; c++) bits[c] = p16[d + colOffset(c & ~7, 64) + slot16(c & 7)]! << 16
   } else {
-    for (let c = 0; c < cols; c++) out[c] = f16ToF32(p16[base + (c >> 3) * 32 + slot16(c & 7)]!)
+    for (let c = 0; c < cols; c++) out[c] = f16ToF32(p16[d + colOffset(c & ~7, 64) + slot16(c & 7)]!)
   }
 }
 

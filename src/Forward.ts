@@ -21,8 +21,11 @@ export type Which = "all" | "last"
 export type Mlp =
   | {
       readonly _tag: "Dense"
-      /** Sees each layer's MLP activations silu(gate)⊙up (T, F), e.g. for the coarse Griffin statistic. */
-      readonly observe?: (layer: number, hb: Float32Array, T: number) => void
+      /**
+       * Sees each layer's gate pre-activations W_gate·x and MLP activations silu(gate)⊙up, both (T, F):
+       * the coarse Griffin statistic and the CATS threshold calibration read them.
+       */
+      readonly observe?: (layer: number, gate: Float32Array, hb: Float32Array, T: number) => void
     }
   /** Per call, keep the `keep` neurons with the largest Σ_t |silu(gate)| (shared by the call's tokens). */
   | { readonly _tag: "Fine"; readonly keep: number }
@@ -96,8 +99,9 @@ const mlpBlock = Effect.fnUntraced(function* (
   mlp: Mlp
 ) {
   if (mlp._tag === "Dense") {
-    const hb = yield* k.swiglu(yield* k.matmul(w.gateProj, xb2, T), yield* k.matmul(w.upProj, xb2, T)) // (T, F)
-    mlp.observe?.(layer, hb, T)
+    const gate = yield* k.matmul(w.gateProj, xb2, T) // (T, F)
+    const hb = yield* k.swiglu(gate, yield* k.matmul(w.upProj, xb2, T)) // (T, F)
+    mlp.observe?.(layer, gate, hb, T)
     return yield* k.matmul(w.downProj, hb, T)
   }
   if (w.downProjT === undefined) return yield* Effect.die(new Error("sparse MLP on a model loaded without { sparse: true }"))

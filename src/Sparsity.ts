@@ -115,7 +115,7 @@ export const requestMlp = (config: LlamaConfig, options: SparsityOptions): { rea
       const stats: Array<Float64Array> = []
       let neurons: ReadonlyArray<Int32Array> | undefined
       return {
-        prefill: { _tag: "Dense", observe: (layer, hb, T) => void (stats[layer] = griffinStatistic(hb, T, F)) },
+        prefill: { _tag: "Dense", observe: (layer, _gate, hb, T) => void (stats[layer] = griffinStatistic(hb, T, F)) },
         sparse: () => {
           neurons ??= stats.map((s) => topK(s, keep))
           return { _tag: "Coarse", neurons }
