@@ -44,6 +44,8 @@ export interface BenchOptions {
    * otherwise, e.g. to pass backend options).
    */
   readonly kernels?: Layer.Layer<Kernels, unknown>
+  /** Timed repetitions of each verification window, after one untimed (default 3; 1 for the reference). */
+  readonly verifyRepeats?: number
   /** Untimed decode steps before timing (default 4). */
   readonly warmup?: number
   /** Prompt length of the prefill before decoding (default 16). */
@@ -153,6 +155,7 @@ export const runBench = async (options: BenchOptions): Promise<BenchReport> => {
   const warmup = options.warmup ?? 4
   const tokens = options.tokens ?? (options.backend === "reference" ? 4 : 16)
   const promptLength = options.promptTokens ?? 16
+  const verifyRepeats = options.verifyRepeats ?? (options.backend === "reference" ? 1 : 3)
   const loadAverageBefore = loadavg()
 
   // 1. The roofline, before the model takes memory.
@@ -181,13 +184,13 @@ export const runBench = async (options: BenchOptions): Promise<BenchReport> => {
           logits = yield* Forward.forward(model, cache, Int32Array.of(next), pos++, "last")
           if (i >= warmup) steps.push(performance.now() - s)
         }
-        // Verification windows overwrite slots pos..pos+k−1 (as Sirius does), 3 timed repetitions each
-        // after one untimed; the decode step they are compared with is re-measured right here too.
+        // Verification windows overwrite slots pos..pos+k−1 (as Sirius does): one untimed run, then
+        // `verifyRepeats` timed ones, median.
         const verifyMs: Record<string, number> = {}
         const window = Int32Array.from({ length: maxK }, (_, i) => prompt[i % prompt.length]!)
         for (const k of verifyK) {
           const times: Array<number> = []
-          for (let rep = 0; rep < 4; rep++) {
+          for (let rep = 0; rep <= verifyRepeats; rep++) {
             KvCache.truncate(cache, pos)
             const s = performance.now()
             yield* Forward.forward(model, cache, window.subarray(0, k), pos, "all")

@@ -4,14 +4,17 @@
  */
 import type { Layer } from "effect"
 import { ReferenceKernels } from "../reference/index.ts"
-import type { Kernels } from "../src/Kernels.ts"
+import { SimdKernels } from "../simd/index.ts"
+import type { KernelError, Kernels } from "../src/Kernels.ts"
 
-export const backendNames = ["reference"] as const
+export const backendNames = ["reference", "simd"] as const
 export type BackendName = (typeof backendNames)[number]
 
-export const backendLayer = (name: BackendName, _threads: number | undefined): Layer.Layer<Kernels> => {
+export const backendLayer = (name: BackendName, threads: number | undefined): Layer.Layer<Kernels, KernelError> => {
   switch (name) {
     case "reference":
       return ReferenceKernels.layer
+    case "simd":
+      return SimdKernels.layer(threads === undefined ? {} : { threads })
   }
 }

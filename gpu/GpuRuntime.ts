@@ -138,9 +138,10 @@ const choose = Effect.fnUntraced(function* (mode: GpuMode) {
     if (reason === undefined) return { backend, skipped }
     skipped[backend] = reason
   }
+  const reasons = Object.entries(skipped)
   return yield* new BackendUnavailableError({
     requested: mode,
-    reason: Object.entries(skipped).map(([b, r]) => `${b}: ${r}`).join("; ")
+    reason: reasons.length === 1 ? reasons[0]![1] : reasons.map(([b, r]) => `${b}: ${r}`).join("; ")
   })
 })
 

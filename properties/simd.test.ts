@@ -140,6 +140,68 @@ describe("simd matmul", () => {
   })
 })
 
+describe("simd sparse MLP products", () => {
+  const sparseCase = fc
+    .record({
+      rows: fc.integer({ min: 1, max: 90 }),
+      cols: fc.oneof(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 41, max: 300 })),
+      T: fc.integer({ min: 1, max: 17 }),
+      dtype: fc.constantFrom(...dtypes),
+      seed: fc.integer()
+    })
+    .chain((c) =>
+      fc.record({
+        c: fc.constant(c),
+        // distinct row indices in any order (the kernel must not assume sorted selections)
+        sel: fc.uniqueArray(fc.integer({ min: 0, max: c.rows - 1 }), { minLength: 1, maxLength: c.rows })
+      })
+    )
+
+  it("matmulRows equals the selected rows of the dense matmul, bitwise, and agrees with the reference", () =>
+    fc.assert(
+      fc.asyncProperty(sparseCase, async ({ c: { rows, cols, T, dtype, seed }, sel }) => {
+        const t = fromFloat32("w", dtype, [rows, cols], seeded(seed, rows * cols))
+        const x = seeded(seed + 3, T * cols, 4)
+        const picked = Int32Array.from(sel)
+        const m = await run(two.matrix(t))
+        const got = await run(two.matmulRows(m, x, T, picked))
+        const dense = await run(two.matmul(m, x, T))
+        const n = sel.length
+        for (let tk = 0; tk < T; tk++) bitsEqual(`token ${tk}`, got.subarray(tk * n, (tk + 1) * n), Float32Array.from(sel, (r) => dense[tk * rows + r]!))
+        const want = await run(Effect.flatMap(ref.matrix(t), (rm) => ref.matmulRows(rm, x, T, picked)))
+        const all = matmulAbsTerms(toFloat32(t), x, T, rows, cols)
+        const absTerms = Float32Array.from({ length: T * n }, (_, i) => all[Math.floor(i / n) * rows + sel[i % n]!]!)
+        assertClose(`matmulRows ${dtype}`, got, want, { atol: 0, rtol: 0, c: matmulC(cols) }, absTerms)
+        bitsEqual("matmulRows 1 vs 2 threads", await run(Effect.flatMap(one.matrix(t), (m1) => one.matmulRows(m1, x, T, picked))), got)
+      }),
+      { numRuns: 40 }
+    ))
+
+  /**
+   * matmulTransposedRows bound: each output element is a sum of n products h·w, added into an f32
+   * accumulator at most one row at a time (bf16 adds 4-row partial sums, which is shallower), so it
+   * passes through at most n + 2 roundings: c = n + 2.
+   */
+  it("matmulTransposedRows agrees with the reference and is thread-count independent", () =>
+    fc.assert(
+      fc.asyncProperty(sparseCase, async ({ c: { rows: F, cols: D, T, dtype, seed }, sel }) => {
+        const t = fromFloat32("wT", dtype, [F, D], seeded(seed, F * D))
+        const n = sel.length
+        const h = seeded(seed + 5, T * n, 4)
+        const picked = Int32Array.from(sel)
+        const got = await run(Effect.flatMap(two.matrix(t), (m) => two.matmulTransposedRows(m, h, T, picked)))
+        const want = await run(Effect.flatMap(ref.matrix(t), (m) => ref.matmulTransposedRows(m, h, T, picked)))
+        const w = toFloat32(t)
+        const absTerms = new Float64Array(T * D)
+        for (let tk = 0; tk < T; tk++)
+          for (let i = 0; i < n; i++) for (let d = 0; d < D; d++) absTerms[tk * D + d]! += Math.abs(h[tk * n + i]! * w[sel[i]! * D + d]!)
+        assertClose(`matmulTransposedRows ${dtype} n=${n}`, got, want, { atol: 0, rtol: 0, c: n + 2 }, absTerms)
+        bitsEqual("1 vs 2 threads", await run(Effect.flatMap(one.matrix(t), (m) => one.matmulTransposedRows(m, h, T, picked))), got)
+      }),
+      { numRuns: 40 }
+    ))
+})
+
 describe("simd elementwise and small ops", () => {
   it("embedding rows equal the reference's widened rows exactly", () =>
     fc.assert(
