@@ -111,7 +111,7 @@ const rmsnormBound = (x: Float32Array, w: Float32Array, T: number, eps: number):
   return out
 }
 
-/** rope: a·cos θ ∓ b·sin θ with cos, sin rounded to f32 (1 each), two products, one sum: 4·(|a cos| + |b sin|). */
+/** rope: a·cos θ − b·sin θ (and b·cos θ + a·sin θ) with cos, sin rounded to f32 (1 each), two products, one sum: 4·(|a cos| + |b sin|). */
 const ropeBound = (x: Float32Array, T: number, heads: number, Dh: number, positions: Int32Array, invFreq: Float32Array): Float64Array => {
   const out = new Float64Array(x.length)
   const half = Dh / 2
@@ -120,9 +120,12 @@ const ropeBound = (x: Float32Array, T: number, heads: number, Dh: number, positi
       for (let i = 0; i < half; i++) {
         const o = (t * heads + h) * Dh
         const theta = positions[t]! * invFreq[i]!
-        const m = 4 * (Math.abs(x[o + i]! * Math.cos(theta)) + Math.abs(x[o + i + half]! * Math.sin(theta)))
-        out[o + i] = m
-        out[o + i + half] = m
+        const a = x[o + i]!
+        const b = x[o + i + half]!
+        const cos = Math.abs(Math.cos(theta))
+        const sin = Math.abs(Math.sin(theta))
+        out[o + i] = 4 * (Math.abs(a) * cos + Math.abs(b) * sin)
+        out[o + i + half] = 4 * (Math.abs(b) * cos + Math.abs(a) * sin)
       }
   return out
 }
@@ -327,7 +330,7 @@ export const kernelsAgreeWithReference = async (layer: Layer.Layer<Kernels, unkn
     Effect.provide(
       Effect.gen(function* () {
         const k = yield* Kernels
-        const properties = checks(k, tol, acc)
+        const properties: Record<KernelOp, fc.IAsyncProperty<[unknown]>> = checks(k, tol, acc)
         for (const op of options.ops ?? kernelOps)
           yield* Effect.promise(() =>
             fc.assert(properties[op], { numRuns: options.numRuns ?? 20, ...(options.seed === undefined ? {} : { seed: options.seed }) })
