@@ -28,7 +28,7 @@ const backendsReason = async (): Promise<Record<string, string | null>> => {
 /** Any failure as a WireError (typed errors keep their tag and fields). */
 const errorOf = (cause: Cause.Cause<unknown>): WireError => {
   const e = Cause.squash(cause)
-  if (e instanceof BackendUnavailableError) return { error: { _tag: e._tag, message: `${e.requested}: ${e.reason}`, requested: e.requested, reason: e.reason } }
+  if (e instanceof BackendUnavailableError) return { error: { _tag: e._tag, message: e.message, requested: e.requested, reason: e.reason } }
   const tagged = e as { _tag?: string; message?: string; op?: string; backend?: string }
   return { error: { _tag: tagged._tag ?? "Error", message: tagged.message ?? String(e), ...(tagged.op ? { op: tagged.op } : {}), ...(tagged.backend ? { backend: tagged.backend } : {}) } }
 }

@@ -56,6 +56,7 @@ export interface RunSettings {
   readonly granularity: Granularity
   readonly density: number
   readonly correctionPeriod: number
+  readonly treeWidth: number
   readonly policy: Policy.CorrectionPolicy
   readonly stopStrings: ReadonlyArray<string>
   readonly backend: (typeof backendNames)[number]
@@ -65,7 +66,7 @@ export interface RunSettings {
 
 export const settings = (v: { readonly [K in keyof typeof generationFlags]?: (typeof generationFlags)[K]["type"] extends "boolean" ? boolean : K extends "stop" ? Array<string> : string }): RunSettings => {
   const treeWidth = int("tree-width", v["tree-width"], 1) ?? 1
-  if (treeWidth !== 1) throw new UsageError(`--tree-width ${treeWidth}: tree drafting is not implemented yet; only 1 is supported`)
+  if (treeWidth > 64) throw new UsageError(`--tree-width must be at most 64 (got ${treeWidth})`)
   const threshold = float("threshold", v.threshold, 0, 1) ?? 0.1
   return {
     dir: v.model ?? defaultModelDir(),
@@ -82,6 +83,7 @@ export const settings = (v: { readonly [K in keyof typeof generationFlags]?: (ty
     granularity: oneOf("sparsity", v.sparsity, ["fine", "fine-threshold", "coarse"] as const) ?? "coarse",
     density: float("density", v.density, Number.MIN_VALUE, 1, "a number in (0, 1]") ?? 0.5,
     correctionPeriod: int("period", v.period, 1) ?? 16,
+    treeWidth,
     policy: Policy.byName(oneOf("acceptance", v.acceptance, ["threshold", "greedy-exact", "speculative"] as const) ?? "threshold", threshold),
     stopStrings: v.stop ?? [],
     backend: oneOf("backend", v.backend, backendNames) ?? "reference",
@@ -118,7 +120,7 @@ export const requestStream = (s: RunSettings, checkpoint: Checkpoint, model: Mod
       tokenizer: checkpoint.tokenizer
     }
     return s.mode === "sirius"
-      ? Sirius.generate(model, { ...base, sparsity, correctionPeriod: s.correctionPeriod, policy: s.policy })
+      ? Sirius.generate(model, { ...base, sparsity, correctionPeriod: s.correctionPeriod, treeWidth: s.treeWidth, policy: s.policy })
       : (Generation.generate(model, s.mode === "sparse" ? { ...base, sparsity } : base) as Stream.Stream<Sirius.SiriusEvent | Generation.GenerationEvent, Generation.GenerationError | import("../src/Kernels.ts").KernelError>)
   })
 

@@ -31,7 +31,11 @@ export type GpuMode = "gpu" | GpuBackend
 export class BackendUnavailableError extends Schema.TaggedError<BackendUnavailableError>()("BackendUnavailableError", {
   requested: Schema.String,
   reason: Schema.String
-}) {}
+}) {
+  override get message(): string {
+    return `gpu backend "${this.requested}" is unavailable: ${this.reason}`
+  }
+}
 
 export interface GpuRuntimeOptions {
   readonly mode: GpuMode

@@ -11,7 +11,7 @@
  */
 import { Cause, Effect, Exit, Layer, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { type GpuBackend, gpuBackendNames, GpuKernels, type GpuKernelsShape, gpuLayer, modeOf, softmax, webGpuProbe } from "../gpu/index.ts"
+import { BackendUnavailableError, type GpuBackend, gpuBackendNames, GpuKernels, type GpuKernelsShape, gpuLayer, modeOf, softmax, webGpuProbe } from "../gpu/index.ts"
 import { ReferenceKernels, softmax as referenceSoftmax } from "../reference/index.ts"
 import * as Forward from "../src/Forward.ts"
 import { Kernels } from "../src/Kernels.ts"
@@ -27,7 +27,9 @@ const run = <A, E>(e: Effect.Effect<A, E>): Promise<A> => Effect.runPromise(e)
 /** Why `mode` cannot run here, or undefined. */
 const unavailable = async (mode: GpuBackend): Promise<string | undefined> => {
   const exit = await Effect.runPromiseExit(Effect.scoped(GpuKernels.make({ mode })))
-  return Exit.isSuccess(exit) ? undefined : String(Cause.squash(exit.cause) instanceof Error ? (Cause.squash(exit.cause) as Error).message : Cause.squash(exit.cause))
+  if (Exit.isSuccess(exit)) return undefined
+  const error = Cause.squash(exit.cause)
+  return error instanceof BackendUnavailableError ? error.reason : String(error)
 }
 
 const nodeBackends = ["webasm", "cpu", "headlessgl", "webgpu"] as const

@@ -31,6 +31,7 @@ export interface Request {
   readonly mode?: "full" | "sparse" | "sirius"
   readonly sparsity?: SparsityOptions
   readonly correctionPeriod?: number
+  readonly treeWidth?: number
   readonly policy?: Policy.CorrectionPolicy
   readonly sampling?: Partial<Sampler.SamplingOptions>
   readonly stopStrings?: ReadonlyArray<string>
@@ -69,6 +70,7 @@ export const requestStream = (checkpoint: Checkpoint, model: Model.Model, reques
             ...base,
             sparsity,
             ...(request.correctionPeriod !== undefined ? { correctionPeriod: request.correctionPeriod } : {}),
+            ...(request.treeWidth !== undefined ? { treeWidth: request.treeWidth } : {}),
             ...(request.policy !== undefined ? { policy: request.policy } : {})
           })
         : Generation.generate(model, mode === "sparse" ? { ...base, sparsity } : base)

@@ -36,18 +36,28 @@ export type Mlp =
 
 export const dense: Mlp = { _tag: "Dense" }
 
+/**
+ * Tree attention for Sirius's draft tree: the call's tokens are tree nodes in slots startPos.., each at
+ * its own RoPE position (context length + depth), seeing the slots `mask` marks (context + ancestors + self).
+ */
+export interface TreeLayout {
+  readonly positions: Int32Array // (T)
+  readonly mask: Uint8Array // (T, startPos + T)
+}
+
 export const forward = Effect.fnUntraced(function* (
   model: Model,
   cache: KvCache.KvCache,
   tokens: Int32Array,
   startPos: number,
   which: Which,
-  mlp: Mlp = dense
+  mlp: Mlp = dense,
+  tree?: TreeLayout
 ) {
   const { config, kernels: k } = model
   const { numAttentionHeads: H, numKeyValueHeads: Hkv, headDim: Dh, hiddenSize: D, rmsNormEps: eps } = config
   const T = tokens.length
-  const positions = Int32Array.from(tokens, (_, t) => startPos + t) // (T)
+  const positions = tree?.positions ?? Int32Array.from(tokens, (_, t) => startPos + t) // (T)
   KvCache.reserve(cache, startPos, T)
 
   let x = yield* k.embedding(model.embedTokens, tokens) // (T, D) residual stream
@@ -66,7 +76,8 @@ export const forward = Effect.fnUntraced(function* (
       numKeyValueHeads: Hkv,
       headDim: Dh,
       kvLength: startPos + T,
-      positions
+      positions,
+      mask: tree?.mask
     }) // (T, H·Dh)
     x = yield* k.add(x, yield* k.matmul(w.oProj, att, T))
 
@@ -85,7 +96,8 @@ export const forward = Effect.fnUntraced(function* (
   tokens: Int32Array,
   startPos: number,
   which: Which,
-  mlp?: Mlp
+  mlp?: Mlp,
+  tree?: TreeLayout
 ) => Effect.Effect<Float32Array, KernelError>
 
 /** The MLP of one layer on xb2 (T, D) → (T, D). Sparse variants read only the kept neurons' weights. */

@@ -35,15 +35,21 @@ export interface Vector {
   readonly length: number
 }
 
-/** Geometry of one attention call. Query t sits at absolute position `positions[t]` and sees KV slots 0..positions[t]. */
+/**
+ * Geometry of one attention call. Without a mask, query t sits at absolute position `positions[t]` and sees
+ * KV slots 0..positions[t] (causal). With a mask (tree attention: Sirius's tree of drafts, where slots are
+ * not positions), query t sees exactly the slots s with mask[t·kvLength + s] = 1.
+ */
 export interface AttentionShape {
   readonly T: number
   readonly numHeads: number
   readonly numKeyValueHeads: number
   readonly headDim: number
-  /** Number of valid KV slots in `keys`/`values` (the largest position + 1). */
+  /** Number of valid KV slots in `keys`/`values`. */
   readonly kvLength: number
   readonly positions: Int32Array
+  /** (T, kvLength) visibility, 1 = visible; every query sees at least one slot. */
+  readonly mask?: Uint8Array | undefined
 }
 
 export interface KernelsShape {

@@ -11,6 +11,7 @@
  * pass, so interruption stops work at the next step and drops the request's state.
  */
 import { Effect, Stream } from "effect"
+import * as DraftTree from "./DraftTree.ts"
 import * as Forward from "./Forward.ts"
 import * as Generation from "./Generation.ts"
 import type { KernelError } from "./Kernels.ts"
@@ -27,6 +28,13 @@ export interface SiriusOptions extends Generation.GenerateOptions {
   readonly correctionPeriod?: number
   /** Default `Policy.threshold(0.1)`. */
   readonly policy?: Policy.CorrectionPolicy
+  /**
+   * w: beam width of the sparse drafter (§3.6). With w > 1 the sparse model grows a beam tree, every branch
+   * is verified in one full pass with tree attention, and the longest accepted branch wins. Default 1.
+   */
+  readonly treeWidth?: number
+  /** "tree" runs the tree machinery even at width 1 (it then equals the chain); default: tree iff width > 1. */
+  readonly drafting?: "chain" | "tree"
   /** Testing hook: sees the KV cache and the committed length after every verification. */
   readonly observeCache?: (cache: KvCache.KvCache, committedLength: number) => void
 }
@@ -54,11 +62,19 @@ export interface SiriusStats extends Generation.GenerationStats {
 
 export type SiriusEvent =
   | { readonly _tag: "Prefilled"; readonly promptTokens: number; readonly ms: number }
-  | { readonly _tag: "Drafted"; readonly token: number; readonly position: number }
+  | {
+      readonly _tag: "Drafted"
+      readonly token: number
+      readonly position: number
+      /** Tree drafting: the node's index in the window's tree and its parent's (0 = the window's root). */
+      readonly node?: number
+      readonly parent?: number
+    }
   | {
       readonly _tag: "Verified"
       /** Absolute position of the window's first token. */
       readonly start: number
+      /** Every token drafted in the window (chain order, or tree node order). */
       readonly drafts: ReadonlyArray<number>
       readonly accepted: number
       readonly rollback: number
@@ -90,6 +106,8 @@ interface State {
   readonly draftLogits: Array<Float32Array>
   /** Position of the token that opens the window (committed, full-model made). */
   lastCheck: number
+  /** The window's draft tree (tree drafting only). */
+  tree: DraftTree.Tree | undefined
   readonly text: TextStream.TextStream
   readonly rng: Sampler.Rng
   readonly started: number
@@ -107,14 +125,20 @@ interface State {
 }
 
 const validate = (model: Model, options: SiriusOptions) => {
+  const fail = (field: string, message: string) => Effect.fail(new Generation.GenerationError({ field, message }))
   const k = options.correctionPeriod ?? 16
-  if (!Number.isInteger(k) || k < 1 || k > 256)
-    return Effect.fail(new Generation.GenerationError({ field: "correctionPeriod", message: `must be an integer in [1, 256] (got ${k})` }))
+  const w = options.treeWidth ?? 1
+  if (!Number.isInteger(k) || k < 1 || k > 256) return fail("correctionPeriod", `must be an integer in [1, 256] (got ${k})`)
+  if (!Number.isInteger(w) || w < 1 || w > 64) return fail("treeWidth", `must be an integer in [1, 64] (got ${w})`)
+  if (w > 1 && options.policy === Policy.speculative && (options.sampling?.temperature ?? 0) > 0)
+    return fail("treeWidth", "speculative sampling verifies a chain: use tree width 1 (or temperature 0)")
   return Generation.validate(model, options)
 }
 
 export const generate = (model: Model, options: SiriusOptions): Stream.Stream<SiriusEvent, Generation.GenerationError | KernelError> => {
   const k = options.correctionPeriod ?? 16
+  const width = options.treeWidth ?? 1
+  const useTree = (options.drafting ?? (width > 1 ? "tree" : "chain")) === "tree"
   const policy = options.policy ?? Policy.threshold(0.1)
   const sampling = options.sampling ?? Sampler.greedy
   const eos = new Set(options.eosTokenIds ?? [])
@@ -211,6 +235,95 @@ export const generate = (model: Model, options: SiriusOptions): Stream.Stream<Si
     return [verified, ...committed]
   })
 
+
+  /** Tree drafting, one round: the sparse model runs every leaf at once and the best `width` children become leaves. */
+  const treeDraftStep = Effect.fnUntraced(function* (s: State) {
+    const t0 = performance.now()
+    const tree = s.tree!
+    const leaves = tree.leaves
+    const slot = s.lastCheck + leaves[0]!
+    const logits = yield* Forward.forward(
+      model,
+      s.cache,
+      Int32Array.from(leaves, (i) => tree.nodes[i]!.token),
+      slot,
+      "all",
+      s.mlp.sparse(),
+      DraftTree.layout(tree, leaves, s.lastCheck)
+    )
+    s.sparseForwards++
+    const added = DraftTree.expand(tree, logits, config.vocabSize, width, eos)
+    s.draftMs += performance.now() - t0
+    return added.map((i): SiriusEvent => {
+      const n = tree.nodes[i]!
+      return { _tag: "Drafted", token: n.token, position: s.lastCheck + n.depth, node: i, parent: n.parent }
+    })
+  })
+
+  /** Tree verification: every node through the full model in one pass; the longest accepted branch is compacted into place. */
+  const treeVerifyStep = Effect.fnUntraced(function* (s: State) {
+    const t0 = performance.now()
+    const tree = s.tree!
+    const start = s.lastCheck
+    const all = tree.nodes.map((_, i) => i)
+    const V = config.vocabSize
+    const logits = yield* Forward.forward(model, s.cache, Int32Array.from(tree.nodes, (n) => n.token), start, "all", Forward.dense, DraftTree.layout(tree, all, start))
+    s.fullForwards++
+    const committed = s.ids.slice(0, start + 1)
+    const pathTokens = (i: number) => DraftTree.path(tree, i).slice(1).map((n) => tree.nodes[n]!.token)
+    const { node, rejectedChild } = DraftTree.winner(tree, (i) => {
+      const n = tree.nodes[i]!
+      return policy.accept({
+        draft: n.token,
+        fullLogits: logits.subarray(n.parent * V, (n.parent + 1) * V),
+        sparseLogits: n.sparseLogits!,
+        context: [...committed, ...pathTokens(n.parent)],
+        sampling,
+        rng: s.rng
+      })
+    })
+    const path = DraftTree.path(tree, node)
+    const accepted = path.length - 1
+    const rollback = DraftTree.depth(tree) - accepted
+    KvCache.compact(s.cache, path.map((i) => start + i), start)
+    const acceptedTokens = pathTokens(node)
+    s.ids.push(...acceptedTokens)
+    const token = policy.correct({
+      fullLogits: logits.subarray(node * V, (node + 1) * V),
+      rejected: rejectedChild === undefined ? undefined : { draft: tree.nodes[rejectedChild]!.token, sparseLogits: tree.nodes[rejectedChild]!.sparseLogits! },
+      context: s.ids,
+      sampling,
+      rng: s.rng
+    })
+    s.ids.push(token)
+    s.lastCheck = start + accepted + 1
+    s.tree = DraftTree.make(token)
+    s.advances.push(accepted + 1)
+    if (rollback > 0) s.rollbackLengths.push(rollback)
+    s.verifyMs += performance.now() - t0
+    options.observeCache?.(s.cache, s.lastCheck)
+    const verified: SiriusEvent = { _tag: "Verified", start, drafts: tree.nodes.slice(1).map((n) => n.token), accepted, rollback, token, ms: performance.now() - t0 }
+    return [
+      verified,
+      ...commit(s, [
+        ...acceptedTokens.map((token) => ({ token, source: "draft" as const })),
+        { token, source: rollbackSource(rejectedChild !== undefined) }
+      ])
+    ]
+  })
+
+  const rollbackSource = (rejected: boolean): TokenSource => (rejected ? "correction" : "bonus")
+
+  /** Tree windows grow to k − 1 levels, or fewer when the token budget ends sooner. */
+  const treeStep = (s: State) => {
+    const tree = s.tree!
+    const depth = DraftTree.depth(tree)
+    const budget = options.maxNewTokens - s.text.ids.length
+    const newest = tree.nodes[tree.leaves[0]!]!.sparseLogits
+    const full = depth >= Math.min(k - 1, budget) || tree.closed || (depth > 0 && newest !== undefined && policy.verifyEarly({ windowLength: depth + 1, correctionPeriod: k, sparseLogits: newest }))
+    return full ? treeVerifyStep(s) : treeDraftStep(s)
+  }
+
   const finish = (s: State): SiriusEvent => {
     const generated = s.text.ids.length
     const decodeMs = performance.now() - s.started - s.prefillMs
@@ -262,9 +375,11 @@ export const generate = (model: Model, options: SiriusOptions): Stream.Stream<Si
       const token = Sampler.sample(logits, s.ids, sampling, s.rng)
       s.ids.push(token)
       s.lastCheck = P
+      if (useTree) s.tree = DraftTree.make(token)
       return [[{ _tag: "Prefilled", promptTokens: P, ms: s.prefillMs } as SiriusEvent, ...commit(s, [{ token, source: "full" }])], s] as const
     }
     yield* Effect.yieldNow // a cancellation point between forward passes
+    if (useTree) return [yield* treeStep(s), s] as const
     const n = s.ids.length - s.lastCheck
     const newest = s.draftLogits[s.draftLogits.length - 1]
     const verifyNow =
@@ -275,11 +390,13 @@ export const generate = (model: Model, options: SiriusOptions): Stream.Stream<Si
 
   const start = Effect.sync(
     (): State => ({
-      cache: KvCache.make(config, P + options.maxNewTokens + 1),
+      // a tree window holds up to 1 + (k − 1)·w nodes beyond the committed slots
+      cache: KvCache.make(config, P + options.maxNewTokens + 1 + (useTree ? (k - 1) * width : 0)),
       mlp: Sparsity.requestMlp(config, options.sparsity),
       ids: [...options.prompt],
       draftLogits: [],
       lastCheck: P,
+      tree: undefined,
       text: TextStream.make(),
       rng: Sampler.rng(sampling.seed),
       started: performance.now(),

@@ -333,7 +333,7 @@ export const kernelsAgreeWithReference = async (layer: Layer.Layer<Kernels, unkn
         const properties: Record<KernelOp, fc.IAsyncProperty<[unknown]>> = checks(k, tol, acc)
         for (const op of options.ops ?? kernelOps)
           yield* Effect.promise(() =>
-            fc.assert(properties[op], { numRuns: options.numRuns ?? 20, ...(options.seed === undefined ? {} : { seed: options.seed }) })
+            fc.assert(properties[op], { numRuns: options.numRuns ?? 20, includeErrorInReport: true, ...(options.seed === undefined ? {} : { seed: options.seed }) })
           )
         return k.name
       }),

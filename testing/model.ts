@@ -92,7 +92,7 @@ export const forwardAgreesWithReference = async (
               maxRel = Math.max(maxRel, c.maxRel)
               if (!c.ok) throw new Error(`${k.name} logits: ${c.report}`)
             }),
-            { numRuns: options.numRuns ?? 15, ...(options.seed === undefined ? {} : { seed: options.seed }) }
+            { numRuns: options.numRuns ?? 15, includeErrorInReport: true, ...(options.seed === undefined ? {} : { seed: options.seed }) }
           )
         )
         return k.name
@@ -181,7 +181,7 @@ export const greedyAgreesWithReference = async (
                 maxLogitAbs = Math.max(maxLogitAbs, compare(g.logits, w.logits, { atol: Infinity, rtol: 0 }).maxAbs)
               }
             }),
-            { numRuns: options.numRuns ?? 12, ...(options.seed === undefined ? {} : { seed: options.seed }) }
+            { numRuns: options.numRuns ?? 12, includeErrorInReport: true, ...(options.seed === undefined ? {} : { seed: options.seed }) }
           )
         )
         return k.name
