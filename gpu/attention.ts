@@ -3,8 +3,10 @@
 // Must agree with reference/attention.ts. Two kernels, so no cell repeats another's reduction:
 //   scores (T, H, S): q·k / sqrt(Dh) for slots s ≤ positions[t] (later slots are never read);
 //   mix (T, H, Dh): max-subtracted softmax over the visible scores (stability), times values.
-// Only the S valid slots of the cache move to the device per call. The mix loop's length is a position,
-// not a constant, so its kernels are compiled per power-of-two bucket of S (loopMaxIterations = bucket).
+// Only the valid slots of the cache move to the device per call, zero-padded to a power-of-two bucket Sb
+// ≥ S: every size a kernel sees (arguments, the scores' output, the mix loop's bound) is then fixed per
+// bucket, so decoding token after token compiles nothing new until S crosses a power of two (a size
+// change rebuilds the module on webasm, and the mix loop's GLSL bound must be a compile-time constant).
 import type { KernelFunction } from "gpu.js"
 import { Effect } from "effect"
 import type { AttentionShape, KernelError } from "../src/Kernels.ts"
@@ -53,7 +55,7 @@ function mixKernel(this: KernelThis<Geometry>, scores: Float32Array, values: Flo
   return acc / sum
 }
 
-/** The smallest power of two ≥ n, at least 64: the loop bound bucket of the mix kernel. */
+/** The smallest power of two ≥ n, at least 64: the slot bucket. */
 const bucket = (n: number): number => Math.max(64, 2 ** Math.ceil(Math.log2(n)))
 
 export const attention = (
@@ -69,16 +71,17 @@ export const attention = (
   const scores = rt.kernel(`attention.scores:${key}`, (create) =>
     create(scoresKernel as unknown as KernelFunction, { output: [1, H, 1], constants: { ...geometry }, loopMaxIterations: Dh })
   )
-  const loop = bucket(S)
-  const mix = rt.kernel(`attention.mix:${key}:${loop}`, (create) =>
-    create(mixKernel as unknown as KernelFunction, { output: [Dh, H, 1], constants: { ...geometry }, loopMaxIterations: loop })
+  const Sb = bucket(S)
+  const mix = rt.kernel(`attention.mix:${key}:${Sb}`, (create) =>
+    create(mixKernel as unknown as KernelFunction, { output: [Dh, H, 1], constants: { ...geometry }, loopMaxIterations: Sb })
   )
   const kvDim = Hkv * Dh
   const positions = indices(shape.positions)
-  // slice, not subarray: backends upload whole buffers, and only the S valid slots should move.
-  const k = keys.slice(0, S * kvDim)
-  const v = values.slice(0, S * kvDim)
-  return Effect.flatMap(rt.run("attention", scores, [S, H, T], [q, k, positions]), (att) =>
-    rt.run("attention", mix, [Dh, H, T], [att, v, positions, S])
+  const k = new Float32Array(Sb * kvDim) // (Sb, Hkv·Dh): slots ≥ S are zeros and never read
+  k.set(keys.subarray(0, S * kvDim))
+  const v = new Float32Array(Sb * kvDim)
+  v.set(values.subarray(0, S * kvDim))
+  return Effect.flatMap(rt.run("attention", scores, [Sb, H, T], [q, k, positions]), (att) =>
+    rt.run("attention", mix, [Dh, H, T], [att, v, positions, Sb])
   )
 }

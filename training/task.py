@@ -14,7 +14,8 @@ Format of one example (prompt + completion, then the </s> token):
   "The answer is " in the generated completion; no such occurrence -> no answer (counted wrong).
 
 Problems have 2-4 steps; every intermediate value and the answer lie in [1, 99]:
-  start 5..60, "+n" with n in 2..40, "-n" with n in 2..40 (result >= 1), "*2"/"*3" (result <= 99).
+  start 5..60, "+n" with n in 2..19, "-n" with n in 2..19 (result >= 1), "*2"/"*3" (result <= 99);
+  each step's operation is uniform over the feasible ones.
 
 Splits (disjoint by prompt text): validation and test are drawn first from their own seeded
 streams; the training stream (its own seed) skips every prompt that is in validation or test.
@@ -60,6 +61,7 @@ ADD = ["buys {n} more", "finds {n} more", "gets {n} more"]
 SUB = ["gives away {n}", "loses {n}", "sells {n}"]
 MUL = {2: "doubles them", 3: "triples them"}
 MAX_VALUE = 99
+MAX_OPERAND = 19  # largest n in "+n" / "-n"
 
 
 def _step(rng, x):
@@ -73,11 +75,11 @@ def _step(rng, x):
         ops.append("*")
     op = rng.choice(ops)
     if op == "+":
-        n = rng.randint(2, min(40, MAX_VALUE - x))
+        n = rng.randint(2, min(MAX_OPERAND, MAX_VALUE - x))
         y = x + n
         clause = rng.choice(ADD).format(n=n)
     elif op == "-":
-        n = rng.randint(2, min(40, x - 1))
+        n = rng.randint(2, min(MAX_OPERAND, x - 1))
         y = x - n
         clause = rng.choice(SUB).format(n=n)
     else:

@@ -278,6 +278,25 @@ def by_steps(problems, comps):
 
 
 @torch.no_grad()
+def result_digit_accuracy(model, problems):
+    """Teacher-forced argmax accuracy on the digits right of each '=' in the completions."""
+    ids, _ = batch_from(problems)
+    pred = model(ids).argmax(-1)
+    ok = tot = 0
+    for b, p in enumerate(problems):
+        P, on = len(task.encode(p["prompt"])), False
+        for k, ch in enumerate(p["completion"]):
+            if ch == "=":
+                on = True
+            elif not ch.isdigit():
+                on = False
+            elif on:
+                tot += 1
+                ok += int(pred[b, P + k - 1] == ids[b, P + k])
+    return ok / max(1, tot)
+
+
+@torch.no_grad()
 def token_agreement(model, problems, density=0.5, bs=200):
     """Teacher-forced over the reference completions: fraction of completion positions where the
     fine-sparse (decode-position) argmax equals the dense argmax. Sparsity applied at all positions."""
@@ -464,7 +483,8 @@ def main():
     ap.add_argument("--inter", type=int, default=CONFIG["intermediate_size"])
     ap.add_argument("--layers", type=int, default=CONFIG["num_hidden_layers"])
     ap.add_argument("--bf16", type=int, default=1, help="bf16 autocast for training matmuls (fp32 master weights)")
-    ap.add_argument("--drill-frac", type=float, default=0.5, help="fraction of training items that are equation drills")
+    ap.add_argument("--drill-frac", type=float, default=0.75, help="fraction of training items that are equation drills")
+    ap.add_argument("--ckpt", default="", help="save a torch checkpoint here at every eval (optional)")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--bench", type=int, default=0, help="time this many steps and exit")
@@ -526,8 +546,12 @@ def main():
         if (step + 1) % a.eval_every == 0 and step + 1 < nsteps:
             model.eval()
             acc, _ = accuracy(model, val[:200])
-            print(f"  eval step {step + 1}: val[:200] dense acc {acc:.3f}", flush=True)
-            log.append({"step": step + 1, "val200_dense": acc, "loss": loss.item()})
+            dig = result_digit_accuracy(model, val[:200])
+            print(f"  eval step {step + 1}: val[:200] dense acc {acc:.3f}, teacher-forced result-digit acc "
+                  f"{dig:.4f}", flush=True)
+            log.append({"step": step + 1, "val200_dense": acc, "result_digit_acc": dig, "loss": loss.item()})
+            if a.ckpt:
+                torch.save(model.state_dict(), a.ckpt)
             model.train()
     train_time = time.time() - t0
     print(f"training wall time {train_time:.0f}s ({train_time / nsteps:.3f} s/step)", flush=True)

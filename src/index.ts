@@ -1,0 +1,30 @@
+/**
+ * sirius-ts: Llama-family inference with contextual sparsity and Sirius correction, as Effect Streams.
+ *
+ * Modules, one concept each: Config (config.json), Safetensors, Weights (HF names), Checkpoint (model
+ * directories), Tokenizer, Kernels (the backend interface), Model, KvCache, Forward (the forward pass),
+ * Sampler, Sparsity, Calibration, Policy (correction policies), DraftTree, Generation (full and sparse
+ * decoding), Sirius (the correction loop), Client (Promise facade), Eval, RandomModel, Gguf.
+ * Backends: `sirius-ts/reference`, `sirius-ts/simd`, `sirius-ts/gpu`.
+ */
+export * as Calibration from "./Calibration.ts"
+export * as Checkpoint from "./Checkpoint.ts"
+export * as Client from "./Client.ts"
+export * as Config from "./Config.ts"
+export * as DraftTree from "./DraftTree.ts"
+export * as Eval from "./Eval.ts"
+export * as Forward from "./Forward.ts"
+export * as Generation from "./Generation.ts"
+export * as Gguf from "./Gguf.ts"
+export * as Kernels from "./Kernels.ts"
+export * as KvCache from "./KvCache.ts"
+export * as Model from "./Model.ts"
+export * as Policy from "./Policy.ts"
+export * as RandomModel from "./RandomModel.ts"
+export * as Safetensors from "./Safetensors.ts"
+export * as Sampler from "./Sampler.ts"
+export * as Sirius from "./Sirius.ts"
+export * as Sparsity from "./Sparsity.ts"
+export * as Tensor from "./Tensor.ts"
+export * as Tokenizer from "./Tokenizer.ts"
+export * as Weights from "./Weights.ts"
