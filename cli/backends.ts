@@ -3,14 +3,17 @@
  * A demanded backend that cannot run is an error, never a silent fallback.
  */
 import type { Layer } from "effect"
+import { gpuBackendNames, gpuLayer, isGpuBackendName } from "../gpu/index.ts"
 import { ReferenceKernels } from "../reference/index.ts"
 import { SimdKernels } from "../simd/index.ts"
 import type { KernelError, Kernels } from "../src/Kernels.ts"
+import type { BackendUnavailableError } from "../gpu/index.ts"
 
-export const backendNames = ["reference", "simd"] as const
+export const backendNames = ["reference", "simd", ...gpuBackendNames] as const
 export type BackendName = (typeof backendNames)[number]
 
-export const backendLayer = (name: BackendName, threads: number | undefined): Layer.Layer<Kernels, KernelError> => {
+export const backendLayer = (name: BackendName, threads: number | undefined): Layer.Layer<Kernels, KernelError | BackendUnavailableError> => {
+  if (isGpuBackendName(name)) return gpuLayer(name)
   switch (name) {
     case "reference":
       return ReferenceKernels.layer

@@ -39,12 +39,6 @@ export class BackendUnavailableError extends Schema.TaggedError<BackendUnavailab
 
 export interface GpuRuntimeOptions {
   readonly mode: GpuMode
-  /**
-   * Upper bound on any loop a kernel runs (gpu.js `loopMaxIterations`; GLSL needs a constant bound). Each
-   * kernel gets the bound of its own reduction where that is known at compile time; loops whose length is
-   * an argument (attention over the KV slots, sparse rows) get this. Default 65536.
-   */
-  readonly maxLoopIterations?: number
 }
 
 export interface GpuRuntime {
@@ -54,13 +48,14 @@ export interface GpuRuntime {
   readonly backend: GpuBackend
   /** Why each better backend was not chosen (for `mode: "gpu"`), e.g. `{ webgpu: "no navigator.gpu" }`. */
   readonly skipped: Readonly<Partial<Record<GpuBackend, string>>>
-  readonly maxLoopIterations: number
   /** The kernel cached under `key`, compiled by `build` the first time the key is seen. */
   readonly kernel: (key: string, build: (create: CreateKernel) => IKernelRunShortcut) => IKernelRunShortcut
   /** Run a kernel: resize its output, await it, flatten the result, check which backend ran. */
   readonly run: (op: string, kernel: IKernelRunShortcut, output: ReadonlyArray<number>, args: ReadonlyArray<unknown>) => Effect.Effect<Float32Array, KernelError>
   /** Number of kernels compiled so far (for tests: compile-once). */
   readonly compiledKernels: () => number
+  /** gpu.js kernels still holding resources: 0 once the scope has closed (for tests: the finalizer ran). */
+  readonly liveKernels: () => number
 }
 
 /** `gpu.createKernel` with this runtime's settings (single precision, highp, async, dynamic sizes) applied. */
@@ -70,8 +65,11 @@ export type CreateKernel = (fn: KernelFunction, settings: KernelSettings) => IKe
 export interface KernelSettings {
   readonly output: ReadonlyArray<number>
   readonly constants?: Record<string, unknown>
-  /** The longest loop this kernel runs; default: the runtime's maxLoopIterations. */
-  readonly loopMaxIterations?: number
+  /**
+   * gpu.js `loopMaxIterations`: at least the longest loop this kernel runs (GLSL needs a constant bound,
+   * and a longer loop would be cut short silently). Every kernel states its own reduction length.
+   */
+  readonly loopMaxIterations: number
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -202,7 +200,6 @@ const probeKernel = function (this: { thread: { x: number } }, a: Float32Array, 
 export const make = (options: GpuRuntimeOptions): Effect.Effect<GpuRuntime, BackendUnavailableError, Scope.Scope> =>
   Effect.gen(function* () {
     const { backend, skipped } = yield* choose(options.mode)
-    const maxLoopIterations = options.maxLoopIterations ?? 65536
     const gpu = yield* Effect.acquireRelease(
       Effect.try({
         try: () => new GPU({ mode: backend }),
@@ -218,7 +215,7 @@ export const make = (options: GpuRuntimeOptions): Effect.Effect<GpuRuntime, Back
         constants: settings.constants ?? {},
         precision: "single",
         tactic: "precision",
-        loopMaxIterations: settings.loopMaxIterations ?? maxLoopIterations,
+        loopMaxIterations: settings.loopMaxIterations,
         asyncMode: true,
         dynamicOutput: true,
         dynamicArguments: true
@@ -242,7 +239,6 @@ export const make = (options: GpuRuntimeOptions): Effect.Effect<GpuRuntime, Back
       requested: options.mode,
       backend,
       skipped,
-      maxLoopIterations,
       kernel: (key, build) => {
         let k = kernels.get(key)
         if (k === undefined) {
@@ -252,7 +248,8 @@ export const make = (options: GpuRuntimeOptions): Effect.Effect<GpuRuntime, Back
         return k
       },
       run,
-      compiledKernels: () => kernels.size
+      compiledKernels: () => kernels.size,
+      liveKernels: () => (gpu as unknown as { kernels?: ReadonlyArray<unknown> }).kernels?.length ?? 0
     }
 
     // Probe: a tiny kernel must run on the chosen backend (e.g. an adapter that vanished, a GL context

@@ -41,8 +41,6 @@ export { softmax } from "./softmax.ts"
 export interface GpuOptions {
   /** `"gpu"`: the best backend available here; a backend name demands exactly that one. */
   readonly mode: GpuMode
-  /** Upper bound for loops whose length is only known per call (sparse rows). Default 65536. */
-  readonly maxLoopIterations?: number
 }
 
 export type GpuKernelsShape = KernelsShape & { readonly runtime: GpuRuntime }
@@ -124,5 +122,4 @@ export const modeOf = (name: GpuBackendName): GpuMode => (name === "gpu" ? "gpu"
  *
  * @category layers
  */
-export const gpuLayer = (name: GpuBackendName, options: Omit<GpuOptions, "mode"> = {}): Layer.Layer<Kernels, BackendUnavailableError> =>
-  layer({ ...options, mode: modeOf(name) })
+export const gpuLayer = (name: GpuBackendName): Layer.Layer<Kernels, BackendUnavailableError> => layer({ mode: modeOf(name) })

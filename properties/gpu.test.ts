@@ -12,12 +12,13 @@
 import { Cause, Effect, Exit, Layer, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { BackendUnavailableError, type GpuBackend, gpuBackendNames, GpuKernels, type GpuKernelsShape, gpuLayer, modeOf, softmax, webGpuProbe } from "../gpu/index.ts"
-import { ReferenceKernels, softmax as referenceSoftmax } from "../reference/index.ts"
+import { matmulAbsTerms, ReferenceKernels, softmax as referenceSoftmax } from "../reference/index.ts"
 import * as Forward from "../src/Forward.ts"
 import { Kernels } from "../src/Kernels.ts"
 import * as KvCache from "../src/KvCache.ts"
 import * as Model from "../src/Model.ts"
 import { randomWeights, shapes } from "../src/RandomModel.ts"
+import { fromFloat32, toFloat32 } from "../src/Tensor.ts"
 import { forwardAgreesWithReference, greedyAgreesWithReference, kernelsAgreeWithReference, seeded } from "../testing/index.ts"
 import { multiTokenEqualsDecode, overwriteEqualsFreshPrefill } from "./forward.properties.ts"
 import { assertClose } from "./tolerance.ts"
@@ -125,9 +126,27 @@ describe("gpu backend selection and lifecycle", () => {
       return [after, webasm.runtime.compiledKernels()] as const
     })
     const [after, again] = await run(Effect.provideService(program, Kernels, webasm))
-    // per layer: 7 matmul (one kernel per matrix), 2 rmsnorm scale; shared: embedding, final norm, lm_head,
-    // sum of squares, rope (q and k head counts), attention (2), swiglu, add, and the probe
+    // Kernels are keyed by op and static shape (weights, D, heads, the slot bucket); a new T (2, after 3
+    // and 1) only resizes outputs (webasm specialises its wasm per size internally, cached per kernel).
     expect(again).toBe(after)
+  })
+
+  it("the layer's finalizer destroys every gpu.js kernel", async () => {
+    const inner = await run(Scope.make())
+    const k = await run(Scope.provide(GpuKernels.make({ mode: "webasm" }), inner))
+    await run(k.add(Float32Array.of(1), Float32Array.of(2)))
+    expect(k.runtime.liveKernels()).toBeGreaterThan(0)
+    await run(Scope.close(inner, Exit.void))
+    expect(k.runtime.liveKernels()).toBe(0)
+  })
+
+  it("a matmul with ≥ 4096 outputs (webasm's threaded path under the async contract) agrees too", async () => {
+    const [rows, cols] = [4100, 24]
+    const w = fromFloat32("w", "F32", [rows, cols], seeded(11, rows * cols))
+    const x = seeded(12, cols, 4)
+    const got = await run(Effect.flatMap(webasm.matrix(w), (m) => webasm.matmul(m, x, 1)))
+    const want = await run(Effect.flatMap(ReferenceKernels.make().matrix(w), (m) => ReferenceKernels.make().matmul(m, x, 1)))
+    assertClose("matmul 4100×24", got, want, { atol: 0, rtol: 0, c: cols + 1 }, matmulAbsTerms(toFloat32(w), x, 1, rows, cols))
   })
 
   it("softmax (gpu/softmax.ts, not a Kernels op) agrees with reference/softmax.ts", async () => {

@@ -279,6 +279,55 @@ describe("simd elementwise and small ops", () => {
     ))
 })
 
+/**
+ * Attention bound, per output element j of (t, h), with n visible slots, pₛ the reference weights:
+ * scores are f32 dots over ⌈Dh/4⌉ f32x4 steps + 2 lane adds, so |Δsₛ| ≤ (⌈Dh/4⌉+3)·2⁻²⁴·S1ₛ with
+ * S1ₛ = scale·Σᵢ|qᵢkₛᵢ|; softmax turns score errors into relative weight errors ≤ 2·maxₛ|Δsₛ|; exp
+ * adds ~3 ulp, the f32 sum of n exps n ulp, the weighted sum of values n + 1 ulp, the final scale 1.
+ * So |Δoutⱼ| ≤ 2⁻²⁴ · Σₛ pₛ|vₛⱼ| · (2(⌈Dh/4⌉+3)·maxₛ S1ₛ + 2n + 6): that magnitude is Σ|terms|, c = 1.
+ */
+const attentionTerms = (
+  q: Float32Array,
+  keys: Float32Array,
+  values: Float32Array,
+  c: { T: number; H: number; Hkv: number; Dh: number; positions: Int32Array; S: number; mask?: Uint8Array | undefined }
+) => {
+  const { T, H, Hkv, Dh, positions, S, mask } = c
+  const scale = 1 / Math.sqrt(Dh)
+  const out = new Float64Array(T * H * Dh)
+  for (let t = 0; t < T; t++)
+    for (let h = 0; h < H; h++) {
+      const kvh = Math.floor(h / (H / Hkv))
+      const n = mask ? S : positions[t]! + 1
+      const sees = (j: number) => !mask || mask[t * S + j] === 1
+      const s = new Float64Array(n).fill(-Infinity)
+      let maxS = -Infinity
+      let maxS1 = 0
+      for (let j = 0; j < n; j++) {
+        if (!sees(j)) continue
+        let dot = 0
+        let abs = 0
+        for (let i = 0; i < Dh; i++) {
+          const p = q[(t * H + h) * Dh + i]! * keys[(j * Hkv + kvh) * Dh + i]!
+          dot += p
+          abs += Math.abs(p)
+        }
+        s[j] = dot * scale
+        maxS = Math.max(maxS, s[j]!)
+        maxS1 = Math.max(maxS1, abs * scale)
+      }
+      let sum = 0
+      for (let j = 0; j < n; j++) if (sees(j)) sum += Math.exp(s[j]! - maxS)
+      const factor = 2 * (Math.ceil(Dh / 4) + 3) * maxS1 + 2 * n + 6
+      for (let i = 0; i < Dh; i++) {
+        let m = 0
+        for (let j = 0; j < n; j++) if (sees(j)) m += (Math.exp(s[j]! - maxS) / sum) * Math.abs(values[(j * Hkv + kvh) * Dh + i]!)
+        out[(t * H + h) * Dh + i] = m * factor
+      }
+    }
+  return out
+}
+
 describe("simd attention", () => {
   const attentionCase = fc
     .record({
@@ -291,48 +340,6 @@ describe("simd attention", () => {
     })
     .map((r) => ({ ...r, H: r.Hkv * r.group, S: r.past + r.T }))
 
-  /**
-   * Attention bound, per output element j of (t, h), with n visible slots, pₛ the reference weights:
-   * scores are f32 dots over ⌈Dh/4⌉ f32x4 steps + 2 lane adds, so |Δsₛ| ≤ (⌈Dh/4⌉+3)·2⁻²⁴·S1ₛ with
-   * S1ₛ = scale·Σᵢ|qᵢkₛᵢ|; softmax turns score errors into relative weight errors ≤ 2·maxₛ|Δsₛ|; exp
-   * adds ~3 ulp, the f32 sum of n exps n ulp, the weighted sum of values n + 1 ulp, the final scale 1.
-   * So |Δoutⱼ| ≤ 2⁻²⁴ · Σₛ pₛ|vₛⱼ| · (2(⌈Dh/4⌉+3)·maxₛ S1ₛ + 2n + 6): that magnitude is Σ|terms|, c = 1.
-   */
-  const attentionTerms = (q: Float32Array, keys: Float32Array, values: Float32Array, c: { T: number; H: number; Hkv: number; Dh: number; positions: Int32Array }) => {
-    const { T, H, Hkv, Dh, positions } = c
-    const scale = 1 / Math.sqrt(Dh)
-    const out = new Float64Array(T * H * Dh)
-    for (let t = 0; t < T; t++)
-      for (let h = 0; h < H; h++) {
-        const kvh = Math.floor(h / (H / Hkv))
-        const n = positions[t]! + 1
-        const s = new Float64Array(n)
-        let maxS = -Infinity
-        let maxS1 = 0
-        for (let j = 0; j < n; j++) {
-          let dot = 0
-          let abs = 0
-          for (let i = 0; i < Dh; i++) {
-            const p = q[(t * H + h) * Dh + i]! * keys[(j * Hkv + kvh) * Dh + i]!
-            dot += p
-            abs += Math.abs(p)
-          }
-          s[j] = dot * scale
-          maxS = Math.max(maxS, s[j]!)
-          maxS1 = Math.max(maxS1, abs * scale)
-        }
-        let sum = 0
-        for (let j = 0; j < n; j++) sum += Math.exp(s[j]! - maxS)
-        const factor = 2 * (Math.ceil(Dh / 4) + 3) * maxS1 + 2 * n + 6
-        for (let i = 0; i < Dh; i++) {
-          let m = 0
-          for (let j = 0; j < n; j++) m += (Math.exp(s[j]! - maxS) / sum) * Math.abs(values[(j * Hkv + kvh) * Dh + i]!)
-          out[(t * H + h) * Dh + i] = m * factor
-        }
-      }
-    return out
-  }
-
   it("agrees with the reference (GQA, any head dim, T = 1..17 after a past) and is thread-count independent", () =>
     fc.assert(
       fc.asyncProperty(attentionCase, async ({ H, Hkv, Dh, T, past, S, seed }) => {
@@ -343,10 +350,44 @@ describe("simd attention", () => {
         const shape = { T, numHeads: H, numKeyValueHeads: Hkv, headDim: Dh, kvLength: S, positions }
         const got = await run(two.attention(q, keys, values, shape))
         const want = await run(ref.attention(q, keys, values, shape))
-        assertClose(`attention H=${H} Hkv=${Hkv} Dh=${Dh} T=${T} S=${S}`, got, want, { atol: 0, rtol: 0, c: 1 }, attentionTerms(q, keys, values, { T, H, Hkv, Dh, positions }))
+        assertClose(`attention H=${H} Hkv=${Hkv} Dh=${Dh} T=${T} S=${S}`, got, want, { atol: 0, rtol: 0, c: 1 }, attentionTerms(q, keys, values, { T, H, Hkv, Dh, positions, S }))
         bitsEqual("attention 1 vs 2 threads", await run(one.attention(q, keys, values, shape)), got)
       }),
       { numRuns: 50 }
+    ))
+})
+
+describe("simd tree attention", () => {
+  it("a (T, S) visibility mask selects exactly the marked slots (Sirius tree verification)", () =>
+    fc.assert(
+      fc.asyncProperty(
+        fc.record({
+          Hkv: fc.integer({ min: 1, max: 2 }),
+          group: fc.integer({ min: 1, max: 3 }),
+          Dh: fc.integer({ min: 1, max: 40 }),
+          T: fc.integer({ min: 1, max: 17 }),
+          past: fc.integer({ min: 0, max: 30 }),
+          seed: fc.integer(),
+          maskSeed: fc.integer()
+        }),
+        async ({ Hkv, group, Dh, T, past, seed, maskSeed }) => {
+          const H = Hkv * group
+          const S = past + T
+          const q = seeded(seed, T * H * Dh, 2)
+          const keys = seeded(seed + 1, S * Hkv * Dh, 2)
+          const values = seeded(seed + 2, S * Hkv * Dh, 2)
+          const bits = seeded(maskSeed, T * S, 1)
+          const mask = Uint8Array.from(bits, (b) => (b > 0 ? 1 : 0))
+          for (let t = 0; t < T; t++) mask[t * S + ((maskSeed >>> 0) + t) % S] = 1 // every query sees a slot
+          const positions = Int32Array.from({ length: T }, (_, t) => past + t)
+          const shape = { T, numHeads: H, numKeyValueHeads: Hkv, headDim: Dh, kvLength: S, positions, mask }
+          const got = await run(two.attention(q, keys, values, shape))
+          const want = await run(ref.attention(q, keys, values, shape))
+          assertClose(`masked attention T=${T} S=${S}`, got, want, { atol: 0, rtol: 0, c: 1 }, attentionTerms(q, keys, values, { T, H, Hkv, Dh, positions, S, mask }))
+          bitsEqual("masked attention 1 vs 2 threads", await run(one.attention(q, keys, values, shape)), got)
+        }
+      ),
+      { numRuns: 40 }
     ))
 })
 

@@ -277,7 +277,16 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
       // queries in blocks of tokens so that one job has at most MAX_CHUNKS (token, head) items
       const tb = Math.min(T, Math.max(1, Math.floor(MAX_CHUNKS / H)))
       const kvBytes = S * Hkv * dh4 * 4
-      const [kAt, vAt, qAt, oAt, sAt, pAt] = rt.scratch([kvBytes, kvBytes, tb * H * dh4 * 4, tb * H * dh4 * 4, tb * H * spad * 4, tb * 4])
+      const { mask } = shape
+      const [kAt, vAt, qAt, oAt, sAt, pAt, mAt] = rt.scratch([
+        kvBytes,
+        kvBytes,
+        tb * H * dh4 * 4,
+        tb * H * dh4 * 4,
+        tb * H * spad * 4,
+        tb * 4,
+        mask ? tb * S : 0
+      ])
       const f32 = rt.f32
       copyHeads(f32, kAt! / 4, keys, S * Hkv, Dh, dh4)
       copyHeads(f32, vAt! / 4, values, S * Hkv, Dh, dh4)
@@ -285,7 +294,8 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
         const Tb = Math.min(tb, T - t0)
         copyHeads(f32, qAt! / 4, q.subarray(t0 * H * Dh), Tb * H, Dh, dh4)
         rt.i32.set(positions.subarray(t0, t0 + Tb), pAt! / 4)
-        rt.run(OP_ATTENTION, Tb * H, [qAt!, kAt!, vAt!, oAt!, sAt!, pAt!, H, H / Hkv, dh4, Hkv * dh4 * 4, scaleBits, spad])
+        if (mask) rt.u8.set(mask.subarray(t0 * S, (t0 + Tb) * S), mAt!)
+        rt.run(OP_ATTENTION, Tb * H, [qAt!, kAt!, vAt!, oAt!, sAt!, pAt!, H, H / Hkv, dh4, Hkv * dh4 * 4, scaleBits, spad, mask ? mAt! : 0, S])
         const o = f32
         if (dh4 === Dh) out.set(o.subarray(oAt! / 4, oAt! / 4 + Tb * H * Dh), t0 * H * Dh)
         else for (let i = 0; i < Tb * H; i++) out.set(o.subarray(oAt! / 4 + i * dh4, oAt! / 4 + i * dh4 + Dh), (t0 * H + i) * Dh)

@@ -551,11 +551,14 @@
   ;; ARG 0 q (T, H, dh4)  1 keys (S, Hkv, dh4)  2 values (S, Hkv, dh4)  3 out (T, H, dh4)
   ;;     4 scores (T·H items × spad f32)  5 positions (T i32)  6 H  7 group = H / Hkv  8 dh4 (head dim
   ;;     padded to 4)  9 kv stride (bytes per slot = Hkv·dh4·4)  10 scale (f32 bits)  11 spad (≥ S, mult of 4)
+  ;;     12 mask: 0 = causal (query t sees slots 0..positions[t]), else (T, S) bytes, 1 = visible (tree
+  ;;     attention: query t sees exactly its row's slots)  13 S
   ;; Scores sᵢ = (q·kᵢ)·scale in f32, max-subtracted exp, f32x4 sums; out = (Σ eᵢ vᵢ) · (1 / Σ eᵢ).
+  ;; A masked slot's score is -inf and its weight exactly 0.
   (func $attentionItem (param $item i32)
     (local $H i32) (local $dh4 i32) (local $kvs i32) (local $t i32) (local $h i32) (local $n i32) (local $n4 i32)
     (local $q i32) (local $k i32) (local $v i32) (local $sc i32) (local $o i32)
-    (local $s i32) (local $i i32) (local $kp i32) (local $vp i32)
+    (local $s i32) (local $i i32) (local $kp i32) (local $vp i32) (local $mrow i32)
     (local $acc v128) (local $max f32) (local $scale f32) (local $sum v128) (local $inv v128) (local $e v128)
     (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
     (local.set $H (call $arg (i32.const 6)))
@@ -564,7 +567,13 @@
     (local.set $scale (f32.reinterpret_i32 (call $arg (i32.const 10))))
     (local.set $t (i32.div_u (local.get $item) (local.get $H)))
     (local.set $h (i32.rem_u (local.get $item) (local.get $H)))
-    (local.set $n (i32.add (i32.load (i32.add (call $arg (i32.const 5)) (i32.shl (local.get $t) (i32.const 2)))) (i32.const 1)))
+    ;; visible slots: 0..positions[t] (causal), or all S slots filtered by the mask row
+    (if (call $arg (i32.const 12))
+      (then
+        (local.set $n (call $arg (i32.const 13)))
+        (local.set $mrow (i32.add (call $arg (i32.const 12)) (i32.mul (local.get $t) (local.get $n)))))
+      (else
+        (local.set $n (i32.add (i32.load (i32.add (call $arg (i32.const 5)) (i32.shl (local.get $t) (i32.const 2)))) (i32.const 1)))))
     (local.set $n4 (i32.and (i32.add (local.get $n) (i32.const 3)) (i32.const -4)))
     (local.set $q (i32.add (call $arg (i32.const 0)) (i32.shl (i32.mul (local.get $item) (local.get $dh4)) (i32.const 2))))
     (local.set $o (i32.add (call $arg (i32.const 3)) (i32.shl (i32.mul (local.get $item) (local.get $dh4)) (i32.const 2))))
@@ -579,29 +588,36 @@
     (local.set $kp (local.get $k))
     (local.set $s (i32.const 0))
     (loop $slots
-      (local.set $acc (v128.const i32x4 0 0 0 0))
-      (local.set $i (i32.const 0))
-      (loop $dot
-        (local.set $acc (f32x4.add (local.get $acc)
-          (f32x4.mul (v128.load (i32.add (local.get $q) (local.get $i))) (v128.load (i32.add (local.get $kp) (local.get $i))))))
-        (local.set $i (i32.add (local.get $i) (i32.const 16)))
-        (br_if $dot (i32.lt_u (local.get $i) (i32.shl (local.get $dh4) (i32.const 2)))))
-      (f32.store (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2)))
-        (f32.mul (local.get $scale)
-          (f32.add
-            (f32.add (f32x4.extract_lane 0 (local.get $acc)) (f32x4.extract_lane 1 (local.get $acc)))
-            (f32.add (f32x4.extract_lane 2 (local.get $acc)) (f32x4.extract_lane 3 (local.get $acc))))))
+      (if (i32.and (i32.ne (local.get $mrow) (i32.const 0))
+                   (i32.eqz (i32.load8_u (i32.add (local.get $mrow) (local.get $s)))))
+        (then (f32.store (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))) (f32.const -inf)))
+        (else
+          (local.set $acc (v128.const i32x4 0 0 0 0))
+          (local.set $i (i32.const 0))
+          (loop $dot
+            (local.set $acc (f32x4.add (local.get $acc)
+              (f32x4.mul (v128.load (i32.add (local.get $q) (local.get $i))) (v128.load (i32.add (local.get $kp) (local.get $i))))))
+            (local.set $i (i32.add (local.get $i) (i32.const 16)))
+            (br_if $dot (i32.lt_u (local.get $i) (i32.shl (local.get $dh4) (i32.const 2)))))
+          (f32.store (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2)))
+            (f32.mul (local.get $scale)
+              (f32.add
+                (f32.add (f32x4.extract_lane 0 (local.get $acc)) (f32x4.extract_lane 1 (local.get $acc)))
+                (f32.add (f32x4.extract_lane 2 (local.get $acc)) (f32x4.extract_lane 3 (local.get $acc))))))))
       (local.set $max (f32.max (local.get $max) (f32.load (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))))))
       (local.set $kp (i32.add (local.get $kp) (local.get $kvs)))
       (local.set $s (i32.add (local.get $s) (i32.const 1)))
       (br_if $slots (i32.lt_u (local.get $s) (local.get $n))))
 
-    ;; e = exp(score − max) in place; slots n..n4 set to 0 afterwards so the f32x4 sum sees only valid ones
+    ;; e = exp(score − max) in place, exactly 0 for masked (-inf) scores; slots n..n4 set to 0 afterwards
+    ;; so the f32x4 sum sees only valid ones
     (local.set $s (i32.const 0))
     (loop $exps
+      (local.set $e (v128.load (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2)))))
       (v128.store (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2)))
-        (call $exp4 (f32x4.sub (v128.load (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))))
-                               (f32x4.splat (local.get $max)))))
+        (v128.andnot
+          (call $exp4 (f32x4.sub (local.get $e) (f32x4.splat (local.get $max))))
+          (f32x4.eq (local.get $e) (v128.const f32x4 -inf -inf -inf -inf))))
       (local.set $s (i32.add (local.get $s) (i32.const 4)))
       (br_if $exps (i32.lt_u (local.get $s) (local.get $n4))))
     (local.set $s (local.get $n))

@@ -12,7 +12,6 @@
  */
 import { QUIT, SLEEPERS, STATS, WAKE } from "./layout.ts"
 
-
 export const workerSource = `
 const { workerData } = require("node:worker_threads")
 const { module, memory, index, spinMs } = workerData
