@@ -4,6 +4,7 @@
  */
 import { Cause, Effect, Exit } from "effect"
 import { UsageError } from "./args.ts"
+import * as Bench from "./bench.ts"
 import * as Calibrate from "./calibrate.ts"
 import * as Eval from "./eval.ts"
 import * as Generate from "./generate.ts"
@@ -13,7 +14,7 @@ interface Command {
   readonly run: (argv: ReadonlyArray<string>, io: Io) => Effect.Effect<void, unknown>
 }
 
-const commands: Record<string, Command> = { generate: Generate, eval: Eval, calibrate: Calibrate }
+const commands: Record<string, Command> = { generate: Generate, eval: Eval, calibrate: Calibrate, bench: Bench }
 
 export interface Io {
   readonly out: (s: string) => void
