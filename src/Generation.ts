@@ -61,6 +61,28 @@ export interface GenerateOptions {
   readonly sparsity?: Sparsity.SparsityOptions | undefined
 }
 
+/** The timing part of a request's stats, shared by every generation mode. */
+export const timingStats = (t: {
+  readonly promptTokens: number
+  readonly generatedTokens: number
+  readonly started: number
+  readonly prefillMs: number
+  readonly firstTokenAt: number
+  readonly backend: string
+}): Omit<GenerationStats, "parameterDensity" | "fullForwards" | "sparseForwards"> => {
+  const decodeMs = performance.now() - t.started - t.prefillMs
+  return {
+    promptTokens: t.promptTokens,
+    generatedTokens: t.generatedTokens,
+    prefillMs: t.prefillMs,
+    decodeMs,
+    // the first token comes from the prefill: decoding produced the others
+    tokensPerSecond: t.generatedTokens > 1 ? ((t.generatedTokens - 1) * 1000) / Math.max(decodeMs, 1e-9) : 0,
+    timeToFirstTokenMs: t.firstTokenAt - t.started,
+    backend: t.backend
+  }
+}
+
 /** Check a request against the model before any work; the first problem found is the error. */
 export const validate = (model: Model, options: GenerateOptions): Effect.Effect<void, GenerationError> => {
   const { vocabSize, maxPositionEmbeddings } = model.config
@@ -148,20 +170,13 @@ export const generate = (model: Model, options: GenerateOptions): Stream.Stream<
     if (s.finished !== undefined) {
       s.done = true
       const generated = s.text.ids.length
-      const decodeMs = performance.now() - s.started - s.prefillMs
       const event: GenerationEvent = {
         _tag: "Finished",
         reason: s.finished,
         tokens: [...s.text.ids],
         text: TextStream.finalText(s.text),
         stats: {
-          promptTokens: P,
-          generatedTokens: generated,
-          prefillMs: s.prefillMs,
-          decodeMs,
-          tokensPerSecond: generated > 1 ? ((generated - 1) * 1000) / Math.max(decodeMs, 1e-9) : 0,
-          timeToFirstTokenMs: s.firstTokenAt - s.started,
-          backend: model.kernels.name,
+          ...timingStats({ promptTokens: P, generatedTokens: generated, started: s.started, prefillMs: s.prefillMs, firstTokenAt: s.firstTokenAt, backend: model.kernels.name }),
           parameterDensity: density,
           fullForwards: sparsity === undefined ? generated : 1,
           sparseForwards: sparsity === undefined ? 0 : Math.max(0, generated - 1)

@@ -326,7 +326,6 @@ export const generate = (model: Model, options: SiriusOptions): Stream.Stream<Si
 
   const finish = (s: State): SiriusEvent => {
     const generated = s.text.ids.length
-    const decodeMs = performance.now() - s.started - s.prefillMs
     // AAL excludes the last period, which stopping truncates (as the paper); with one period, use it.
     const periods = s.advances.length > 1 ? s.advances.slice(0, -1) : s.advances
     const aal = periods.length > 0 ? periods.reduce((a, b) => a + b, 0) / periods.length : 0
@@ -337,13 +336,7 @@ export const generate = (model: Model, options: SiriusOptions): Stream.Stream<Si
       tokens: [...s.text.ids],
       text: TextStream.finalText(s.text),
       stats: {
-        promptTokens: P,
-        generatedTokens: generated,
-        prefillMs: s.prefillMs,
-        decodeMs,
-        tokensPerSecond: generated > 1 ? ((generated - 1) * 1000) / Math.max(decodeMs, 1e-9) : 0,
-        timeToFirstTokenMs: s.firstTokenAt - s.started,
-        backend: model.kernels.name,
+        ...Generation.timingStats({ promptTokens: P, generatedTokens: generated, started: s.started, prefillMs: s.prefillMs, firstTokenAt: s.firstTokenAt, backend: model.kernels.name }),
         parameterDensity: dSparse,
         correctionPeriod: k,
         aal,
