@@ -52,8 +52,10 @@ const program = Effect.gen(function* () {
     yield* run("full", { mode: "full" }),
     yield* run(`coarse (ρ=${density})`, { mode: "sparse", sparsity: "coarse", density }),
     yield* run("coarse + Sirius (k=16, threshold 0.1)", { mode: "sirius", sparsity: "coarse", density }),
+    yield* run("coarse + Sirius, tree width 4", { mode: "sirius", sparsity: "coarse", density, "tree-width": "4" }),
     yield* run(`fine (ρ=${density})`, { mode: "sparse", sparsity: "fine", density }),
-    yield* run("fine + Sirius (k=16, threshold 0.1)", { mode: "sirius", sparsity: "fine", density })
+    yield* run("fine + Sirius (k=16, threshold 0.1)", { mode: "sirius", sparsity: "fine", density }),
+    yield* run("fine + Sirius, tree width 4", { mode: "sirius", sparsity: "fine", density, "tree-width": "4" })
   ]
   const sweep: Array<Row> = []
   for (const granularity of ["coarse", "fine"] as const)

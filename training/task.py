@@ -112,7 +112,7 @@ def make_problem(rng):
 def make_drill(rng, nsteps=None):
     """Auxiliary training text (train split only): a bare chain of equations in the completion's
     format, e.g. " 23+15=38. 38-9=29. 29*2=58.\n". Returned as a problem with an empty prompt."""
-    nsteps = nsteps or rng.randint(6, 10)
+    nsteps = nsteps or rng.randint(10, 16)
     x = rng.randint(5, 60)
     steps = []
     for _ in range(nsteps):
@@ -132,7 +132,7 @@ def extract_answer(completion):
 
 
 # ---------------------------------------------------------------- splits
-VAL_SEED, TEST_SEED, TRAIN_SEED = 1001, 2002, 3003
+VAL_SEED, TEST_SEED, TRAIN_SEED, DRILL_SEED = 1001, 2002, 3003, 4004
 N_VAL, N_TEST = 400, 400
 
 
@@ -155,17 +155,20 @@ def eval_splits():
     return val, test
 
 
-def train_stream(seed=TRAIN_SEED, exclude=None, drill_frac=0.0):
-    """Infinite deterministic stream of training problems, never a validation/test prompt.
-    With drill_frac > 0, that fraction of the items are equation drills (make_drill)."""
+def drill_stream(seed=DRILL_SEED):
+    """Infinite deterministic stream of equation drills (training only)."""
+    rng = random.Random(seed)
+    while True:
+        yield make_drill(rng)
+
+
+def train_stream(seed=TRAIN_SEED, exclude=None):
+    """Infinite deterministic stream of training problems, never a validation/test prompt."""
     if exclude is None:
         val, test = eval_splits()
         exclude = {p["prompt"] for p in val + test}
     rng = random.Random(seed)
     while True:
-        if drill_frac and rng.random() < drill_frac:
-            yield make_drill(rng)
-            continue
         p = make_problem(rng)
         if p["prompt"] not in exclude:
             yield p

@@ -3,9 +3,10 @@
 
   /usr/bin/python3 training/train.py            # full reproducible run: train + eval + export
   /usr/bin/python3 training/train.py --smoke    # a few steps, tiny eval, exports to a temp dir; exits 0
-  /usr/bin/python3 training/train.py --eval-only [--model-dir DIR]   # evaluate an exported model
+  /usr/bin/python3 training/train.py --eval-only [--out DIR]   # evaluate an exported model (default: models/sirius-tiny-arith)
 
-Run with OPENBLAS_NUM_THREADS=2 (the script sets torch threads from --threads, default 2).
+Threads: torch.set_num_threads(--threads, default 1) and OPENBLAS_NUM_THREADS=1 unless already set.
+On the shared 2-core machine 1 thread was faster than 2 (other work competes for the cores).
 """
 import argparse
 import json
@@ -16,7 +17,8 @@ import sys
 import tempfile
 import time
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # the recorded run used 1 BLAS thread
+import numpy as np  # noqa: E402
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -182,15 +184,18 @@ def batch_from(problems):
     return ids, lm
 
 
-def bucketed_batches(stream, bs, seed, pool=16):
-    """Deterministic length bucketing: take pool*bs problems, sort by length, cut into pool batches,
-    yield them in a seeded random order (less padding, same data)."""
+def bucketed_batches(bs, n_drill, seed, pool=16):
+    """Deterministic batches of (bs - n_drill) word problems + n_drill drills. Per pool of 16 batches,
+    problems and drills are each sorted by length and dealt out in slices (less padding); the
+    batch order inside a pool is shuffled with a seeded RNG."""
     import random
     rng = random.Random(seed)
+    probs, drills = task.train_stream(), task.drill_stream()
+    n_prob = bs - n_drill
     while True:
-        ps = [next(stream) for _ in range(bs * pool)]
-        ps.sort(key=lambda p: len(p["prompt"]) + len(p["completion"]))
-        bl = [ps[i * bs:(i + 1) * bs] for i in range(pool)]
+        ps = sorted((next(probs) for _ in range(n_prob * pool)), key=lambda p: len(p["prompt"] + p["completion"]))
+        ds = sorted((next(drills) for _ in range(n_drill * pool)), key=lambda p: len(p["completion"]))
+        bl = [ps[i * n_prob:(i + 1) * n_prob] + ds[i * n_drill:(i + 1) * n_drill] for i in range(pool)]
         rng.shuffle(bl)
         yield from bl
 
@@ -429,6 +434,32 @@ def tokenizer_files():
     return tok, tcfg
 
 
+def reference_cases(model, test, n=2):
+    """Full-model float32 next-token logits at the last prompt position, plus greedy completions."""
+    refs = []
+    with torch.no_grad():
+        for p in test[:n]:
+            ids = task.encode(p["prompt"])
+            lg = model(torch.tensor([ids]))[0, -1]
+            refs.append({
+                "prompt": p["prompt"], "token_ids": ids, "logits_first10": [float(x) for x in lg[:10]],
+                "argmax": int(lg.argmax()), "argmax_token": task.VOCAB[int(lg.argmax())],
+                "greedy_dense": generate(model, [p["prompt"]])[0][0],
+                "greedy_fine_0.5": generate(model, [p["prompt"]], "fine", 0.5)[0][0],
+                "greedy_coarse_0.5": generate(model, [p["prompt"]], "coarse", 0.5)[0][0],
+            })
+    return refs
+
+
+def write_reference(path, refs):
+    head = {"model": "sirius-tiny-arith", "dtype": "float32",
+            "note": "full (dense) model, next-token logits at the last prompt position (token_ids include <s>); "
+                    "greedy_* are greedy completions (stop at </s>) with dense / fine / coarse MLP at density 0.5"}
+    body = ",\n  ".join(json.dumps(r) for r in refs)
+    with open(path, "w") as f:
+        f.write(json.dumps(head)[:-1] + ',\n "cases": [\n  ' + body + "\n ]\n}\n")
+
+
 def export(model, out_dir, test):
     os.makedirs(out_dir, exist_ok=True)
     sd = hf_state_dict(model)
@@ -457,14 +488,7 @@ def export(model, out_dir, test):
     gen = {"bos_token_id": task.BOS_ID, "eos_token_id": task.EOS_ID, "max_new_tokens": 80,
            "do_sample": False}
     json.dump(gen, open(os.path.join(out_dir, "generation_config.json"), "w"), indent=2)
-    # reference logits for the TS engine (full model, float32, last prompt position)
-    refs = []
-    with torch.no_grad():
-        for p in test[:2]:
-            ids = task.encode(p["prompt"])
-            lg = model(torch.tensor([ids]))[0, -1]
-            refs.append({"prompt": p["prompt"], "token_ids": ids, "logits_first10": [float(x) for x in lg[:10]],
-                         "argmax": int(lg.argmax()), "argmax_token": task.VOCAB[int(lg.argmax())]})
+    refs = reference_cases(model, test)
     return dtype, refs
 
 
@@ -483,7 +507,7 @@ def main():
     ap.add_argument("--inter", type=int, default=CONFIG["intermediate_size"])
     ap.add_argument("--layers", type=int, default=CONFIG["num_hidden_layers"])
     ap.add_argument("--bf16", type=int, default=1, help="bf16 autocast for training matmuls (fp32 master weights)")
-    ap.add_argument("--drill-frac", type=float, default=0.75, help="fraction of training items that are equation drills")
+    ap.add_argument("--drill-frac", type=float, default=0.375, help="fraction of each batch that are equation drills")
     ap.add_argument("--ckpt", default="", help="save a torch checkpoint here at every eval (optional)")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--eval-only", action="store_true")
@@ -523,7 +547,7 @@ def main():
         t = (s - a.warmup) / max(1, a.steps - a.warmup)
         return a.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
-    batches = bucketed_batches(task.train_stream(drill_frac=a.drill_frac), a.batch, a.seed)
+    batches = bucketed_batches(a.batch, round(a.batch * a.drill_frac), a.seed)
     t0 = time.time()
     log = []
     nsteps = a.bench or a.steps
@@ -573,9 +597,7 @@ def main():
     official = os.path.abspath(a.out) == os.path.abspath(MODEL_DIR)
     ref_path = os.path.join(ROOT, "training", "reference-logits.json") if official else \
         os.path.join(a.out, "reference-logits.json")
-    json.dump({"model": "sirius-tiny-arith", "dtype": "float32", "note":
-               "full (dense) model, next-token logits at the last prompt position; token_ids include <s>",
-               "cases": refs}, open(ref_path, "w"), indent=1)
+    write_reference(ref_path, refs)
     rep_path = os.path.join(ROOT, "training", "train-report.json") if official else \
         os.path.join(a.out, "train-report.json")
     json.dump(report, open(rep_path, "w"), indent=1)
@@ -584,6 +606,8 @@ def main():
 
 
 def evaluate(model, val, test):
+    """Greedy accuracies (float32). Sparse modes sparsify every generated token's MLP, prefill dense
+    (Sirius convention), unless *_sparse_prefill."""
     t = time.time()
     r = {}
     for split, probs in (("val", val), ("test", test)):
@@ -594,9 +618,12 @@ def evaluate(model, val, test):
             if split == "test" and mode != "dense":
                 r.setdefault("samples", {})[mode] = [
                     {"prompt": p["prompt"], "expected": p["completion"], "got": c}
-                    for p, c in list(zip(probs, comps))[:3]]
-        acc, _ = accuracy(model, probs, "fine", sparse_prefill=True)
-        r[f"{split}_fine_sparse_prefill"] = acc
+                    for p, c in zip(probs, comps) if task.extract_answer(c) != p["answer"]][:3]
+        r[f"{split}_fine_sparse_prefill"] = accuracy(model, probs, "fine", sparse_prefill=True)[0]
+    # density sweep on validation (density = fraction of MLP neurons kept)
+    r["val_density_sweep"] = {
+        f"{mode}@{d}": accuracy(model, val, mode, d)[0]
+        for mode, d in (("fine", 0.4), ("fine", 0.3), ("fine", 0.2), ("coarse", 0.7), ("coarse", 0.6))}
     r["val_token_agreement_fine"] = token_agreement(model, val)
     r["eval_seconds"] = round(time.time() - t, 1)
     return r
