@@ -29,6 +29,7 @@ import { type DType, fromFloat32, type RawTensor, toFloat32 } from "../src/Tenso
 import { tinyConfig } from "./arbitraries.ts"
 import { multiTokenEqualsDecode, overwriteEqualsFreshPrefill } from "./forward.properties.ts"
 import { assertClose } from "./tolerance.ts"
+import { seeded } from "../testing/arbitraries.ts"
 
 type Simd = KernelsShape & { readonly runtime: SimdRuntime }
 
@@ -48,18 +49,6 @@ beforeAll(async () => {
 })
 afterAll(() => run(Scope.close(scope, Exit.void)))
 
-/** Deterministic values in [-range, range) from a seed (mulberry32): big tensors without big counterexamples. */
-const seeded = (seed: number, n: number, range = 2): Float32Array => {
-  let a = seed | 0
-  const out = new Float32Array(n)
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) | 0
-    let t = Math.imul(a ^ (a >>> 15), 1 | a)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    out[i] = (((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5) * 2 * range
-  }
-  return out
-}
 
 const bitsEqual = (label: string, a: Float32Array, b: Float32Array): void => {
   expect(a.length, label).toBe(b.length)
