@@ -38,6 +38,8 @@ export interface SparseRow {
   readonly parameterDensity: number
   readonly msPerToken: number
   readonly decodeTokensPerSecond: number
+  /** Once per request, after the prefill: coarse gathers the kept neurons' weights (0 for fine). */
+  readonly setupMs: number
   readonly weightBytesPerToken: number
   readonly idealSpeedup: number
   readonly speedup: number
@@ -74,16 +76,19 @@ export const runSparseBench = async (options: SparseBenchOptions): Promise<Spars
     Effect.scoped(
       Effect.gen(function* () {
         const model = yield* Model.fromCheckpoint(checkpoint, { sparse: true })
-        /** Median ms of decode steps with `mlp`, after a dense prefill with `prefill`. */
-        const decode = (prefill: Forward.Mlp, mlp: () => Forward.Mlp) =>
+        /** Median ms of decode steps with the request's sparse MLP, after its dense prefill. */
+        const decode = (request: Sparsity.RequestMlp) =>
           Effect.gen(function* () {
             const cache = KvCache.make(config, capacity)
-            let logits = yield* Forward.forward(model, cache, prompt, 0, "last", prefill)
+            let logits = yield* Forward.forward(model, cache, prompt, 0, "last", request.prefill)
+            const s0 = performance.now()
+            const mlp = yield* request.sparse
+            const setupMs = performance.now() - s0
             let pos = prompt.length
             const times: Array<number> = []
             for (let i = 0; i < warmup + tokens; i++) {
               const s = performance.now()
-              logits = yield* Forward.forward(model, cache, Int32Array.of(argmax(logits)), pos++, "last", mlp())
+              logits = yield* Forward.forward(model, cache, Int32Array.of(argmax(logits)), pos++, "last", mlp)
               if (i >= warmup) times.push(performance.now() - s)
             }
             // one k-token verification over the decoded positions (as Sirius does), median of 3 after 1
@@ -93,13 +98,16 @@ export const runSparseBench = async (options: SparseBenchOptions): Promise<Spars
               yield* Forward.forward(model, cache, prompt.subarray(0, k), pos - k, "all")
               if (rep > 0) verify.push(performance.now() - s)
             }
-            return { ms: median(times), verifyMs: median(verify) }
+            return { ms: median(times), verifyMs: median(verify), setupMs }
           })
-        const dense = yield* decode(Forward.dense, () => Forward.dense)
-        const sparse: Array<{ granularity: "fine" | "coarse"; ms: number }> = []
+        const dense = yield* decode(Sparsity.denseRequest)
+        const sparse: Array<{ granularity: "fine" | "coarse"; ms: number; setupMs: number }> = []
         for (const granularity of options.granularities) {
-          const mlp = Sparsity.requestMlp(config, { granularity, density: options.density })
-          sparse.push({ granularity, ms: (yield* decode(mlp.prefill, mlp.sparse)).ms })
+          // one request at a time: its coarse gathers are freed before the next
+          const row = yield* Effect.scoped(
+            Effect.flatMap(Effect.scope, (scope) => decode(Sparsity.requestMlp(model, { granularity, density: options.density }, scope)))
+          )
+          sparse.push({ granularity, ms: row.ms, setupMs: row.setupMs })
         }
         return { backend: model.kernels.name, dense, sparse }
       })
@@ -117,7 +125,7 @@ export const runSparseBench = async (options: SparseBenchOptions): Promise<Spars
     correctionPeriod: k,
     verifyMs: measured.dense.verifyMs,
     verifyCostRatio: measured.dense.verifyMs / denseMs,
-    rows: measured.sparse.map(({ granularity, ms }) => {
+    rows: measured.sparse.map(({ granularity, ms, setupMs }) => {
       const f = granularity === "coarse" ? kept : 1 / 3 + (2 / 3) * kept
       const bytes = denseBytes - (1 - f) * config.numHiddenLayers * P_mlp * element
       const idealSpeedup = denseBytes / bytes
@@ -129,6 +137,7 @@ export const runSparseBench = async (options: SparseBenchOptions): Promise<Spars
         parameterDensity: Sparsity.parameterDensity(config, granularity, kept),
         msPerToken: ms,
         decodeTokensPerSecond: 1000 / ms,
+        setupMs,
         weightBytesPerToken: bytes,
         idealSpeedup,
         speedup,

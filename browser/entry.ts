@@ -65,6 +65,8 @@ const call = (o: Open, op: string, args: ReadonlyArray<Wire>): Effect.Effect<Wir
       return Effect.map(k.matrix(decodeTensor(args[0] as Extract<Wire, { tensor: unknown }>)), keep)
     case "vector":
       return Effect.map(k.vector(decodeTensor(args[0] as Extract<Wire, { tensor: unknown }>)), keep)
+    case "gather": // lives as long as the open backend (its scope)
+      return Effect.map(Scope.provide(o.scope)(k.gather(handle(args[0]!), i32(args[1]!), json<"rows" | "columns">(args[2]!))), keep)
     case "matmul":
       return Effect.map(k.matmul(handle(args[0]!), f32(args[1]!), json<number>(args[2]!)), out)
     case "matmulRows":

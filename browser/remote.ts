@@ -64,6 +64,7 @@ export const remoteKernels = (page: PageLike, mode: string): Effect.Effect<Kerne
       name,
       matrix: (t) => Effect.map(call("matrix", [encodeTensor(t)]), (w) => w as unknown as Matrix),
       vector: (t) => Effect.map(call("vector", [encodeTensor(t)]), (w) => w as unknown as Vector),
+      gather: (w, rows, axis) => Effect.map(call("gather", [handle(w), i32(rows), json(axis)]), (m) => m as unknown as Matrix),
       matmul: (w, x, T) => values("matmul", [handle(w), f32(x), json(T)]),
       matmulRows: (w, x, T, rows) => values("matmulRows", [handle(w), f32(x), json(T), i32(rows)]),
       matmulTransposedRows: (wT, h, T, rows) => values("matmulTransposedRows", [handle(wT), f32(h), json(T), i32(rows)]),

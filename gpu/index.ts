@@ -22,17 +22,17 @@
  */
 import { Effect, Layer } from "effect"
 import type { Scope } from "effect"
-import { Kernels, type KernelsShape } from "../src/Kernels.ts"
+import { KernelError, Kernels, type KernelsShape, type Matrix } from "../src/Kernels.ts"
 import { toFloat32 } from "../src/Tensor.ts"
 import { add } from "./add.ts"
 import { attention } from "./attention.ts"
 import { embedding } from "./embedding.ts"
 import { BackendUnavailableError, type GpuBackend, gpuBackends, type GpuMode, type GpuRuntime, make as makeRuntime } from "./GpuRuntime.ts"
-import { matmulRows, matmulTransposedRows } from "./matmul.ts"
+import { matmulColumns, matmulRows, matmulTransposedRows } from "./matmul.ts"
 import { rmsnorm } from "./rmsnorm.ts"
 import { rope } from "./rope.ts"
 import { swiglu } from "./swiglu.ts"
-import { indices, type GpuMatrix, type GpuVector } from "./types.ts"
+import { type GpuGathered, indices, type GpuMatrix, type GpuVector } from "./types.ts"
 
 export { BackendUnavailableError, gpuBackends, ranOn, webGpuProbe } from "./GpuRuntime.ts"
 export type { GpuBackend, GpuMode, GpuRuntime } from "./GpuRuntime.ts"
@@ -70,15 +70,36 @@ export const make = (options: GpuOptions): Effect.Effect<GpuKernelsShape, Backen
       }
       return sel
     }
+    /** A gather is a view (types.ts): resolve it to its base matrix and selection, or refuse the op. */
+    const plain = (op: string, w: Matrix): Effect.Effect<GpuMatrix, KernelError> =>
+      "base" in w
+        ? Effect.fail(new KernelError({ op, backend: `gpu:${rt.backend}`, message: "not supported on a gathered matrix (only matmul and matmulRows of a row gather are)" }))
+        : Effect.succeed(w as GpuMatrix)
+    const matmul = (w: Matrix, x: Float32Array, T: number): Effect.Effect<Float32Array, KernelError> => {
+      if (!("base" in w)) return matmulRows(rt, w as GpuMatrix, x, T, identity(w.rows))
+      const g = w as GpuGathered
+      return g.axis === "rows" ? matmulRows(rt, g.base, x, T, g.sel) : matmulColumns(rt, g.base, x, T, g.sel)
+    }
     const kernels: GpuKernelsShape = {
       name: `gpu:${rt.backend}`,
       runtime: rt,
       matrix: (t) => Effect.sync((): GpuMatrix => ({ rows: t.shape[0]!, cols: t.shape[1]!, id: nextId++, data: toFloat32(t) })),
       vector: (t) => Effect.sync((): GpuVector => ({ length: t.shape[0]!, id: nextId++, data: toFloat32(t) })),
-      matmul: (w, x, T) => matmulRows(rt, w as GpuMatrix, x, T, identity(w.rows)),
-      matmulRows: (w, x, T, rows) => matmulRows(rt, w as GpuMatrix, x, T, indices(rows)),
-      matmulTransposedRows: (wT, h, T, rows) => matmulTransposedRows(rt, wT as GpuMatrix, h, T, indices(rows)),
-      embedding: (table, tokens) => embedding(rt, table as GpuMatrix, tokens),
+      gather: (w, rows, axis) =>
+        Effect.map(
+          plain("gather", w),
+          (m): GpuGathered =>
+            axis === "rows"
+              ? { rows: rows.length, cols: m.cols, base: m, axis, sel: indices(rows) }
+              : { rows: m.rows, cols: rows.length, base: m, axis, sel: indices(rows) }
+        ),
+      matmul,
+      matmulRows: (w, x, T, rows) =>
+        "base" in w && (w as GpuGathered).axis === "rows"
+          ? matmulRows(rt, (w as GpuGathered).base, x, T, Float32Array.from(rows, (i) => (w as GpuGathered).sel[i]!))
+          : Effect.flatMap(plain("matmulRows", w), (m) => matmulRows(rt, m, x, T, indices(rows))),
+      matmulTransposedRows: (wT, h, T, rows) => Effect.flatMap(plain("matmulTransposedRows", wT), (m) => matmulTransposedRows(rt, m, h, T, indices(rows))),
+      embedding: (table, tokens) => Effect.flatMap(plain("embedding", table), (m) => embedding(rt, m, tokens)),
       rmsnorm: (x, weight, T, eps) => rmsnorm(rt, x, weight as GpuVector, T, eps),
       rope: (x, T, heads, headDim, positions, invFreq) => rope(rt, x, T, heads, headDim, positions, invFreq),
       attention: (q, keys, values, shape) => attention(rt, q, keys, values, shape),

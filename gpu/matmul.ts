@@ -31,6 +31,13 @@ function matmulTransposedKernel(this: KernelThis<{ w: Array<Float32Array> }>, h:
   return sum
 }
 
+/** Cell (x = r, y = t): Σ_j W[r, sel[j]] · x[t, j], for a column gather of W (coarse down_proj). */
+function matmulColumnsKernel(this: KernelThis<{ w: Array<Float32Array> }>, x: Float32Array, sel: Float32Array, n: number): number {
+  let sum = 0
+  for (let j = 0; j < n; j++) sum += this.constants.w[this.thread.x][sel[j]] * x[this.thread.y * n + j]
+  return sum
+}
+
 const kernelOf = (rt: GpuRuntime, w: GpuMatrix): IKernelRunShortcut =>
   rt.kernel(`matmul#${w.id}`, (create) =>
     create(matmulKernel as unknown as KernelFunction, {
@@ -54,4 +61,19 @@ export const matmulTransposedRows = (rt: GpuRuntime, wT: GpuMatrix, h: Float32Ar
     })
   )
   return rt.run("matmulTransposedRows", kernel, [wT.cols, T], [h, sel, sel.length])
+}
+
+/**
+ * out (T, rows) = x (T, n) · W[:, sel]ᵀ: the dense matmul of a column gather, reading only the selected
+ * columns. Its own kernel over W (compiled once per matrix, so a second device copy of that W).
+ */
+export const matmulColumns = (rt: GpuRuntime, w: GpuMatrix, x: Float32Array, T: number, sel: Float32Array): Effect.Effect<Float32Array, KernelError> => {
+  const kernel = rt.kernel(`matmulColumns#${w.id}`, (create) =>
+    create(matmulColumnsKernel as unknown as KernelFunction, {
+      output: [w.rows, 1],
+      constants: { w: rowViews(w.data, w.rows, w.cols) },
+      loopMaxIterations: w.cols
+    })
+  )
+  return rt.run("matmulColumns", kernel, [w.rows, T], [x, sel, sel.length])
 }

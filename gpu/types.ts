@@ -20,6 +20,16 @@ export interface GpuMatrix extends Matrix {
   readonly data: Float32Array // (rows, cols)
 }
 
+/**
+ * A gather (coarse sparsity) of a resident matrix: rows or columns `sel` of `base`, computed from base's
+ * kernels, so a request's gather uploads nothing and compiles no kernel per request.
+ */
+export interface GpuGathered extends Matrix {
+  readonly base: GpuMatrix
+  readonly axis: "rows" | "columns"
+  readonly sel: Float32Array
+}
+
 export interface GpuVector extends Vector {
   readonly id: number
   readonly data: Float32Array // (length)

@@ -106,6 +106,33 @@ describe("the sparse MLP", () => {
       { numRuns: 30 }
     ))
 
+  it("coarse: the dense MLP over gathered gate/up rows and down_proj columns equals the dense MLP on masked activations", () =>
+    fc.assert(
+      fc.asyncProperty(tinyModelAndPrompt(1), fc.constantFrom(0.1, 0.5, 1), fc.nat(), async ({ config, seed }, density, shuffle) => {
+        const cfg = { ...config, numHiddenLayers: 1 }
+        const w = randomWeights(cfg, { seed })
+        const x = Float32Array.from({ length: cfg.hiddenSize }, (_, i) => Math.cos(seed + i))
+        const F = cfg.intermediateSize
+        // any kept set (coarse picks it from the prompt; the MLP must not care how): a seeded shuffle's prefix
+        const order = Array.from({ length: F }, (_, j) => j).sort((a, b) => ((a * 7919 + shuffle) % 101) - ((b * 7919 + shuffle) % 101) || a - b)
+        const kept = order.slice(0, keptCount(F, density))
+        const neurons = Int32Array.from(kept).sort()
+        await run(
+          Effect.gen(function* () {
+            const model = yield* Model.fromWeights(cfg, w)
+            const k = model.kernels
+            const layer = model.layers[0]!
+            const gate = yield* k.matmul(yield* k.gather(layer.gateProj, neurons, "rows"), x, 1)
+            const up = yield* k.matmul(yield* k.gather(layer.upProj, neurons, "rows"), x, 1)
+            const out = yield* k.matmul(yield* k.gather(layer.downProj, neurons, "columns"), yield* k.swiglu(gate, up), 1)
+            // float64 accumulation in both; only the summation order differs
+            assertClose("coarse vs masked dense", out, maskedDense(cfg, w, x, new Set(kept)), { atol: 1e-6, rtol: 1e-5 })
+          }).pipe(Effect.scoped)
+        )
+      }),
+      { numRuns: 30 }
+    ))
+
   it("a whole forward at density 1.0 (fine and coarse) equals the dense forward", () =>
     fc.assert(
       fc.asyncProperty(tinyModelAndPrompt(5), async ({ config, seed, prompt }) => {
@@ -114,12 +141,21 @@ describe("the sparse MLP", () => {
             const model = yield* Model.fromWeights(config, randomWeights(config, { seed }), { sparse: true })
             const tokens = Int32Array.from(prompt)
             const dense = yield* Forward.forward(model, KvCache.make(config, prompt.length), tokens, 0, "all")
-            const all = Array.from({ length: config.numHiddenLayers }, () => Int32Array.from({ length: config.intermediateSize }, (_, j) => j))
-            for (const mlp of [{ _tag: "Fine", keep: config.intermediateSize }, { _tag: "Coarse", neurons: all }] as const) {
+            const all = Int32Array.from({ length: config.intermediateSize }, (_, j) => j)
+            const k = model.kernels
+            const layers: Array<Forward.CoarseLayer> = []
+            for (const w of model.layers)
+              layers.push({
+                neurons: all,
+                gateProj: yield* k.gather(w.gateProj, all, "rows"),
+                upProj: yield* k.gather(w.upProj, all, "rows"),
+                downProj: yield* k.gather(w.downProj, all, "columns")
+              })
+            for (const mlp of [{ _tag: "Fine", keep: config.intermediateSize }, { _tag: "Coarse", layers }] as const) {
               const sparse = yield* Forward.forward(model, KvCache.make(config, prompt.length), tokens, 0, "all", mlp)
               assertClose(mlp._tag, sparse, dense, { atol: 1e-5, rtol: 1e-4 })
             }
-          })
+          }).pipe(Effect.scoped)
         )
       }),
       { numRuns: 15 }
@@ -138,9 +174,9 @@ describe("the sparse MLP", () => {
               _tag: "Dense",
               observe: (l, _gate, hb) => void (observed[l] = hb.slice())
             })
-            const mlp = requestMlp(config, { granularity: "coarse", density: 0.5 })
+            const mlp = requestMlp(model, { granularity: "coarse", density: 0.5 }, yield* Effect.scope)
             yield* Forward.forward(model, KvCache.make(config, prompt.length), Int32Array.from(prompt), 0, "last", mlp.prefill)
-            const sparse = mlp.sparse()
+            const sparse = yield* mlp.sparse
             if (sparse._tag !== "Coarse") throw new Error("expected coarse")
             observed.forEach((hb, l) => {
               // direct formula: s_j = sqrt(Σ_t (Z[t,j]/‖Z[t,:]‖)²)
@@ -155,9 +191,9 @@ describe("the sparse MLP", () => {
                 return Math.sqrt(acc)
               })
               const expected = s.map((v, j) => ({ v, j })).sort((a, b) => b.v - a.v || a.j - b.j).slice(0, keptCount(F, 0.5)).map((e) => e.j).sort((a, b) => a - b)
-              expect(Array.from(sparse.neurons[l]!)).toEqual(expected)
+              expect(Array.from(sparse.layers[l]!.neurons)).toEqual(expected)
             })
-          })
+          }).pipe(Effect.scoped)
         )
       }),
       { numRuns: 15 }

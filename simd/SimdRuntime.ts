@@ -2,9 +2,10 @@
  * SimdRuntime: one shared WebAssembly.Memory, the compiled kernels module, and a pool of worker threads
  * that instantiate the same module on the same memory.
  *
- * Memory map: [0, 64 KiB) control block (layout.ts) · weights, bump-allocated upward by `alloc` and never
- * freed or moved · scratch, re-laid above the weights on every call (`scratch`). The memory grows as
- * weights arrive, up to `maxBytes` (wasm32: at most 4 GiB).
+ * Memory map: [0, 64 KiB) control block (layout.ts) · allocations (`alloc`/`free`, first fit, never
+ * moved): the weights, kept for the runtime's life, and coarse sparsity's per-request gathers · scratch,
+ * re-laid above the highest allocation on every call (`scratch`). The memory grows as needed, up to
+ * `maxBytes` (wasm32: at most 4 GiB).
  *
  * A job (`run`) is a kind (matmul, attention, probe), its arguments and a chunk count. The main thread
  * publishes it, wakes the workers, claims chunks itself like any worker, and returns once every chunk
@@ -54,9 +55,12 @@ export class SimdRuntime {
   u8!: Uint8Array
   f32!: Float32Array
   i32!: Int32Array
-  /** End of the weights (bump pointer). */
-  private top = WEIGHTS_BASE
-  /** End of everything ever used as scratch: memory above it has never been written (still zero). */
+  /**
+   * Live allocations above WEIGHTS_BASE, by address, [at, end): weights (kept for the runtime's life) and
+   * per-request gathers (freed with their scope). New ones go in the first gap that fits.
+   */
+  private blocks: Array<{ readonly at: number; readonly end: number }> = []
+  /** End of everything ever used as scratch or freed: memory above it has never been written (still zero). */
   private dirty = WEIGHTS_BASE
   private seq = 0
   private mainChunks = 0
@@ -96,22 +100,41 @@ export class SimdRuntime {
     this.refresh()
   }
 
-  /** Bytes of weights allocated so far. */
-  get weightBytes(): number {
-    return this.top - WEIGHTS_BASE
+  /** End of the highest live allocation: scratch starts above it. */
+  private get top(): number {
+    return this.blocks.length === 0 ? WEIGHTS_BASE : this.blocks[this.blocks.length - 1]!.end
+  }
+
+  /** Bytes currently allocated (weights and live gathers). */
+  get allocatedBytes(): number {
+    return this.blocks.reduce((sum, b) => sum + (b.end - b.at), 0)
   }
 
   /**
-   * Allocate `bytes` of zeroed weight memory, never freed; returns its address (64-byte aligned). The
-   * part that served as scratch before is zeroed (matrix padding must read as 0); fresh memory already
-   * is zero, and is left untouched (first touches cost ~3 ms/MB on the VMs of measurements.md).
+   * Allocate `bytes` of zeroed memory (64-byte aligned) until `free`: the first gap between live blocks
+   * that fits, else above them. Memory that served as scratch or was freed is zeroed (matrix padding
+   * must read as 0); fresh memory already is zero, and is left untouched (first touches cost ~3 ms/MB on
+   * the VMs of measurements.md).
    */
   alloc(bytes: number): number {
-    const at = roundUp64(this.top)
+    let at = WEIGHTS_BASE
+    let slot = 0
+    for (; slot < this.blocks.length; slot++) {
+      if (this.blocks[slot]!.at - at >= bytes) break
+      at = roundUp64(this.blocks[slot]!.end)
+    }
     this.ensure(at + bytes)
     if (this.dirty > at) this.u8.fill(0, at, Math.min(at + bytes, this.dirty))
-    this.top = at + bytes
+    this.blocks.splice(slot, 0, { at, end: at + bytes })
     return at
+  }
+
+  /** Release an allocation made by `alloc` (its address). */
+  free(at: number): void {
+    const slot = this.blocks.findIndex((b) => b.at === at)
+    if (slot < 0) throw new Error(`SimdRuntime: free of an unknown address ${at}`)
+    this.dirty = Math.max(this.dirty, this.blocks[slot]!.end)
+    this.blocks.splice(slot, 1)
   }
 
   /**

@@ -32,6 +32,8 @@ import { availableParallelism } from "node:os"
 import { KernelError, Kernels, type KernelsShape, type Matrix, type Vector } from "../src/Kernels.ts"
 import { type RawTensor, toFloat32 } from "../src/Tensor.ts"
 import {
+  gatherColumns,
+  gatherRows,
   matrixLayout,
   MAX_CHUNKS,
   type MatrixLayout,
@@ -120,7 +122,9 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
         e instanceof OutOfMemory
           ? op === "matrix"
             ? `${e.message}: the weights do not fit in one wasm32 memory (4 GiB at most); store the model in bf16 (half the bytes of f32)`
-            : `${e.message}: the weights leave no room for this call's activations; use a bf16 model or a shorter context`
+            : op === "gather"
+              ? `${e.message}: this request's coarse-sparsity copies do not fit beside the weights and the other requests' copies (4 GiB at most); use a bf16 model, a lower density or fewer concurrent coarse requests`
+              : `${e.message}: the weights leave no room for this call's activations; use a bf16 model or a shorter context`
           : e instanceof Error
             ? e.message
             : String(e)
@@ -140,6 +144,19 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
       uploaded.set(t, m)
       return m
     })
+
+  /** A copy of rows or columns of a resident matrix in fresh memory, freed when the scope closes. */
+  const gather = (w: Matrix, indices: Int32Array, axis: "rows" | "columns"): Effect.Effect<Matrix, KernelError, Scope.Scope> =>
+    Effect.acquireRelease(
+      attempt("gather", (): SimdMatrix => {
+        const { layout: from, address: src } = w as SimdMatrix
+        const layout = axis === "rows" ? matrixLayout(indices.length, from.cols, from.storage) : matrixLayout(from.rows, indices.length, from.storage)
+        const address = rt.alloc(layout.bytes)
+        ;(axis === "rows" ? gatherRows : gatherColumns)(rt.u8, from, src, indices, layout, address)
+        return { rows: layout.rows, cols: layout.cols, layout, address }
+      }),
+      (m) => Effect.sync(() => rt.free(m.address))
+    )
 
   const vector = (t: RawTensor): Effect.Effect<Vector, KernelError> =>
     Effect.sync((): SimdVector => ({ length: t.shape[0]!, data: toFloat32(t) }))
@@ -331,6 +348,7 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
     runtime: rt,
     matrix,
     vector,
+    gather,
     matmul,
     matmulRows,
     matmulTransposedRows,

@@ -147,3 +147,37 @@ export const unpackRow = (packed: Uint8Array, layout: MatrixLayout, r: number, o
 
 /** `src` itself when its offset is a multiple of `align`, else an aligned copy. */
 const aligned = (src: Uint8Array, align: number): Uint8Array => (src.byteOffset % align === 0 ? src : src.slice())
+
+/** Element offset of column c inside a row, relative to the row's first run, in storage elements. */
+const columnOffset = (storage: Storage, c: number): number => (storage === "f32" ? colOffset(c, 64) : colOffset(c & ~7, 64) + slot16(c & 7))
+
+/**
+ * Copy rows `indices` of the packed matrix at byte address `src` (layout `from`) into the zeroed matrix at
+ * `dst` (layout `to`: indices.length rows, same cols and storage), both inside `memory`. A row is `tiles`
+ * runs, each copied whole.
+ */
+export const gatherRows = (memory: Uint8Array, from: MatrixLayout, src: number, indices: Int32Array, to: MatrixLayout, dst: number): void => {
+  const step = 4 * from.runBytes // from one tile's run of a row to the next
+  for (let i = 0; i < indices.length; i++) {
+    const s = src + runStart(from, indices[i]!, 1)
+    const d = dst + runStart(to, i, 1)
+    for (let j = 0; j < from.tiles; j++) memory.copyWithin(d + j * step, s + j * step, s + j * step + from.runBytes)
+  }
+}
+
+/**
+ * Copy columns `indices` of the packed matrix at `src` (layout `from`) into the zeroed matrix at `dst`
+ * (layout `to`: same rows and storage, indices.length cols), element by element.
+ */
+export const gatherColumns = (memory: Uint8Array, from: MatrixLayout, src: number, indices: Int32Array, to: MatrixLayout, dst: number): void => {
+  const size = from.storage === "f32" ? 4 : 2
+  const view = size === 4 ? new Uint32Array(memory.buffer) : new Uint16Array(memory.buffer)
+  const srcOffsets = Int32Array.from(indices, (c) => columnOffset(from.storage, c))
+  const dstOffsets = Int32Array.from(indices, (_, j) => columnOffset(to.storage, j))
+  const n = indices.length
+  for (let r = 0; r < from.rows; r++) {
+    const s = (src + runStart(from, r, 1)) / size
+    const d = (dst + runStart(to, r, 1)) / size
+    for (let j = 0; j < n; j++) view[d + dstOffsets[j]!] = view[s + srcOffsets[j]!]!
+  }
+}

@@ -10,7 +10,7 @@
  */
 import { Effect } from "effect"
 import { silu } from "../reference/swiglu.ts"
-import type { KernelError, KernelsShape } from "./Kernels.ts"
+import type { KernelError, KernelsShape, Matrix } from "./Kernels.ts"
 import * as KvCache from "./KvCache.ts"
 import type { LayerHandles, Model } from "./Model.ts"
 import { aboveThreshold, fineScores, topK } from "./Sparsity.ts"
@@ -31,8 +31,19 @@ export type Mlp =
   | { readonly _tag: "Fine"; readonly keep: number }
   /** Per call, keep neurons whose mean_t |silu(gate)| exceeds the layer's calibrated threshold. */
   | { readonly _tag: "FineThreshold"; readonly thresholds: ReadonlyArray<number> }
-  /** Fixed neurons per layer for the whole request (chosen at prefill). */
-  | { readonly _tag: "Coarse"; readonly neurons: ReadonlyArray<Int32Array> }
+  /** Fixed neurons per layer for the whole request (chosen at prefill), their weights gathered once. */
+  | { readonly _tag: "Coarse"; readonly layers: ReadonlyArray<CoarseLayer> }
+
+/**
+ * One layer's coarse MLP: the kept neurons (ascending) and resident copies of their weights (Kernels.gather):
+ * gate_proj and up_proj rows (n, D), down_proj columns (D, n). The MLP is then dense over n neurons.
+ */
+export interface CoarseLayer {
+  readonly neurons: Int32Array
+  readonly gateProj: Matrix
+  readonly upProj: Matrix
+  readonly downProj: Matrix
+}
 
 export const dense: Mlp = { _tag: "Dense" }
 
@@ -116,12 +127,13 @@ const mlpBlock = Effect.fnUntraced(function* (
     mlp.observe?.(layer, gate, hb, T)
     return yield* k.matmul(w.downProj, hb, T)
   }
-  if (w.downProjT === undefined) return yield* Effect.die(new Error("sparse MLP on a model loaded without { sparse: true }"))
   if (mlp._tag === "Coarse") {
-    const rows = mlp.neurons[layer]!
-    const hb = yield* k.swiglu(yield* k.matmulRows(w.gateProj, xb2, T, rows), yield* k.matmulRows(w.upProj, xb2, T, rows)) // (T, n)
-    return yield* k.matmulTransposedRows(w.downProjT, hb, T, rows)
+    // the dense MLP over the gathered neurons: same kernels as dense, fewer bytes
+    const c = mlp.layers[layer]!
+    const hb = yield* k.swiglu(yield* k.matmul(c.gateProj, xb2, T), yield* k.matmul(c.upProj, xb2, T)) // (T, n)
+    return yield* k.matmul(c.downProj, hb, T)
   }
+  if (w.downProjT === undefined) return yield* Effect.die(new Error("fine sparsity on a model loaded without { sparse: true }"))
   // fine: gate is dense because the selection depends on it
   const gate = yield* k.matmul(w.gateProj, xb2, T) // (T, F)
   const a = gate.map(silu) // (T, F)

@@ -106,7 +106,8 @@ export const validate = (model: Model, options: GenerateOptions): Effect.Effect<
   const sp = options.sparsity
   if (sp !== undefined) {
     if (!(sp.density > 0 && sp.density <= 1)) return fail("density", `must be in (0, 1] (got ${sp.density})`)
-    if (model.layers.some((l) => l.downProjT === undefined)) return fail("sparsity", "the model was loaded without { sparse: true }")
+    if (sp.granularity !== "coarse" && model.layers.some((l) => l.downProjT === undefined))
+      return fail("sparsity", `${sp.granularity} sparsity needs the model loaded with { sparse: true }`)
     if (sp.granularity === "fine-threshold" && sp.thresholds?.length !== model.config.numHiddenLayers)
       return fail("thresholds", `fine-threshold needs ${model.config.numHiddenLayers} per-layer thresholds (run sirius calibrate)`)
   }
@@ -115,7 +116,7 @@ export const validate = (model: Model, options: GenerateOptions): Effect.Effect<
 
 interface State {
   readonly cache: KvCache.KvCache
-  readonly mlp: { readonly prefill: Forward.Mlp; readonly sparse: () => Forward.Mlp }
+  readonly mlp: Sparsity.RequestMlp
   readonly context: Array<number> // prompt + committed ids
   readonly text: TextStream.TextStream
   readonly rng: Sampler.Rng
@@ -148,10 +149,12 @@ export const generate = (model: Model, options: GenerateOptions): Stream.Stream<
       ? 1
       : Sparsity.parameterDensity(model.config, sparsity.granularity, Sparsity.keptCount(model.config.intermediateSize, sparsity.density) / model.config.intermediateSize)
 
-  const start = Effect.sync(
-    (): State => ({
+  // runs inside Stream.unwrap, whose scope is the stream's: coarse gathers are freed when it ends
+  const start = Effect.map(
+    Effect.scope,
+    (scope): State => ({
       cache: KvCache.make(model.config, P + options.maxNewTokens),
-      mlp: sparsity === undefined ? { prefill: Forward.dense, sparse: () => Forward.dense } : Sparsity.requestMlp(model.config, sparsity),
+      mlp: sparsity === undefined ? Sparsity.denseRequest : Sparsity.requestMlp(model, sparsity, scope),
       context: [...options.prompt],
       text: TextStream.make(),
       rng: Sampler.rng(sampling.seed),
@@ -192,7 +195,7 @@ export const generate = (model: Model, options: GenerateOptions): Stream.Stream<
     }
     if (s.logits === undefined) {
       const last = s.context.length - 1
-      s.logits = yield* Forward.forward(model, s.cache, Int32Array.of(s.context[last]!), last, "last", s.mlp.sparse())
+      s.logits = yield* Forward.forward(model, s.cache, Int32Array.of(s.context[last]!), last, "last", yield* s.mlp.sparse)
     }
     yield* Effect.yieldNow // a cancellation point between tokens
     const token = Sampler.sample(s.logits, s.context, sampling, s.rng)

@@ -14,7 +14,7 @@
  * kernel is a defect, not a typed error.
  */
 import { Context, Schema } from "effect"
-import type { Effect } from "effect"
+import type { Effect, Scope } from "effect"
 import type { RawTensor } from "./Tensor.ts"
 
 /** A kernel failed to compile or run on its backend (GPU loss, wasm trap, out of memory, ...). */
@@ -73,6 +73,13 @@ export interface KernelsShape {
    * weights are contiguous: out (T, D) = Σ_i h[t, i] · wT[rows[i], :]. Only the n selected rows are read.
    */
   readonly matmulTransposedRows: (wT: Matrix, h: Float32Array, T: number, rows: Int32Array) => Effect.Effect<Float32Array, KernelError>
+  /**
+   * A resident copy of part of w, freed when the scope closes: axis "rows" keeps rows `indices` of w
+   * (n, cols); axis "columns" keeps columns `indices` (rows, n). Coarse sparsity gathers a request's
+   * neurons once (gate/up rows, down_proj columns), so each of its decode steps is a dense matmul over
+   * the smaller matrices. indices (n ≥ 1) are distinct and in range.
+   */
+  readonly gather: (w: Matrix, indices: Int32Array, axis: "rows" | "columns") => Effect.Effect<Matrix, KernelError, Scope.Scope>
   /** out (T, cols) = rows `tokens[t]` of the table (rows, cols). */
   readonly embedding: (table: Matrix, tokens: Int32Array) => Effect.Effect<Float32Array, KernelError>
   /** out (T, D) = x / sqrt(mean(x²) + eps) ⊙ weight, per row. */

@@ -21,7 +21,7 @@ export interface LayerHandles {
   readonly gateProj: Matrix
   readonly upProj: Matrix
   readonly downProj: Matrix
-  /** down_proj transposed (F, D), one neuron's weights contiguous: present when loaded for sparse decoding. */
+  /** down_proj transposed (F, D), one neuron's weights contiguous: present when loaded for fine sparsity. */
   readonly downProjT: Matrix | undefined
 }
 
@@ -37,7 +37,7 @@ export interface Model {
 }
 
 export interface LoadOptions {
-  /** Also make down_proj resident transposed, for the sparse MLP (costs one more copy of down_proj). */
+  /** Also make down_proj resident transposed, for fine sparsity (costs one more copy of down_proj; coarse does not need it). */
   readonly sparse?: boolean
 }
 

@@ -99,7 +99,7 @@ export type SiriusEvent =
 
 interface State {
   readonly cache: KvCache.KvCache
-  readonly mlp: { readonly prefill: Forward.Mlp; readonly sparse: () => Forward.Mlp }
+  readonly mlp: Sparsity.RequestMlp
   /** Prompt, committed tokens, then the open window's drafts. */
   readonly ids: Array<number>
   /** Sparse logits of each draft in the window, in order. */
@@ -178,7 +178,7 @@ export const generate = (model: Model, options: SiriusOptions): Stream.Stream<Si
   const draftStep = Effect.fnUntraced(function* (s: State) {
     const t0 = performance.now()
     const last = s.ids.length - 1
-    const logits = yield* Forward.forward(model, s.cache, Int32Array.of(s.ids[last]!), last, "last", s.mlp.sparse())
+    const logits = yield* Forward.forward(model, s.cache, Int32Array.of(s.ids[last]!), last, "last", yield* s.mlp.sparse)
     s.sparseForwards++
     const token = policy.draft({ sparseLogits: logits, context: s.ids, sampling, rng: s.rng })
     s.ids.push(token)
@@ -248,7 +248,7 @@ export const generate = (model: Model, options: SiriusOptions): Stream.Stream<Si
       Int32Array.from(leaves, (i) => tree.nodes[i]!.token),
       slot,
       "all",
-      s.mlp.sparse(),
+      yield* s.mlp.sparse,
       DraftTree.layout(tree, leaves, s.lastCheck)
     )
     s.sparseForwards++
@@ -381,11 +381,13 @@ export const generate = (model: Model, options: SiriusOptions): Stream.Stream<Si
     return [[yield* draftStep(s)], s] as const
   })
 
-  const start = Effect.sync(
-    (): State => ({
+  // runs inside Stream.unwrap, whose scope is the stream's: coarse gathers are freed when it ends
+  const start = Effect.map(
+    Effect.scope,
+    (scope): State => ({
       // a tree window holds up to 1 + (k − 1)·w nodes beyond the committed slots
       cache: KvCache.make(config, P + options.maxNewTokens + 1 + (useTree ? (k - 1) * width : 0)),
-      mlp: Sparsity.requestMlp(config, options.sparsity),
+      mlp: Sparsity.requestMlp(model, options.sparsity, scope),
       ids: [...options.prompt],
       draftLogits: [],
       lastCheck: P,

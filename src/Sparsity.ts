@@ -13,8 +13,11 @@
  * One rounding rule for both granularities: keep ⌊ρ·D_ff⌋ neurons, at least 1. Ties in every top-k go to
  * the lower neuron index. Selected indices are returned in ascending order (memory order).
  */
+import { Effect, Scope } from "effect"
 import type { LlamaConfig } from "./Config.ts"
-import type { Mlp } from "./Forward.ts"
+import type { CoarseLayer, Mlp } from "./Forward.ts"
+import type { KernelError } from "./Kernels.ts"
+import type { Model } from "./Model.ts"
 
 export type Granularity = "fine" | "fine-threshold" | "coarse"
 
@@ -94,32 +97,57 @@ export interface SparsityOptions {
   readonly thresholds?: ReadonlyArray<number>
 }
 
+/** The MLP modes of one request (see `requestMlp`). */
+export interface RequestMlp {
+  /** The dense prefill's MLP (coarse granularity records the Griffin statistic of every layer there). */
+  readonly prefill: Mlp
+  /** The MLP of every sparse step. Coarse: the first use picks the neurons and gathers their weights. */
+  readonly sparse: Effect.Effect<Mlp, KernelError>
+}
+
+const dense: Mlp = { _tag: "Dense" }
+
+/** A request without sparsity: dense everywhere. */
+export const denseRequest: RequestMlp = { prefill: dense, sparse: Effect.succeed(dense) }
+
 /**
- * The MLP modes of one request: the dense prefill (which, for coarse granularity, records the Griffin
- * statistic of every layer) and the sparse MLP every later sparse step uses. For coarse granularity the
- * neuron set is chosen once, from the prefill, and stays fixed (verification passes do not change it).
+ * The MLP modes of one request. For coarse granularity the neuron set is chosen once, from the prefill,
+ * and stays fixed (verification passes do not change it); its gate/up rows and down columns are gathered
+ * into resident copies (Kernels.gather) that live until `scope` closes (the request's end).
  */
-export const requestMlp = (config: LlamaConfig, options: SparsityOptions): { readonly prefill: Mlp; readonly sparse: () => Mlp } => {
+export const requestMlp = (model: Model, options: SparsityOptions, scope: Scope.Scope): RequestMlp => {
+  const { config } = model
   const F = config.intermediateSize
   const keep = keptCount(F, options.density)
   switch (options.granularity) {
     case "fine":
-      return { prefill: { _tag: "Dense" }, sparse: () => ({ _tag: "Fine", keep }) }
+      return { prefill: dense, sparse: Effect.succeed({ _tag: "Fine", keep }) }
     case "fine-threshold": {
       const thresholds = options.thresholds
       if (thresholds === undefined || thresholds.length !== config.numHiddenLayers)
         throw new Error(`fine-threshold needs ${config.numHiddenLayers} per-layer thresholds`)
-      return { prefill: { _tag: "Dense" }, sparse: () => ({ _tag: "FineThreshold", thresholds }) }
+      return { prefill: dense, sparse: Effect.succeed({ _tag: "FineThreshold", thresholds }) }
     }
     case "coarse": {
       const stats: Array<Float64Array> = []
-      let neurons: ReadonlyArray<Int32Array> | undefined
+      let chosen: Mlp | undefined
+      const gatherAll = Effect.gen(function* () {
+        const k = model.kernels
+        const layers: Array<CoarseLayer> = []
+        for (const [l, w] of model.layers.entries()) {
+          const neurons = topK(stats[l]!, keep)
+          layers.push({
+            neurons,
+            gateProj: yield* k.gather(w.gateProj, neurons, "rows"),
+            upProj: yield* k.gather(w.upProj, neurons, "rows"),
+            downProj: yield* k.gather(w.downProj, neurons, "columns")
+          })
+        }
+        return { _tag: "Coarse", layers } as const
+      }).pipe(Scope.provide(scope))
       return {
         prefill: { _tag: "Dense", observe: (layer, _gate, hb, T) => void (stats[layer] = griffinStatistic(hb, T, F)) },
-        sparse: () => {
-          neurons ??= stats.map((s) => topK(s, keep))
-          return { _tag: "Coarse", neurons }
-        }
+        sparse: Effect.suspend(() => (chosen ? Effect.succeed(chosen) : Effect.map(gatherAll, (mlp) => (chosen = mlp))))
       }
     }
   }

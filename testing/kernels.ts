@@ -31,7 +31,7 @@ import {
   seeded
 } from "./arbitraries.ts"
 
-export const kernelOps = ["matmul", "matmulRows", "matmulTransposedRows", "embedding", "rmsnorm", "rope", "attention", "swiglu", "add"] as const
+export const kernelOps = ["matmul", "matmulRows", "matmulTransposedRows", "gather", "embedding", "rmsnorm", "rope", "attention", "swiglu", "add"] as const
 export type KernelOp = (typeof kernelOps)[number]
 
 /**
@@ -247,6 +247,27 @@ const checks = (k: KernelsShape, tol: (op: KernelOp) => Tolerance, acc: (op: Ker
       const sel = Int32Array.from(select)
       const [got, want] = await both((b) => Effect.flatMap(b.matrix(t), (m) => b.matmulTransposedRows(m, h, T, sel)))
       check("matmulTransposedRows", `${dtype} ${F}×${D} T=${T} rows=[${select}]`, got, want, transposedBound(toFloat32(t), h, T, select, D))
+    }),
+    // a gather is checked through the matmul that consumes it (coarse sparsity): rows of W (rows, cols), then
+    // columns of W (cols, rows) — the same selection read along the other axis
+    gather: fc.asyncProperty(matmulRowsCase, async ({ rows, cols, T, dtype, seed, select }) => {
+      const sel = Int32Array.from(select)
+      const n = select.length
+      const byRows = fromFloat32("w", dtype, [rows, cols], seeded(seed, rows * cols))
+      const x = seeded(seed + 4, T * cols, 4)
+      const [gotRows, wantRows] = await both((b) =>
+        Effect.scoped(Effect.flatMap(Effect.flatMap(b.matrix(byRows), (m) => b.gather(m, sel, "rows")), (g) => b.matmul(g, x, T)))
+      )
+      check("gather", `rows ${dtype} ${rows}×${cols} T=${T} rows=[${select}]`, gotRows, wantRows, dotBound(toFloat32(byRows), x, T, select, cols))
+      const byCols = fromFloat32("w", dtype, [cols, rows], seeded(seed + 5, rows * cols))
+      const h = seeded(seed + 6, T * n, 4)
+      const [gotCols, wantCols] = await both((b) =>
+        Effect.scoped(Effect.flatMap(Effect.flatMap(b.matrix(byCols), (m) => b.gather(m, sel, "columns")), (g) => b.matmul(g, h, T)))
+      )
+      const w = toFloat32(byCols) // (cols, rows): its transpose (rows, cols) read by selected rows
+      const wT = new Float32Array(rows * cols)
+      for (let c = 0; c < cols; c++) for (let r = 0; r < rows; r++) wT[r * cols + c] = w[c * rows + r]!
+      check("gather", `columns ${dtype} ${cols}×${rows} T=${T} cols=[${select}]`, gotCols, wantCols, transposedBound(wT, h, T, select, cols))
     }),
     embedding: fc.asyncProperty(embeddingCase, async ({ vocab, dim, ids, dtype, seed }) => {
       const t = fromFloat32("e", dtype, [vocab, dim], seeded(seed, vocab * dim))

@@ -1,0 +1,115 @@
+// simd/: coarse sparsity's gathers (Kernels.gather) — resident copies of selected rows or columns of a
+// matrix, laid out like any weight so the dense kernels run on them — and the allocator that frees them.
+import { Effect, Exit, Scope } from "effect"
+import fc from "fast-check"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { ReferenceKernels } from "../reference/index.ts"
+import { SimdKernels } from "../simd/index.ts"
+import type { SimdRuntime } from "../simd/SimdRuntime.ts"
+import type { KernelsShape } from "../src/Kernels.ts"
+import { type DType, fromFloat32 } from "../src/Tensor.ts"
+import { seeded } from "../testing/arbitraries.ts"
+import { assertClose } from "./tolerance.ts"
+
+type Simd = KernelsShape & { readonly runtime: SimdRuntime }
+const run = <A, E>(e: Effect.Effect<A, E>): Promise<A> => Effect.runPromise(e)
+const ref = ReferenceKernels.make()
+const dtypes: ReadonlyArray<DType> = ["F32", "BF16", "F16"]
+
+let scope: Scope.Closeable
+let two: Simd
+beforeAll(async () => {
+  scope = await run(Scope.make())
+  two = await run(Scope.provide(SimdKernels.make({ threads: 2 }), scope))
+})
+afterAll(() => run(Scope.close(scope, Exit.void)))
+
+const bitsEqual = (label: string, a: Float32Array, b: Float32Array): void => {
+  expect(a.length, label).toBe(b.length)
+  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length)
+  const ub = new Uint32Array(b.buffer, b.byteOffset, b.length)
+  for (let i = 0; i < ua.length; i++) if (ua[i] !== ub[i]) throw new Error(`${label}: bits differ at [${i}]: ${a[i]} vs ${b[i]}`)
+}
+
+const gatherCase = fc
+  .record({
+    rows: fc.integer({ min: 1, max: 90 }),
+    cols: fc.oneof(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 41, max: 300 })),
+    T: fc.integer({ min: 1, max: 17 }),
+    dtype: fc.constantFrom(...dtypes),
+    seed: fc.integer()
+  })
+  .chain((c) => fc.record({ c: fc.constant(c), sel: fc.uniqueArray(fc.integer({ min: 0, max: c.rows - 1 }), { minLength: 1, maxLength: c.rows }) }))
+
+describe("simd gather", () => {
+  it("a row gather's dense matmul equals matmulRows over the same selection, bitwise (the same kernel on the same rows)", () =>
+    fc.assert(
+      fc.asyncProperty(gatherCase, async ({ c: { rows, cols, T, dtype, seed }, sel }) => {
+        const t = fromFloat32("w", dtype, [rows, cols], seeded(seed, rows * cols))
+        const x = seeded(seed + 1, T * cols, 4)
+        const indices = Int32Array.from(sel)
+        await run(
+          Effect.gen(function* () {
+            const w = yield* two.matrix(t)
+            const viaGather = yield* two.matmul(yield* two.gather(w, indices, "rows"), x, T)
+            bitsEqual(`${dtype} ${rows}×${cols} T=${T}`, viaGather, yield* two.matmulRows(w, x, T, indices))
+          }).pipe(Effect.scoped)
+        )
+      }),
+      { numRuns: 60 }
+    ))
+
+  it("a column gather's dense matmul agrees with the reference's (the f32 bound of an n-term dot product)", () =>
+    fc.assert(
+      fc.asyncProperty(gatherCase, async ({ c: { rows: F, cols: D, T, dtype, seed }, sel }) => {
+        // W (D, F): keep columns `sel` (neurons), as coarse sparsity does with down_proj
+        const t = fromFloat32("w", dtype, [D, F], seeded(seed, D * F))
+        const indices = Int32Array.from(sel)
+        const h = seeded(seed + 2, T * indices.length, 4)
+        const got = await run(Effect.scoped(Effect.flatMap(Effect.flatMap(two.matrix(t), (w) => two.gather(w, indices, "columns")), (g) => two.matmul(g, h, T))))
+        const want = await run(Effect.scoped(Effect.flatMap(Effect.flatMap(ref.matrix(t), (w) => ref.gather(w, indices, "columns")), (g) => ref.matmul(g, h, T))))
+        // n = |sel| terms per output, each |term| ≤ 4·4: (⌈n/8⌉ + 4) roundings of 2⁻²⁴ relative to Σ|terms|
+        const n = indices.length
+        assertClose(`${dtype} ${D}×${F} T=${T} n=${n}`, got, want, { atol: (Math.ceil(n / 8) + 4) * 2 ** -24 * 16 * n, rtol: 0 })
+      }),
+      { numRuns: 60 }
+    ))
+
+  it("frees its memory when the scope closes; the next gather reuses it, with zero padding again", async () => {
+    const rt = two.runtime
+    await run(
+      Effect.gen(function* () {
+        const big = yield* two.matrix(fromFloat32("big", "BF16", [300, 700], seeded(7, 300 * 700)))
+        const before = rt.allocatedBytes
+        // a large gather dirties memory, then is freed
+        const first = yield* Effect.scoped(Effect.map(two.gather(big, Int32Array.from({ length: 200 }, (_, i) => i), "rows"), (m) => (m as unknown as { address: number }).address))
+        expect(rt.allocatedBytes).toBe(before)
+        // an odd-shaped gather lands on the same spot: its padding must read as zero, not as the old rows
+        const cols = Int32Array.of(5, 3, 699, 100, 64, 1, 2)
+        const x = seeded(9, 3 * cols.length, 4)
+        const [address, got] = yield* Effect.scoped(
+          Effect.flatMap(two.gather(big, cols, "columns"), (g) => Effect.map(two.matmul(g, x, 3), (out) => [(g as unknown as { address: number }).address, out] as const))
+        )
+        expect(address).toBe(first)
+        const want = yield* Effect.scoped(Effect.flatMap(Effect.flatMap(ref.matrix(fromFloat32("big", "BF16", [300, 700], seeded(7, 300 * 700))), (w) => ref.gather(w, cols, "columns")), (g) => ref.matmul(g, x, 3)))
+        assertClose("reused memory", got, want, { atol: 1e-5, rtol: 1e-5 })
+        expect(rt.allocatedBytes).toBe(before)
+      })
+    )
+  })
+
+  it("a gather that does not fit is a KernelError naming the remedy", async () => {
+    const error = await run(
+      Effect.scoped(
+        Effect.flatMap(SimdKernels.make({ threads: 1, maxMemoryBytes: 3 << 20 }), (k) =>
+          Effect.flatMap(k.matrix(fromFloat32("w", "F32", [512, 1024], new Float32Array(512 * 1024))), (w) =>
+            Effect.flip(k.gather(w, Int32Array.from({ length: 500 }, (_, i) => i), "rows"))
+          )
+        )
+      )
+    )
+    expect(error._tag).toBe("KernelError")
+    expect(error.op).toBe("gather")
+    expect(error.message).toMatch(/density/)
+  })
+})
