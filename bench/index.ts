@@ -63,6 +63,9 @@ export interface LlamaCppRow {
   readonly weightBytesPerToken: number
   readonly achievedGBps: number
   readonly bandwidthFraction: number
+  /** k → llama.cpp's k-token batch evaluation / its decode step (the same windows as the backend's). */
+  readonly verifyCostRatio: Readonly<Record<string, number>>
+  readonly verifyMs: Readonly<Record<string, number>>
 }
 
 export interface BenchReport {
@@ -213,7 +216,7 @@ export const runBench = async (options: BenchOptions): Promise<BenchReport> => {
   // 3. llama.cpp on the same weights (the weights of a 16-bit checkpoint are read at the same bytes/token).
   let llamaCpp: LlamaCppRow | undefined
   if (options.compareLlamaCpp) {
-    const row = await llamaCppDecode(checkpoint, { threads, tokens, warmup, prompt })
+    const row = await llamaCppDecode(checkpoint, { threads, tokens, warmup, prompt, batches: verifyK.filter((k) => k <= prompt.length) })
     const bytes = weightBytesPerToken(weights) * (row.fileType === weights.embedTokens.dtype ? 1 : bytesPerElement[row.fileType] / bytesPerElement[weights.embedTokens.dtype])
     const gbps = (bytes * row.decodeTokensPerSecond) / 1e9
     llamaCpp = {
@@ -224,7 +227,9 @@ export const runBench = async (options: BenchOptions): Promise<BenchReport> => {
       msPerToken: row.msPerToken,
       weightBytesPerToken: bytes,
       achievedGBps: gbps,
-      bandwidthFraction: gbps / bandwidth.readBandwidthGBps
+      bandwidthFraction: gbps / bandwidth.readBandwidthGBps,
+      verifyCostRatio: Object.fromEntries(Object.entries(row.batchMs).map(([k, ms]) => [k, ms / row.msPerToken])),
+      verifyMs: row.batchMs
     }
   }
 
@@ -275,7 +280,8 @@ export const formatReport = (r: BenchReport): string => {
   ]
   if (r.llamaCpp)
     lines.push(
-      `llama.cpp (${r.llamaCpp.fileType} GGUF, ${r.llamaCpp.threads} threads): ${f(r.llamaCpp.decodeTokensPerSecond, 2)} tok/s, ${f(r.llamaCpp.achievedGBps)} GB/s = ${f(100 * r.llamaCpp.bandwidthFraction)}% of read bandwidth`
+      `llama.cpp (${r.llamaCpp.fileType} GGUF, ${r.llamaCpp.threads} threads): ${f(r.llamaCpp.decodeTokensPerSecond, 2)} tok/s, ${f(r.llamaCpp.achievedGBps)} GB/s = ${f(100 * r.llamaCpp.bandwidthFraction)}% of read bandwidth`,
+      `llama.cpp batch / decode step: ${Object.entries(r.llamaCpp.verifyCostRatio).map(([k, v]) => `k=${k} ${f(v, 2)}×`).join(", ")}`
     )
   return lines.join("\n")
 }

@@ -21,6 +21,8 @@ export interface LlamaCppDecode {
   readonly decodeTokensPerSecond: number
   readonly msPerToken: number
   readonly stepsMs: ReadonlyArray<number>
+  /** k → median ms of evaluating a k-token batch after the context (llama.cpp's verification cost). */
+  readonly batchMs: Readonly<Record<string, number>>
 }
 
 /**
@@ -39,14 +41,21 @@ export const ensureGguf = (checkpoint: Checkpoint): { path: string; wrote: boole
 
 export const llamaCppDecode = async (
   checkpoint: Checkpoint,
-  options: { readonly threads: number; readonly tokens: number; readonly warmup: number; readonly prompt: ReadonlyArray<number> }
+  options: {
+    readonly threads: number
+    readonly tokens: number
+    readonly warmup: number
+    readonly prompt: ReadonlyArray<number>
+    /** Batch sizes to time (default none). */
+    readonly batches?: ReadonlyArray<number>
+  }
 ): Promise<LlamaCppDecode> => {
   const { path, wrote, fileType } = ensureGguf(checkpoint)
   const llama = await getLlama({ gpu: false, maxThreads: options.threads, logLevel: LlamaLogLevel.error })
   const model = await llama.loadModel({ modelPath: path, gpuLayers: 0 })
   try {
     const context = await model.createContext({
-      contextSize: Math.max(256, options.prompt.length + options.warmup + options.tokens + 8),
+      contextSize: Math.max(256, options.prompt.length + options.warmup + options.tokens + 8 + Math.max(0, ...(options.batches ?? []))),
       sequences: 1,
       threads: options.threads,
       batchSize: 256,
@@ -66,9 +75,22 @@ export const llamaCppDecode = async (
       last = now
       if (++produced >= want) break
     }
+    // k-token batches appended after the decoded tokens, then erased: one untimed, three timed each
+    const batchMs: Record<string, number> = {}
+    for (const k of options.batches ?? []) {
+      const times: Array<number> = []
+      for (let rep = 0; rep < 4; rep++) {
+        const start = sequence.nextTokenIndex
+        const t0 = performance.now()
+        await sequence.evaluateWithoutGeneratingNewTokens(options.prompt.slice(0, k).map((id) => id as Token))
+        if (rep > 0) times.push(performance.now() - t0)
+        await sequence.eraseContextTokenRanges([{ start, end: sequence.nextTokenIndex }])
+      }
+      batchMs[String(k)] = median(times)
+    }
     await context.dispose()
     const ms = median(stepsMs)
-    return { gguf: path, wrote, fileType, decodeTokensPerSecond: 1000 / ms, msPerToken: ms, stepsMs }
+    return { gguf: path, wrote, fileType, decodeTokensPerSecond: 1000 / ms, msPerToken: ms, stepsMs, batchMs }
   } finally {
     await model.dispose()
   }

@@ -136,7 +136,8 @@ const mlpBlock = Effect.fnUntraced(function* (
   if (w.downProjT === undefined) return yield* Effect.die(new Error("fine sparsity on a model loaded without { sparse: true }"))
   // fine: gate is dense because the selection depends on it
   const gate = yield* k.matmul(w.gateProj, xb2, T) // (T, F)
-  const a = gate.map(silu) // (T, F)
+  const a = new Float32Array(gate.length) // (T, F) = silu(gate); a loop, not .map: this runs per layer per token
+  for (let i = 0; i < a.length; i++) a[i] = silu(gate[i]!)
   const scores = fineScores(a, T, F)
   const rows = mlp._tag === "Fine" ? topK(scores, mlp.keep) : aboveThreshold(scores.map((s) => s / T), mlp.thresholds[layer]!)
   const n = rows.length

@@ -25,11 +25,51 @@ export type Granularity = "fine" | "fine-threshold" | "coarse"
 export const keptCount = (intermediateSize: number, density: number): number =>
   Math.max(1, Math.min(intermediateSize, Math.floor(density * intermediateSize + 1e-9)))
 
-/** Indices of the k largest scores, ties to the lower index, ascending. */
+/**
+ * Indices of the k largest scores, ties to the lower index, ascending. O(n): quickselect finds the k-th
+ * largest value v, then one ascending scan keeps every score above v and the lowest-indexed ones equal
+ * to v (it runs per layer per sparse token, so a sort would cost more than the sparse matmuls save).
+ * NaN scores are treated as -Infinity.
+ */
 export const topK = (scores: ArrayLike<number>, k: number): Int32Array => {
-  const order = Int32Array.from({ length: scores.length }, (_, i) => i)
-  order.sort((a, b) => scores[b]! - scores[a]! || a - b)
-  return order.subarray(0, k).sort()
+  const n = scores.length
+  const out = new Int32Array(Math.min(k, n))
+  if (out.length === 0) return out
+  const v = kthLargest(Float64Array.from(scores, (x) => (Number.isNaN(x) ? -Infinity : x)), out.length)
+  let above = 0
+  for (let i = 0; i < n; i++) if (scores[i]! > v) above++
+  let equal = out.length - above // how many scores equal to v to keep, lowest indices first
+  let m = 0
+  for (let i = 0; i < n && m < out.length; i++) {
+    const x = Number.isNaN(scores[i]!) ? -Infinity : scores[i]!
+    if (x > v || (x === v && equal-- > 0)) out[m++] = i
+  }
+  return out
+}
+
+/** The k-th largest value of xs (1 ≤ k ≤ length); reorders xs (Hoare quickselect, middle pivot). */
+const kthLargest = (xs: Float64Array, k: number): number => {
+  let lo = 0
+  let hi = xs.length - 1
+  const target = k - 1 // index in descending order
+  while (lo < hi) {
+    const pivot = xs[(lo + hi) >>> 1]!
+    let i = lo
+    let j = hi
+    while (i <= j) {
+      while (xs[i]! > pivot) i++
+      while (xs[j]! < pivot) j--
+      if (i <= j) {
+        const t = xs[i]!
+        xs[i++] = xs[j]!
+        xs[j--] = t
+      }
+    }
+    if (target <= j) hi = j
+    else if (target >= i) lo = i
+    else return xs[target]!
+  }
+  return xs[target]!
 }
 
 /** Indices whose score is strictly above the threshold, ascending (may be empty). */
