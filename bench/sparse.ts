@@ -4,6 +4,7 @@
  *
  * - Sparse decode: bytes of weights one sparse step reads, the ideal speed-up (dense bytes / sparse bytes)
  *   and the measured one (dense ms / sparse ms), and their ratio (`fractionOfIdeal`).
+ *   The per-request setup (coarse: gathering the kept neurons' weights) is reported apart (`setupMs`).
  * - Sirius: at a given AAL (e.g. from `sirius eval`), one period costs (k − 1) sparse steps + one k-token
  *   verification and advances AAL tokens: tokens/s = AAL / period time, relative to full decoding.
  * Coarse granularity is timed with a neuron set chosen by a real dense prefill (the Griffin statistic).

@@ -65,7 +65,7 @@ export const run = (argv: ReadonlyArray<string>, io: { out: (s: string) => void;
         io.out(`sparse decode (ρ=${density}), dense ${sparse.denseMsPerToken.toFixed(2)} ms/token, ${period}-token verification ${sparse.verifyMs.toFixed(2)} ms (${sparse.verifyCostRatio.toFixed(2)}× a decode step):\n`)
         for (const r of sparse.rows)
           io.out(
-            `  ${r.granularity}: ${r.msPerToken.toFixed(2)} ms/token, parameter density ${r.parameterDensity.toFixed(3)}, speed-up ${r.speedup.toFixed(2)}× of ideal ${r.idealSpeedup.toFixed(2)}× (${(100 * r.fractionOfIdeal).toFixed(0)}%); Sirius at AAL ${r.sirius.aal}/${period}: ${r.sirius.tokensPerSecond.toFixed(1)} tok/s = ${r.sirius.speedupOverFull.toFixed(2)}× full\n`
+            `  ${r.granularity}: ${r.msPerToken.toFixed(2)} ms/token, parameter density ${r.parameterDensity.toFixed(3)}, speed-up ${r.speedup.toFixed(2)}× of ideal ${r.idealSpeedup.toFixed(2)}× (${(100 * r.fractionOfIdeal).toFixed(0)}%), per-request setup ${r.setupMs.toFixed(0)} ms; Sirius at AAL ${r.sirius.aal}/${period}: ${r.sirius.tokensPerSecond.toFixed(1)} tok/s = ${r.sirius.speedupOverFull.toFixed(2)}× full\n`
           )
       }
     }

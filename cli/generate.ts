@@ -126,11 +126,11 @@ export const requestStream = (s: RunSettings, checkpoint: Checkpoint, model: Mod
 
 export type FinishedEvent = Extract<Sirius.SiriusEvent | Generation.GenerationEvent, { _tag: "Finished" }>
 
-/** Load the checkpoint and the model (with the transposed down_proj when a sparse mode needs it). */
+/** Load the checkpoint and the model (with the transposed down_proj when fine sparsity needs it). */
 export const loadModel = (s: RunSettings) =>
   Effect.gen(function* () {
     const checkpoint = yield* loadCheckpoint(s.dir)
-    const model = yield* Model.fromCheckpoint(checkpoint, { sparse: s.mode !== "full" })
+    const model = yield* Model.fromCheckpoint(checkpoint, { sparse: s.mode !== "full" && s.granularity !== "coarse" })
     return { checkpoint, model }
   })
 

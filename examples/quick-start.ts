@@ -13,7 +13,7 @@ import * as Sirius from "../src/Sirius.ts"
 
 const program = Effect.gen(function* () {
   const checkpoint = yield* loadCheckpoint(defaultModelDir())
-  const model = yield* Model.fromCheckpoint(checkpoint, { sparse: true })
+  const model = yield* Model.fromCheckpoint(checkpoint) // coarse sparsity needs no transposed down_proj
   const tokenizer = checkpoint.tokenizer!
   yield* Sirius.generate(model, {
     prompt: tokenizer.encode("Q: Tom has 23 apples. He buys 15 more. He gives away 9. How many apples now?\nA:"),

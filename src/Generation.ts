@@ -57,7 +57,7 @@ export interface GenerateOptions {
   readonly eosTokenIds?: ReadonlyArray<number>
   readonly stopStrings?: ReadonlyArray<string>
   readonly tokenizer?: TextTokenizer | undefined
-  /** Decode with a contextually sparse MLP (the prompt is still prefilled densely). Needs a model loaded with `{ sparse: true }`. */
+  /** Decode with a contextually sparse MLP (the prompt is still prefilled densely). Fine granularities need a model loaded with `{ sparse: true }`. */
   readonly sparsity?: Sparsity.SparsityOptions | undefined
 }
 
