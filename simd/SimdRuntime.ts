@@ -13,8 +13,9 @@
  *
  * Not here: what the kernels compute (kernels.wat) and the Kernels interface (index.ts).
  */
+import v8 from "node:v8"
 import { Worker } from "node:worker_threads"
-import { kernelsWasmBase64 } from "./kernels.wasm.ts"
+import { kernelsBaselineWasmBase64, kernelsRelaxedWasmBase64 } from "./kernels.wasm.ts"
 import { ARGS, CLAIM, COMPLETED, MAX_CHUNKS, NCHUNKS, OP, QUIT, SLEEPERS, STATS, WAKE, WEIGHTS_BASE } from "./layout.ts"
 import { workerSource } from "./worker.ts"
 
@@ -38,12 +39,56 @@ export class OutOfMemory extends Error {
   }
 }
 
-let compiled: WebAssembly.Module | undefined
-/** The kernels module, compiled once per process (the compiled code is shared by every instance). */
-export const kernelsModule = (): WebAssembly.Module => (compiled ??= new WebAssembly.Module(Buffer.from(kernelsWasmBase64, "base64")))
+/** The compiled kernels and which of the two binaries of build.mjs they are. */
+export interface KernelsModule {
+  readonly module: WebAssembly.Module
+  /** The relaxed-SIMD binary (multiply-adds as f32x4.relaxed_madd); false: the baseline (mul + add). */
+  readonly relaxed: boolean
+}
+
+/**
+ * Does this host accept relaxed SIMD? Node 20 (V8 11.3) has it behind --experimental-wasm-relaxed-simd,
+ * which can still be switched on at run time, before the module is compiled. V8 flags are process-global;
+ * this one only makes the relaxed opcodes valid. Any failure (no node:v8, a host that ignores the flag)
+ * answers false, and the baseline binary is used.
+ */
+const relaxedAccepted = (bytes: BufferSource): boolean => {
+  try {
+    if (WebAssembly.validate(bytes)) return true
+    if (typeof v8?.setFlagsFromString !== "function") return false
+    v8.setFlagsFromString("--experimental-wasm-relaxed-simd")
+    return WebAssembly.validate(bytes)
+  } catch {
+    return false
+  }
+}
+
+let compiled: KernelsModule | undefined
+/**
+ * The kernels module, compiled once per process (the compiled code is shared by every instance, workers
+ * included, so every thread runs the same binary): the relaxed one when the host accepts it, else the
+ * baseline.
+ */
+export const kernelsModule = (): KernelsModule => {
+  if (compiled) return compiled
+  const relaxed = Buffer.from(kernelsRelaxedWasmBase64, "base64")
+  if (relaxedAccepted(relaxed)) {
+    try {
+      compiled = { module: new WebAssembly.Module(relaxed), relaxed: true }
+    } catch {
+      // validated but not compiled: fall back to the baseline below
+    }
+  }
+  return (compiled ??= { module: new WebAssembly.Module(Buffer.from(kernelsBaselineWasmBase64, "base64")), relaxed: false })
+}
+
+/** madd(a, a, c) with these is 2⁻⁴⁰ when the multiply-add is fused (one rounding), 0 when it is not. */
+const FMA_A = Math.fround(1 + 2 ** -20)
+const FMA_C = -Math.fround(1 + 2 ** -19)
 
 interface Exports {
   readonly work: () => number
+  readonly madd: (a: number, b: number, c: number) => number
   readonly swiglu: (g: number, u: number, out: number, n4: number) => void
 }
 
@@ -51,6 +96,8 @@ export class SimdRuntime {
   readonly memory: WebAssembly.Memory
   readonly exports: Exports
   readonly workers: ReadonlyArray<Worker>
+  /** The kernels' multiply-adds are fused (relaxed SIMD accepted and lowered to FMA instructions). */
+  readonly fma: boolean
   /** Views over the whole memory, refreshed after every grow. */
   u8!: Uint8Array
   f32!: Float32Array
@@ -68,8 +115,9 @@ export class SimdRuntime {
 
   constructor(readonly options: RuntimeOptions) {
     this.memory = new WebAssembly.Memory({ initial: 2, maximum: Math.ceil(options.maxBytes / PAGE), shared: true })
-    const module = kernelsModule()
+    const { module, relaxed } = kernelsModule()
     this.exports = new WebAssembly.Instance(module, { env: { memory: this.memory } }).exports as unknown as Exports
+    this.fma = relaxed && this.exports.madd(FMA_A, FMA_A, FMA_C) !== 0
     this.refresh()
     Atomics.store(this.i32, CLAIM / 4, 0xffff) // closed: no job yet
     this.workers = Array.from({ length: options.threads - 1 }, (_, i) => {

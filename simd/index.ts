@@ -57,7 +57,7 @@ export interface SimdOptions {
   readonly spinMs?: number
   /** Cap on the wasm memory in bytes (default and maximum 4 GiB). */
   readonly maxMemoryBytes?: number
-  /** Target bytes of weights per matmul chunk (the unit threads claim). Default 128 KiB. */
+  /** Smallest matmul chunk (the unit threads claim), in bytes of weights. Default 128 KiB. */
   readonly chunkBytes?: number
 }
 
@@ -72,6 +72,8 @@ interface SimdVector extends Vector {
 }
 
 const BACKEND = "simd"
+/** Weights per block of a multi-token matmul chunk: re-read by each pass over the tokens, from L2. */
+const BLOCK_BYTES = 128 * 1024
 
 /**
  * Build the backend on a fresh runtime (memory + workers), released with the scope.
@@ -112,7 +114,7 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
   /** A tied lm_head is the embedding's very RawTensor: upload it once. */
   const uploaded = new WeakMap<RawTensor, SimdMatrix>()
   const name = (): string =>
-    `simd(${threads} thread${threads === 1 ? "" : "s"}${storages.size ? ", " + [...storages].join("+") : ""})`
+    `simd(${threads} thread${threads === 1 ? "" : "s"}${storages.size ? ", " + [...storages].join("+") : ""}${rt.fma ? ", fma" : ""})`
 
   const fail = (op: string, e: unknown): KernelError =>
     new KernelError({
@@ -161,14 +163,27 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
   const vector = (t: RawTensor): Effect.Effect<Vector, KernelError> =>
     Effect.sync((): SimdVector => ({ length: t.shape[0]!, data: toFloat32(t) }))
 
-  /** Rows per chunk (a multiple of 4): about `chunkBytes` of weights, ≥ 4 chunks per thread when there is room. */
-  const rowsPerChunk = (l: MatrixLayout, n: number): number => {
+  /**
+   * Chunk boundaries over outputs 0..n (n a multiple of 4), guided: each chunk takes ≈ remaining / (2 ·
+   * threads) outputs, at least ≈ `chunkBytes` of weights, so threads stream few large separate regions
+   * (small interleaved chunks halve the bandwidth of two threads) while the last chunks are small enough
+   * that a thread finishing late holds the others only briefly. Boundaries are multiples of 16 but the
+   * last, so a chunk's outputs of a token are whole 64-byte lines (with the out stride a multiple of 16).
+   */
+  const chunkBounds = (l: MatrixLayout, n: number): Int32Array => {
     const rowBytes = l.groupBytes / 4
-    let rows = Math.max(4, Math.floor(chunkBytes / rowBytes))
-    rows = Math.min(rows, Math.max(4, Math.ceil(n / (4 * threads))))
-    rows = Math.max(rows, Math.ceil(n / MAX_CHUNKS))
-    return roundUp(rows, 4)
+    const min = roundUp(Math.max(16, Math.floor(chunkBytes / rowBytes), Math.ceil(n / MAX_CHUNKS)), 16)
+    const bounds = [0]
+    for (let at = 0; at < n; ) {
+      at = Math.min(n, at + Math.max(min, roundUp(Math.ceil((n - at) / (2 * threads)), 16)))
+      bounds.push(at)
+    }
+    return Int32Array.from(bounds)
   }
+
+  /** Rows per block of a chunk (a multiple of 4): ≈ BLOCK_BYTES of weights, reused by every token from L2. */
+  const blockRows = (l: MatrixLayout, n: number, T: number): number =>
+    T === 1 ? n : Math.max(4, Math.floor(BLOCK_BYTES / (l.groupBytes / 4) / 4) * 4)
 
   /**
    * out (T, n) for rows 0..n-1 (sel undefined, n = rows) or for rows sel[0..n) of w. One job: chunks of
@@ -179,7 +194,10 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
     const n = sel ? sel.length : l.rows
     const n4 = roundUp(n, 4)
     const colsPad = l.tiles * TILE
-    const [xAt, outAt, selAt] = rt.scratch([T * colsPad * 4, T * n4 * 4, sel ? n4 * 4 : 0])
+    const bounds = chunkBounds(l, n4)
+    // out stride: a multiple of 16 outputs, so each token's outputs start on a 64-byte line
+    const ns = roundUp(n, 16)
+    const [xAt, outAt, selAt, boundsAt] = rt.scratch([T * colsPad * 4, T * ns * 4, sel ? n4 * 4 : 0, bounds.length * 4])
     const f32 = rt.f32
     if (colsPad === l.cols) f32.set(x.subarray(0, T * l.cols), xAt! / 4)
     else
@@ -193,11 +211,12 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
       rt.i32.set(sel, selAt! / 4)
       rt.i32.fill(sel[n - 1]!, selAt! / 4 + n, selAt! / 4 + n4)
     }
-    const chunkRows = rowsPerChunk(l, n4)
-    rt.run(OP_MATMUL, Math.ceil(n4 / chunkRows), [storageCode[l.storage], address, xAt!, outAt!, n4, chunkRows, l.tiles, T, colsPad * 4, n4 * 4, sel ? selAt! : 0])
-    if (n4 === n) return f32.slice(outAt! / 4, outAt! / 4 + T * n)
+    rt.i32.set(bounds, boundsAt! / 4)
+    const args = [storageCode[l.storage], address, xAt!, outAt!, n4, boundsAt!, l.tiles, T, colsPad * 4, ns * 4, sel ? selAt! : 0, blockRows(l, n4, T)]
+    rt.run(OP_MATMUL, bounds.length - 1, args)
+    if (ns === n) return f32.slice(outAt! / 4, outAt! / 4 + T * n)
     const out = new Float32Array(T * n)
-    for (let t = 0; t < T; t++) out.set(f32.subarray(outAt! / 4 + t * n4, outAt! / 4 + t * n4 + n), t * n)
+    for (let t = 0; t < T; t++) out.set(f32.subarray(outAt! / 4 + t * ns, outAt! / 4 + t * ns + n), t * n)
     return out
   }
 

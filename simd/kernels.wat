@@ -1,4 +1,10 @@
-;; kernels.wat: the WebAssembly SIMD kernels of the simd/ backend (f32x4; no relaxed SIMD, no FMA).
+;; kernels.wat: the WebAssembly SIMD kernels of the simd/ backend (f32x4, multiply-adds as relaxed_madd).
+;;
+;; One source, two binaries (build.mjs): "relaxed" keeps every f32x4.relaxed_madd (a·b + c), which V8 on
+;; x64 compiles to one FMA instruction (one rounding) when the CPU has FMA3; "baseline" has each rewritten
+;; to (f32x4.add (f32x4.mul a b) c) for hosts without relaxed SIMD. Write multiply-adds only in the folded
+;; form (f32x4.relaxed_madd a b c) so the rewriter finds them. Whichever binary runs, every thread runs the
+;; same one, so the instruction sequence of an output element is still fixed.
 ;;
 ;; One module, instantiated by the main thread and by every worker on ONE shared memory. Work is handed out
 ;; through a control block at address 0 (layout mirrored in layout.ts) and split into chunks that threads
@@ -13,19 +19,25 @@
 ;; A run is 8 row-blocks of 8 columns:
 ;;   f32:      32 bytes per row-block  [w0 .. w7]                        → runs of 256 B, group-tiles of 1 KiB
 ;;   bf16/f16: 16 bytes per row-block  [w0 w4 w1 w5 w2 w6 w3 w7] (u16)   → runs of 128 B, group-tiles of 512 B
-;; Kernels walk 4 row pointers: +1 row-block per step, +3 runs at the end of a tile. A dense pass over a
-;; group is one contiguous stream; a selected row (sparse MLP) is read alone, in whole cache lines.
+;; Kernels walk 4 (one token) or 2 (four tokens) row pointers: +1 row-block per step, +3 runs at the end
+;; of a tile. A dense pass over a group is one contiguous stream; a selected row (sparse MLP) is read
+;; alone, in whole cache lines.
 ;; The 16-bit order puts w_j in the low half and w_(j+4) in the high half of i32 lane j, so ONE 16-byte
 ;; load widens to [w0..w3] = lane << 16 and [w4..w7] = lane & 0xffff0000 (bf16 is the high half of an
 ;; f32): two integer ops per 8 weights, and x stays in its natural order.
 ;;
 ;; Reduction order (the same in every matmul kernel, so a row's result does not depend on T, on the
 ;; kernel that ran it, or on the thread): one f32x4 accumulator per (row, token), per block in column
-;; order acc += (w[0..3]·x[0..3] + w[4..7]·x[4..7]); result = (a0 + a1) + (a2 + a3) over its lanes.
-;; (Measured on Zen 5 under V8 11.3: 4 accumulators in flight is the most that stays in registers.)
+;; order acc += madd(w[0..3], x[0..3], w[4..7]·x[4..7]); result = (a0 + a1) + (a2 + a3) over its lanes.
+;; A term passes through at most ⌈cols/8⌉ + 4 roundings (its product, the block's multiply-add, the
+;; accumulator's, two lane sums): the bound the tests use. (Measured on Zen 5 under V8 11.3: two
+;; accumulators per (row, token) chained through FMAs only, lo = madd(w[0..3], x[0..3], lo) and
+;; hi = madd(w[4..7], x[4..7], hi), were 25% slower: each chain then waits on the FMA latency, and
+;; 8 accumulators plus the 4-row kernel's operands did not fit V8's 15 free xmm registers.)
 ;;
 ;; Activations (x, outputs, attention inputs) live in a scratch region above the weights, copied per call
-;; by the TS side. x is (T, tiles·64) f32 row-major (zero padded); matmul output is (T, rows computed) f32.
+;; by the TS side. x is (T, tiles·64) f32 row-major (zero padded); matmul output is (T, rows computed) f32
+;; with a token stride rounded up to 16 outputs (64 bytes).
 
 (module
   (import "env" "memory" (memory 1 65536 shared))
@@ -75,25 +87,45 @@
 
   ;; ---- matmul (dense, or over selected rows) ----
   ;; ARG 0 dtype (0 f32, 1 bf16, 2 f16)  1 w  2 x  3 out  4 n (rows to compute, a multiple of 4)
-  ;;     5 rows per chunk (multiple of 4)  6 tiles  7 T  8 x stride (bytes per token = tiles·256)
-  ;;     9 out stride (bytes per token = n·4)  10 sel: 0 = rows 0..n-1, else address of n i32 row indices
+  ;;     5 bounds: address of (chunks + 1) i32 output indices, chunk c computing outputs bounds[c] ..
+  ;;       bounds[c+1] (multiples of 4)  6 tiles  7 T  8 x stride (bytes per token = tiles·256)
+  ;;     9 out stride (bytes per token)  10 sel: 0 = rows 0..n-1, else address of n i32 row indices
+  ;;     11 block rows (a multiple of 4)
   ;; Output i (of token t) is row i, or row sel[i]: out[t·stride + 4i].
+  ;; The TS side sizes the chunks (guided: large first, smaller towards the end, so threads stream
+  ;; separate regions and a late one never holds the others for long); with bounds and the out stride
+  ;; multiples of 16 outputs, a chunk's outputs of a token are whole cache lines (no false sharing).
+  ;; A chunk is computed in blocks of `block rows`: all T tokens of a block before the next, so a block's
+  ;; weights, re-read by every pass over the tokens, stay in the core's L2.
   (func $matmulChunk (param $idx i32)
-    (local $dtype i32) (local $w i32) (local $x i32) (local $out i32) (local $i0 i32) (local $i1 i32)
+    (local $bp i32) (local $i1 i32) (local $b0 i32) (local $b1 i32) (local $rows i32)
+    (local.set $bp (i32.add (call $arg (i32.const 5)) (i32.shl (local.get $idx) (i32.const 2))))
+    (local.set $b0 (i32.load (local.get $bp)))
+    (local.set $i1 (i32.load offset=4 (local.get $bp)))
+    (local.set $rows (call $arg (i32.const 11)))
+    (block $done
+      (loop $blocks
+        (br_if $done (i32.ge_u (local.get $b0) (local.get $i1)))
+        (local.set $b1 (i32.add (local.get $b0) (local.get $rows)))
+        (if (i32.gt_u (local.get $b1) (local.get $i1)) (then (local.set $b1 (local.get $i1))))
+        (call $matmulBlock (local.get $b0) (local.get $b1))
+        (local.set $b0 (local.get $b1))
+        (br $blocks))))
+
+  ;; Outputs i0..i1 (multiples of 4) of every token.
+  (func $matmulBlock (param $i0 i32) (param $i1 i32)
+    (local $dtype i32) (local $w i32) (local $x i32) (local $out i32)
     (local $tiles i32) (local $T i32) (local $xs i32) (local $os i32) (local $sel i32) (local $t i32)
     (local.set $dtype (call $arg (i32.const 0)))
     (local.set $w (call $arg (i32.const 1)))
     (local.set $x (call $arg (i32.const 2)))
     (local.set $out (call $arg (i32.const 3)))
-    (local.set $i0 (i32.mul (local.get $idx) (call $arg (i32.const 5))))
-    (local.set $i1 (i32.add (local.get $i0) (call $arg (i32.const 5))))
-    (if (i32.gt_u (local.get $i1) (call $arg (i32.const 4))) (then (local.set $i1 (call $arg (i32.const 4)))))
     (local.set $tiles (call $arg (i32.const 6)))
     (local.set $T (call $arg (i32.const 7)))
     (local.set $xs (call $arg (i32.const 8)))
     (local.set $os (call $arg (i32.const 9)))
     (local.set $sel (call $arg (i32.const 10)))
-    ;; bf16 with ≥ 4 tokens: 4 tokens per pass over the chunk (each widened weight feeds 4 tokens)
+    ;; bf16 with ≥ 4 tokens: 4 tokens per pass over the block (each widened weight feeds 4 tokens)
     (if (i32.eq (local.get $dtype) (i32.const 1))
       (then
         (block $done4
@@ -106,7 +138,7 @@
               (call $arg (i32.const 4)))
             (local.set $t (i32.add (local.get $t) (i32.const 4)))
             (br $four)))))
-    ;; remaining tokens one at a time (the chunk's weights are then re-read from cache)
+    ;; remaining tokens one at a time (the block's weights are then re-read from cache)
     (block $done
       (loop $one
         (br_if $done (i32.ge_u (local.get $t) (local.get $T)))
@@ -180,20 +212,16 @@
             (local.set $xl (v128.load (local.get $xp)))
             (local.set $xh (v128.load offset=16 (local.get $xp)))
             (local.set $v (v128.load (local.get $p0)))
-            (local.set $a0 (f32x4.add (local.get $a0) (f32x4.add
-              (f32x4.mul (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl))
+            (local.set $a0 (f32x4.add (local.get $a0) (f32x4.relaxed_madd (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl)
               (f32x4.mul (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)) (local.get $xh)))))
             (local.set $v (v128.load (local.get $p1)))
-            (local.set $a1 (f32x4.add (local.get $a1) (f32x4.add
-              (f32x4.mul (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl))
+            (local.set $a1 (f32x4.add (local.get $a1) (f32x4.relaxed_madd (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl)
               (f32x4.mul (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)) (local.get $xh)))))
             (local.set $v (v128.load (local.get $p2)))
-            (local.set $a2 (f32x4.add (local.get $a2) (f32x4.add
-              (f32x4.mul (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl))
+            (local.set $a2 (f32x4.add (local.get $a2) (f32x4.relaxed_madd (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl)
               (f32x4.mul (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)) (local.get $xh)))))
             (local.set $v (v128.load (local.get $p3)))
-            (local.set $a3 (f32x4.add (local.get $a3) (f32x4.add
-              (f32x4.mul (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl))
+            (local.set $a3 (f32x4.add (local.get $a3) (f32x4.relaxed_madd (i32x4.shl (local.get $v) (i32.const 16)) (local.get $xl)
               (f32x4.mul (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)) (local.get $xh)))))
             (local.set $p0 (i32.add (local.get $p0) (i32.const 16)))
             (local.set $p1 (i32.add (local.get $p1) (i32.const 16)))
@@ -216,18 +244,22 @@
         (local.set $i (i32.add (local.get $i) (i32.const 4)))
         (br $rows))))
 
-  ;; Four tokens (x, x+xs, x+2xs, x+3xs), outputs i0..i1 of a bf16 matrix, one row at a time: each
-  ;; widened weight vector feeds 4 tokens. Writes out[t·os + 4i] for t < 4.
-  ;; Walking one row at a time reads a group in 128-byte runs 512 bytes apart, which the hardware
+  ;; Four tokens (x, x+xs, x+2xs, x+3xs), outputs i0..i1 of a bf16 matrix, two rows at a time: each
+  ;; widened weight vector feeds 4 tokens and each x vector 2 rows. Writes out[t·os + 4i] for t < 4.
+  ;; (Measured on Zen 5: 20% faster than 1 row × 4 tokens, which loads each x vector once per row;
+  ;; 1 row × 8 tokens was no faster. 8 accumulators + 4 widened weights + x fill V8's 15 free xmm
+  ;; registers without spilling.)
+  ;; Walking 2 rows at a time reads a group in 128-byte runs 512 bytes apart, which the hardware
   ;; prefetcher serves badly from DRAM (measured: T = 4 cost 5× a decode step). So while a dense group
-  ;; is computed, one load per step touches the next group (16 bytes a step × 4 rows × 8·tiles steps =
-  ;; exactly one group), and the group is in cache when its turn comes.
+  ;; is computed, one load per step touches the next group (32 bytes a step × 2 row pairs × 8·tiles steps
+  ;; = exactly one group), and the group is in cache when its turn comes.
   (func $mm4_bf16 (param $w i32) (param $x i32) (param $out i32) (param $i0 i32) (param $i1 i32) (param $tiles i32)
     (param $sel i32) (param $xs i32) (param $os i32) (param $n i32)
-    (local $i i32) (local $p i32) (local $xp i32) (local $xend i32) (local $o i32) (local $b i32)
+    (local $i i32) (local $p i32) (local $q i32) (local $xp i32) (local $xend i32) (local $o i32) (local $b i32)
     (local $xs2 i32) (local $xs3 i32) (local $pf i32) (local $sink i32)
-    (local $v v128) (local $wl v128) (local $wh v128)
+    (local $v v128) (local $wl v128) (local $wh v128) (local $ul v128) (local $uh v128) (local $xl v128) (local $xh v128)
     (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local $c0 v128) (local $c1 v128) (local $c2 v128) (local $c3 v128)
     (local.set $xs2 (i32.shl (local.get $xs) (i32.const 1)))
     (local.set $xs3 (i32.add (local.get $xs2) (local.get $xs)))
     (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $tiles) (i32.const 8))))
@@ -236,8 +268,9 @@
       (loop $rows
         (br_if $end (i32.ge_u (local.get $i) (local.get $i1)))
         (local.set $p (call $row16 (local.get $w) (call $pick (local.get $sel) (local.get $i)) (local.get $tiles)))
+        (local.set $q (call $row16 (local.get $w) (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 1))) (local.get $tiles)))
         ;; prefetch target: at a dense group's first row, the next group (or this one, at the matrix end);
-        ;; a selection touches its own row
+        ;; a selection touches its own rows
         (if (i32.eqz (local.get $sel))
           (then
             (if (i32.eqz (i32.and (local.get $i) (i32.const 3)))
@@ -247,39 +280,58 @@
           (else (local.set $pf (local.get $p))))
         (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
         (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
+        (local.set $c0 (v128.const i32x4 0 0 0 0)) (local.set $c1 (v128.const i32x4 0 0 0 0))
+        (local.set $c2 (v128.const i32x4 0 0 0 0)) (local.set $c3 (v128.const i32x4 0 0 0 0))
         (local.set $xp (local.get $x))
         (loop $tile
           (local.set $b (i32.const 0))
           (loop $blocks
             (local.set $sink (i32.or (local.get $sink) (i32.load (local.get $pf))))
-            (local.set $pf (i32.add (local.get $pf) (i32.const 16)))
+            (local.set $pf (i32.add (local.get $pf) (i32.const 32)))
             (local.set $v (v128.load (local.get $p)))
             (local.set $wl (i32x4.shl (local.get $v) (i32.const 16)))
             (local.set $wh (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)))
-            (local.set $a0 (f32x4.add (local.get $a0) (f32x4.add
-              (f32x4.mul (local.get $wl) (v128.load (local.get $xp)))
-              (f32x4.mul (local.get $wh) (v128.load offset=16 (local.get $xp))))))
-            (local.set $a1 (f32x4.add (local.get $a1) (f32x4.add
-              (f32x4.mul (local.get $wl) (v128.load (i32.add (local.get $xp) (local.get $xs))))
-              (f32x4.mul (local.get $wh) (v128.load offset=16 (i32.add (local.get $xp) (local.get $xs)))))))
-            (local.set $a2 (f32x4.add (local.get $a2) (f32x4.add
-              (f32x4.mul (local.get $wl) (v128.load (i32.add (local.get $xp) (local.get $xs2))))
-              (f32x4.mul (local.get $wh) (v128.load offset=16 (i32.add (local.get $xp) (local.get $xs2)))))))
-            (local.set $a3 (f32x4.add (local.get $a3) (f32x4.add
-              (f32x4.mul (local.get $wl) (v128.load (i32.add (local.get $xp) (local.get $xs3))))
-              (f32x4.mul (local.get $wh) (v128.load offset=16 (i32.add (local.get $xp) (local.get $xs3)))))))
+            (local.set $v (v128.load (local.get $q)))
+            (local.set $ul (i32x4.shl (local.get $v) (i32.const 16)))
+            (local.set $uh (v128.and (local.get $v) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)))
+            (local.set $xl (v128.load (local.get $xp)))
+            (local.set $xh (v128.load offset=16 (local.get $xp)))
+            (local.set $a0 (f32x4.add (local.get $a0) (f32x4.relaxed_madd (local.get $wl) (local.get $xl) (f32x4.mul (local.get $wh) (local.get $xh)))))
+            (local.set $c0 (f32x4.add (local.get $c0) (f32x4.relaxed_madd (local.get $ul) (local.get $xl) (f32x4.mul (local.get $uh) (local.get $xh)))))
+            (local.set $xl (v128.load (i32.add (local.get $xp) (local.get $xs))))
+            (local.set $xh (v128.load offset=16 (i32.add (local.get $xp) (local.get $xs))))
+            (local.set $a1 (f32x4.add (local.get $a1) (f32x4.relaxed_madd (local.get $wl) (local.get $xl) (f32x4.mul (local.get $wh) (local.get $xh)))))
+            (local.set $c1 (f32x4.add (local.get $c1) (f32x4.relaxed_madd (local.get $ul) (local.get $xl) (f32x4.mul (local.get $uh) (local.get $xh)))))
+            (local.set $xl (v128.load (i32.add (local.get $xp) (local.get $xs2))))
+            (local.set $xh (v128.load offset=16 (i32.add (local.get $xp) (local.get $xs2))))
+            (local.set $a2 (f32x4.add (local.get $a2) (f32x4.relaxed_madd (local.get $wl) (local.get $xl) (f32x4.mul (local.get $wh) (local.get $xh)))))
+            (local.set $c2 (f32x4.add (local.get $c2) (f32x4.relaxed_madd (local.get $ul) (local.get $xl) (f32x4.mul (local.get $uh) (local.get $xh)))))
+            (local.set $xl (v128.load (i32.add (local.get $xp) (local.get $xs3))))
+            (local.set $xh (v128.load offset=16 (i32.add (local.get $xp) (local.get $xs3))))
+            (local.set $a3 (f32x4.add (local.get $a3) (f32x4.relaxed_madd (local.get $wl) (local.get $xl) (f32x4.mul (local.get $wh) (local.get $xh)))))
+            (local.set $c3 (f32x4.add (local.get $c3) (f32x4.relaxed_madd (local.get $ul) (local.get $xl) (f32x4.mul (local.get $uh) (local.get $xh)))))
             (local.set $p (i32.add (local.get $p) (i32.const 16)))
+            (local.set $q (i32.add (local.get $q) (i32.const 16)))
             (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
             (local.set $b (i32.add (local.get $b) (i32.const 1)))
             (br_if $blocks (i32.lt_u (local.get $b) (i32.const 8))))
           (local.set $p (i32.add (local.get $p) (i32.const 384)))
+          (local.set $q (i32.add (local.get $q) (i32.const 384)))
           (br_if $tile (i32.lt_u (local.get $xp) (local.get $xend))))
         (local.set $o (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 2))))
+        ;; row i's token t at out + t·os + 4i, row i+1's just after
         (f32.store (local.get $o) (call $finish (local.get $a0)))
-        (f32.store (i32.add (local.get $o) (local.get $os)) (call $finish (local.get $a1)))
-        (f32.store (i32.add (local.get $o) (i32.shl (local.get $os) (i32.const 1))) (call $finish (local.get $a2)))
-        (f32.store (i32.add (local.get $o) (i32.mul (local.get $os) (i32.const 3))) (call $finish (local.get $a3)))
-        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (f32.store offset=4 (local.get $o) (call $finish (local.get $c0)))
+        (local.set $o (i32.add (local.get $o) (local.get $os)))
+        (f32.store (local.get $o) (call $finish (local.get $a1)))
+        (f32.store offset=4 (local.get $o) (call $finish (local.get $c1)))
+        (local.set $o (i32.add (local.get $o) (local.get $os)))
+        (f32.store (local.get $o) (call $finish (local.get $a2)))
+        (f32.store offset=4 (local.get $o) (call $finish (local.get $c2)))
+        (local.set $o (i32.add (local.get $o) (local.get $os)))
+        (f32.store (local.get $o) (call $finish (local.get $a3)))
+        (f32.store offset=4 (local.get $o) (call $finish (local.get $c3)))
+        (local.set $i (i32.add (local.get $i) (i32.const 2)))
         (br $rows)))
     ;; keep the prefetching loads observable (a spare control-block word nobody reads)
     (i32.store (i32.const 1020) (local.get $sink)))
@@ -306,14 +358,14 @@
           (loop $blocks
             (local.set $xl (v128.load (local.get $xp)))
             (local.set $xh (v128.load offset=16 (local.get $xp)))
-            (local.set $a0 (f32x4.add (local.get $a0) (f32x4.add
-              (f32x4.mul (v128.load (local.get $p0)) (local.get $xl)) (f32x4.mul (v128.load offset=16 (local.get $p0)) (local.get $xh)))))
-            (local.set $a1 (f32x4.add (local.get $a1) (f32x4.add
-              (f32x4.mul (v128.load (local.get $p1)) (local.get $xl)) (f32x4.mul (v128.load offset=16 (local.get $p1)) (local.get $xh)))))
-            (local.set $a2 (f32x4.add (local.get $a2) (f32x4.add
-              (f32x4.mul (v128.load (local.get $p2)) (local.get $xl)) (f32x4.mul (v128.load offset=16 (local.get $p2)) (local.get $xh)))))
-            (local.set $a3 (f32x4.add (local.get $a3) (f32x4.add
-              (f32x4.mul (v128.load (local.get $p3)) (local.get $xl)) (f32x4.mul (v128.load offset=16 (local.get $p3)) (local.get $xh)))))
+            (local.set $a0 (f32x4.add (local.get $a0)
+              (f32x4.relaxed_madd (v128.load (local.get $p0)) (local.get $xl) (f32x4.mul (v128.load offset=16 (local.get $p0)) (local.get $xh)))))
+            (local.set $a1 (f32x4.add (local.get $a1)
+              (f32x4.relaxed_madd (v128.load (local.get $p1)) (local.get $xl) (f32x4.mul (v128.load offset=16 (local.get $p1)) (local.get $xh)))))
+            (local.set $a2 (f32x4.add (local.get $a2)
+              (f32x4.relaxed_madd (v128.load (local.get $p2)) (local.get $xl) (f32x4.mul (v128.load offset=16 (local.get $p2)) (local.get $xh)))))
+            (local.set $a3 (f32x4.add (local.get $a3)
+              (f32x4.relaxed_madd (v128.load (local.get $p3)) (local.get $xl) (f32x4.mul (v128.load offset=16 (local.get $p3)) (local.get $xh)))))
             (local.set $p0 (i32.add (local.get $p0) (i32.const 32)))
             (local.set $p1 (i32.add (local.get $p1) (i32.const 32)))
             (local.set $p2 (i32.add (local.get $p2) (i32.const 32)))
@@ -364,8 +416,8 @@
           (local.set $b (i32.const 0))
           (loop $blocks
             (local.set $v (v128.load (local.get $p)))
-            (local.set $a (f32x4.add (local.get $a) (f32x4.add
-              (f32x4.mul (call $f16hi (i32x4.shl (local.get $v) (i32.const 16))) (v128.load (local.get $xp)))
+            (local.set $a (f32x4.add (local.get $a) (f32x4.relaxed_madd
+              (call $f16hi (i32x4.shl (local.get $v) (i32.const 16))) (v128.load (local.get $xp))
               (f32x4.mul (call $f16hi (local.get $v)) (v128.load offset=16 (local.get $xp))))))
             (local.set $p (i32.add (local.get $p) (i32.const 16)))
             (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
@@ -380,10 +432,9 @@
   ;; ---- transposed rows (sparse down_proj): out (T, D) = Σ_i h[t, i] · wT[sel[i], :] ----
   ;; ARG 0 dtype  1 wT (F, D) in the matrix layout  2 h (T, n) f32  3 out (T, tiles·64) f32, zeroed by
   ;;     the caller  4 n  5 sel (n i32 row indices)  6 tiles of wT  7 T  8 tiles per chunk
-  ;; A chunk is a range of column tiles; every chunk adds the selected rows in list order, so an output
-  ;; element's sum order does not depend on the partition. bf16 adds 4 rows at a time,
-  ;; out += (h0·w0 + h1·w1) + (h2·w2 + h3·w3), then the n mod 4 last rows one by one; f32 and f16 add one
-  ;; row at a time.
+  ;; A chunk is a range of column tiles; every chunk adds the selected rows one by one in list order
+  ;; (out = out + h·w, a multiply-add), so an output element's sum order does not depend on the partition.
+  ;; bf16 reads 4 rows per pass over out (then the n mod 4 last rows one by one); f32 and f16 one row.
   (func $transposedChunk (param $idx i32)
     (local $dtype i32) (local $w i32) (local $h i32) (local $out i32) (local $n i32) (local $sel i32)
     (local $tiles i32) (local $T i32) (local $j0 i32) (local $j1 i32) (local $t i32) (local $i i32) (local $r i32)
@@ -428,7 +479,8 @@
       (local.set $t (i32.add (local.get $t) (i32.const 1)))
       (br_if $tokens (i32.lt_u (local.get $t) (local.get $T)))))
 
-  ;; out[tiles j0..j1) += (h0·w0 + h1·w1) + (h2·w2 + h3·w3) for the bf16 rows sel[i..i+4), h at hp.
+  ;; out[tiles j0..j1) = (((out + h0·w0) + h1·w1) + h2·w2) + h3·w3 (four multiply-adds) for the bf16 rows
+  ;; sel[i..i+4), h at hp: one pass over out for 4 rows, each row still added on its own, in list order.
   (func $axpy4_bf16 (param $w i32) (param $tiles i32) (param $sel i32) (param $i i32) (param $hp i32) (param $out i32)
     (param $j0 i32) (param $j1 i32)
     (local $p0 i32) (local $p1 i32) (local $p2 i32) (local $p3 i32) (local $o i32) (local $oend i32) (local $b i32)
@@ -452,16 +504,17 @@
         (local.set $v1 (v128.load (local.get $p1)))
         (local.set $v2 (v128.load (local.get $p2)))
         (local.set $v3 (v128.load (local.get $p3)))
-        (v128.store (local.get $o) (f32x4.add (v128.load (local.get $o)) (f32x4.add
-          (f32x4.add (f32x4.mul (local.get $h0) (i32x4.shl (local.get $v0) (i32.const 16))) (f32x4.mul (local.get $h1) (i32x4.shl (local.get $v1) (i32.const 16))))
-          (f32x4.add (f32x4.mul (local.get $h2) (i32x4.shl (local.get $v2) (i32.const 16))) (f32x4.mul (local.get $h3) (i32x4.shl (local.get $v3) (i32.const 16)))))))
-        (v128.store offset=16 (local.get $o) (f32x4.add (v128.load offset=16 (local.get $o)) (f32x4.add
-          (f32x4.add
-            (f32x4.mul (local.get $h0) (v128.and (local.get $v0) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)))
-            (f32x4.mul (local.get $h1) (v128.and (local.get $v1) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000))))
-          (f32x4.add
-            (f32x4.mul (local.get $h2) (v128.and (local.get $v2) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)))
-            (f32x4.mul (local.get $h3) (v128.and (local.get $v3) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000)))))))
+        (v128.store (local.get $o)
+          (f32x4.relaxed_madd (local.get $h3) (i32x4.shl (local.get $v3) (i32.const 16))
+            (f32x4.relaxed_madd (local.get $h2) (i32x4.shl (local.get $v2) (i32.const 16))
+              (f32x4.relaxed_madd (local.get $h1) (i32x4.shl (local.get $v1) (i32.const 16))
+                (f32x4.relaxed_madd (local.get $h0) (i32x4.shl (local.get $v0) (i32.const 16)) (v128.load (local.get $o)))))))
+        (v128.store offset=16 (local.get $o)
+          (f32x4.relaxed_madd (local.get $h3) (v128.and (local.get $v3) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000))
+            (f32x4.relaxed_madd (local.get $h2) (v128.and (local.get $v2) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000))
+              (f32x4.relaxed_madd (local.get $h1) (v128.and (local.get $v1) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000))
+                (f32x4.relaxed_madd (local.get $h0) (v128.and (local.get $v0) (v128.const i32x4 0xffff0000 0xffff0000 0xffff0000 0xffff0000))
+                  (v128.load offset=16 (local.get $o)))))))
         (local.set $p0 (i32.add (local.get $p0) (i32.const 16)))
         (local.set $p1 (i32.add (local.get $p1) (i32.const 16)))
         (local.set $p2 (i32.add (local.get $p2) (i32.const 16)))
@@ -475,7 +528,8 @@
       (local.set $p3 (i32.add (local.get $p3) (i32.const 384)))
       (br_if $tile (i32.lt_u (local.get $o) (local.get $oend)))))
 
-  ;; out[tiles j0..j1) += hv · row r, any dtype (f32: 32-byte row-blocks; bf16/f16: 16-byte ones).
+  ;; out[tiles j0..j1) = out + hv · row r (a multiply-add), any dtype (f32: 32-byte row-blocks; bf16/f16:
+  ;; 16-byte ones).
   (func $axpy1 (param $dtype i32) (param $w i32) (param $tiles i32) (param $r i32) (param $hv f32) (param $out i32)
     (param $j0 i32) (param $j1 i32)
     (local $p i32) (local $o i32) (local $oend i32) (local $b i32) (local $h v128) (local $v v128) (local $lo v128) (local $hi v128)
@@ -507,14 +561,20 @@
           (local.set $lo (call $f16hi (i32x4.shl (local.get $v) (i32.const 16))))
           (local.set $hi (call $f16hi (local.get $v)))
           (local.set $p (i32.add (local.get $p) (i32.const 16))))
-        (v128.store (local.get $o) (f32x4.add (v128.load (local.get $o)) (f32x4.mul (local.get $h) (local.get $lo))))
-        (v128.store offset=16 (local.get $o) (f32x4.add (v128.load offset=16 (local.get $o)) (f32x4.mul (local.get $h) (local.get $hi))))
+        (v128.store (local.get $o) (f32x4.relaxed_madd (local.get $h) (local.get $lo) (v128.load (local.get $o))))
+        (v128.store offset=16 (local.get $o) (f32x4.relaxed_madd (local.get $h) (local.get $hi) (v128.load offset=16 (local.get $o))))
         (local.set $o (i32.add (local.get $o) (i32.const 32)))
         (local.set $b (i32.add (local.get $b) (i32.const 1)))
         (br_if $blocks (i32.lt_u (local.get $b) (i32.const 8))))
       ;; skip the other 3 rows' runs: 3 × 128 B (16-bit) or 3 × 256 B (f32)
       (local.set $p (i32.add (local.get $p) (select (i32.const 384) (i32.const 768) (local.get $dtype))))
       (br_if $tile (i32.lt_u (local.get $o) (local.get $oend)))))
+
+  ;; a·b + c the way f32x4.relaxed_madd computes it here (lane 0). The runtime calls it once: a fused
+  ;; multiply-add rounds once, so madd(1 + 2⁻²⁰, 1 + 2⁻²⁰, -(1 + 2⁻¹⁹)) = 2⁻⁴⁰ with FMA and 0 without.
+  (func $madd (export "madd") (param $a f32) (param $b f32) (param $c f32) (result f32)
+    (f32x4.extract_lane 0
+      (f32x4.relaxed_madd (f32x4.splat (local.get $a)) (f32x4.splat (local.get $b)) (f32x4.splat (local.get $c)))))
 
   ;; ---- exp, softmax-free elementwise ops ----
 
@@ -613,8 +673,8 @@
           (local.set $acc (v128.const i32x4 0 0 0 0))
           (local.set $i (i32.const 0))
           (loop $dot
-            (local.set $acc (f32x4.add (local.get $acc)
-              (f32x4.mul (v128.load (i32.add (local.get $q) (local.get $i))) (v128.load (i32.add (local.get $kp) (local.get $i))))))
+            (local.set $acc (f32x4.relaxed_madd
+              (v128.load (i32.add (local.get $q) (local.get $i))) (v128.load (i32.add (local.get $kp) (local.get $i))) (local.get $acc)))
             (local.set $i (i32.add (local.get $i) (i32.const 16)))
             (br_if $dot (i32.lt_u (local.get $i) (i32.shl (local.get $dh4) (i32.const 2)))))
           (f32.store (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2)))
@@ -667,10 +727,10 @@
         (local.set $s (i32.const 0))
         (loop $slots4
           (local.set $e (v128.load32_splat (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2)))))
-          (local.set $a0 (f32x4.add (local.get $a0) (f32x4.mul (local.get $e) (v128.load (local.get $vp)))))
-          (local.set $a1 (f32x4.add (local.get $a1) (f32x4.mul (local.get $e) (v128.load offset=16 (local.get $vp)))))
-          (local.set $a2 (f32x4.add (local.get $a2) (f32x4.mul (local.get $e) (v128.load offset=32 (local.get $vp)))))
-          (local.set $a3 (f32x4.add (local.get $a3) (f32x4.mul (local.get $e) (v128.load offset=48 (local.get $vp)))))
+          (local.set $a0 (f32x4.relaxed_madd (local.get $e) (v128.load (local.get $vp)) (local.get $a0)))
+          (local.set $a1 (f32x4.relaxed_madd (local.get $e) (v128.load offset=16 (local.get $vp)) (local.get $a1)))
+          (local.set $a2 (f32x4.relaxed_madd (local.get $e) (v128.load offset=32 (local.get $vp)) (local.get $a2)))
+          (local.set $a3 (f32x4.relaxed_madd (local.get $e) (v128.load offset=48 (local.get $vp)) (local.get $a3)))
           (local.set $vp (i32.add (local.get $vp) (local.get $kvs)))
           (local.set $s (i32.add (local.get $s) (i32.const 1)))
           (br_if $slots4 (i32.lt_u (local.get $s) (local.get $n))))
@@ -687,9 +747,9 @@
         (local.set $vp (i32.add (local.get $v) (local.get $i)))
         (local.set $s (i32.const 0))
         (loop $slots1
-          (local.set $a0 (f32x4.add (local.get $a0)
-            (f32x4.mul (v128.load32_splat (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))))
-                       (v128.load (local.get $vp)))))
+          (local.set $a0 (f32x4.relaxed_madd
+            (v128.load32_splat (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))))
+            (v128.load (local.get $vp)) (local.get $a0)))
           (local.set $vp (i32.add (local.get $vp) (local.get $kvs)))
           (local.set $s (i32.add (local.get $s) (i32.const 1)))
           (br_if $slots1 (i32.lt_u (local.get $s) (local.get $n))))
