@@ -160,11 +160,11 @@ export class SimdRuntime {
 
   /**
    * Allocate `bytes` of zeroed memory (64-byte aligned) until `free`: the first gap between live blocks
-   * that fits, else above them. Memory that served as scratch or was freed is zeroed (matrix padding
+   * that fits, else above them. `zeroed: false` skips the zeroing, for a caller that writes every byte. Memory that served as scratch or was freed is zeroed (matrix padding
    * must read as 0); fresh memory already is zero, and is left untouched (first touches cost ~3 ms/MB on
    * the VMs of measurements.md).
    */
-  alloc(bytes: number): number {
+  alloc(bytes: number, options: { readonly zeroed: boolean } = { zeroed: true }): number {
     let at = WEIGHTS_BASE
     let slot = 0
     for (; slot < this.blocks.length; slot++) {
@@ -172,7 +172,7 @@ export class SimdRuntime {
       at = roundUp64(this.blocks[slot]!.end)
     }
     this.ensure(at + bytes)
-    if (this.dirty > at) this.u8.fill(0, at, Math.min(at + bytes, this.dirty))
+    if (options.zeroed && this.dirty > at) this.u8.fill(0, at, Math.min(at + bytes, this.dirty))
     this.blocks.splice(slot, 0, { at, end: at + bytes })
     return at
   }

@@ -153,7 +153,7 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
       attempt("gather", (): SimdMatrix => {
         const { layout: from, address: src } = w as SimdMatrix
         const layout = axis === "rows" ? matrixLayout(indices.length, from.cols, from.storage) : matrixLayout(from.rows, indices.length, from.storage)
-        const address = rt.alloc(layout.bytes)
+        const address = rt.alloc(layout.bytes, { zeroed: false }) // the gathers write every byte, padding included
         ;(axis === "rows" ? gatherRows : gatherColumns)(rt.u8, from, src, indices, layout, address)
         return { rows: layout.rows, cols: layout.cols, layout, address }
       }),
