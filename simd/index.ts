@@ -32,12 +32,12 @@ import { availableParallelism } from "node:os"
 import { KernelError, Kernels, type KernelsShape, type Matrix, type Vector } from "../src/Kernels.ts"
 import { type RawTensor, toFloat32 } from "../src/Tensor.ts"
 import {
-  gatherColumns,
-  gatherRows,
+  columnOffsets,
   matrixLayout,
   MAX_CHUNKS,
   type MatrixLayout,
   OP_ATTENTION,
+  OP_GATHER,
   OP_MATMUL,
   OP_TRANSPOSED,
   packMatrix,
@@ -46,7 +46,8 @@ import {
   storageCode,
   storageOf,
   TILE,
-  unpackRow
+  unpackRow,
+  zeroPaddingRows
 } from "./layout.ts"
 import { MAX_MEMORY_BYTES, OutOfMemory, SimdRuntime } from "./SimdRuntime.ts"
 
@@ -147,14 +148,30 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
       return m
     })
 
-  /** A copy of rows or columns of a resident matrix in fresh memory, freed when the scope closes. */
+  /**
+   * A copy of rows or columns of a resident matrix in fresh memory, freed when the scope closes. One job
+   * on all threads (kernels.wat `gatherChunk`): rows copy whole runs; columns copy element by element
+   * through offset tables. The memory is not pre-zeroed: the job writes every byte but the padding rows,
+   * zeroed here.
+   */
   const gather = (w: Matrix, indices: Int32Array, axis: "rows" | "columns"): Effect.Effect<Matrix, KernelError, Scope.Scope> =>
     Effect.acquireRelease(
       attempt("gather", (): SimdMatrix => {
         const { layout: from, address: src } = w as SimdMatrix
-        const layout = axis === "rows" ? matrixLayout(indices.length, from.cols, from.storage) : matrixLayout(from.rows, indices.length, from.storage)
-        const address = rt.alloc(layout.bytes, { zeroed: false }) // the gathers write every byte, padding included
-        ;(axis === "rows" ? gatherRows : gatherColumns)(rt.u8, from, src, indices, layout, address)
+        const n = indices.length
+        const layout = axis === "rows" ? matrixLayout(n, from.cols, from.storage) : matrixLayout(from.rows, n, from.storage)
+        const address = rt.alloc(layout.bytes, { zeroed: false })
+        const elementBytes = from.storage === "f32" ? 4 : 2
+        const rows = axis === "rows" ? n : from.rows
+        const perChunk = Math.max(1, Math.ceil(rows / (8 * threads)))
+        const [aAt, bAt] = rt.scratch([n * 4, axis === "rows" ? 0 : n * 4])
+        if (axis === "rows") rt.i32.set(indices, aAt! / 4)
+        else {
+          rt.i32.set(columnOffsets(from.storage, indices), aAt! / 4)
+          rt.i32.set(columnOffsets(from.storage, indices.map((_, j) => j)), bAt! / 4)
+        }
+        rt.run(OP_GATHER, Math.ceil(rows / perChunk), [axis === "rows" ? 0 : 1, elementBytes, src, address, aAt!, bAt!, rows, perChunk, from.tiles, layout.tiles, n])
+        zeroPaddingRows(rt.u8, layout, address)
         return { rows: layout.rows, cols: layout.cols, layout, address }
       }),
       (m) => Effect.sync(() => rt.free(m.address))

@@ -45,7 +45,7 @@
   ;; ---- control block (byte addresses; layout.ts has the same numbers) ----
   ;; 64  CLAIM      (seq << 16) | next chunk index; index 0xffff = closed
   ;; 128 COMPLETED  chunks finished in the current job
-  ;; 192 OP         job kind: 0 matmul, 1 attention, 2 read probe, 3 transposed rows (sparse down_proj)
+  ;; 192 OP         job kind: 0 matmul, 1 attention, 2 read probe, 3 transposed rows (sparse down_proj), 4 gather
   ;; 196 NCHUNKS    chunks in the current job (≤ 65534)
   ;; 200 + 4i       ARG i
 
@@ -72,18 +72,97 @@
     (local.get $ran))
 
   (func $chunk (param $idx i32)
-    (block $transposed
-      (block $probe
-        (block $attention
-          (block $matmul
-            (br_table $matmul $attention $probe $transposed (i32.load (i32.const 192))))
-          (call $matmulChunk (local.get $idx))
+    (block $gather
+      (block $transposed
+        (block $probe
+          (block $attention
+            (block $matmul
+              (br_table $matmul $attention $probe $transposed $gather (i32.load (i32.const 192))))
+            (call $matmulChunk (local.get $idx))
+            (return))
+          (call $attentionItem (local.get $idx))
           (return))
-        (call $attentionItem (local.get $idx))
+        (call $probeChunk (local.get $idx))
         (return))
-      (call $probeChunk (local.get $idx))
+      (call $transposedChunk (local.get $idx))
       (return))
-    (call $transposedChunk (local.get $idx)))
+    (call $gatherChunk (local.get $idx)))
+
+  ;; ---- gather: coarse sparsity's per-request copies of selected rows or columns (layout.ts) ----
+  ;; ARG 0 axis (0 rows, 1 columns)  1 element bytes (2 or 4)  2 src matrix  3 dst matrix  4 rows: the
+  ;;     selected source rows (i32 per output row); columns: source element offset of each kept column
+  ;;     inside a row  5 columns: destination element offset of each kept column  6 rows to write (rows:
+  ;;     the selected count; columns: the matrix's rows)  7 rows per chunk  8 tiles of src  9 tiles of dst
+  ;;     10 columns: kept column count
+  ;; rows: each output row's runs are copied whole (v128 by v128). columns: each row's last run is zeroed
+  ;; (its padding columns), then the kept elements are copied one by one. Padding rows: the TS side.
+  (func $gatherChunk (param $idx i32)
+    (local $i i32) (local $i1 i32) (local $eb i32) (local $run i32) (local $src i32) (local $dst i32)
+    (local $s i32) (local $d i32) (local $j i32) (local $k i32) (local $n i32) (local $so i32) (local $do i32)
+    (local.set $eb (call $arg (i32.const 1)))
+    (local.set $run (i32.shl (local.get $eb) (i32.const 6))) ;; 64 elements per run
+    (local.set $src (call $arg (i32.const 2)))
+    (local.set $dst (call $arg (i32.const 3)))
+    (local.set $i (i32.mul (local.get $idx) (call $arg (i32.const 7))))
+    (local.set $i1 (i32.add (local.get $i) (call $arg (i32.const 7))))
+    (if (i32.gt_u (local.get $i1) (call $arg (i32.const 6))) (then (local.set $i1 (call $arg (i32.const 6)))))
+    (block $end
+      (loop $rows
+        (br_if $end (i32.ge_u (local.get $i) (local.get $i1)))
+        (if (i32.eqz (call $arg (i32.const 0)))
+          (then
+            ;; output row i = source row sel[i], run by run (tile j of a row is 4 runs after tile j - 1)
+            (local.set $k (i32.load (i32.add (call $arg (i32.const 4)) (i32.shl (local.get $i) (i32.const 2)))))
+            (local.set $s (call $rowAt (local.get $src) (local.get $k) (call $arg (i32.const 8)) (local.get $run)))
+            (local.set $d (call $rowAt (local.get $dst) (local.get $i) (call $arg (i32.const 9)) (local.get $run)))
+            (local.set $j (i32.const 0))
+            (loop $tiles
+              (local.set $k (i32.const 0))
+              (loop $copy
+                (v128.store (i32.add (local.get $d) (local.get $k)) (v128.load (i32.add (local.get $s) (local.get $k))))
+                (local.set $k (i32.add (local.get $k) (i32.const 16)))
+                (br_if $copy (i32.lt_u (local.get $k) (local.get $run))))
+              (local.set $s (i32.add (local.get $s) (i32.shl (local.get $run) (i32.const 2))))
+              (local.set $d (i32.add (local.get $d) (i32.shl (local.get $run) (i32.const 2))))
+              (local.set $j (i32.add (local.get $j) (i32.const 1)))
+              (br_if $tiles (i32.lt_u (local.get $j) (call $arg (i32.const 8))))))
+          (else
+            ;; row i: zero its last run, then copy the kept columns' elements
+            (local.set $s (call $rowAt (local.get $src) (local.get $i) (call $arg (i32.const 8)) (local.get $run)))
+            (local.set $d (call $rowAt (local.get $dst) (local.get $i) (call $arg (i32.const 9)) (local.get $run)))
+            (local.set $k (i32.add (local.get $d) (i32.mul (i32.sub (call $arg (i32.const 9)) (i32.const 1)) (i32.shl (local.get $run) (i32.const 2)))))
+            (local.set $j (i32.const 0))
+            (loop $zero
+              (v128.store (i32.add (local.get $k) (local.get $j)) (v128.const i32x4 0 0 0 0))
+              (local.set $j (i32.add (local.get $j) (i32.const 16)))
+              (br_if $zero (i32.lt_u (local.get $j) (local.get $run))))
+            (local.set $n (call $arg (i32.const 10)))
+            (local.set $so (call $arg (i32.const 4)))
+            (local.set $do (call $arg (i32.const 5)))
+            (local.set $j (i32.const 0))
+            (if (i32.eq (local.get $eb) (i32.const 2))
+              (then
+                (loop $cols16
+                  (i32.store16
+                    (i32.add (local.get $d) (i32.shl (i32.load (i32.add (local.get $do) (i32.shl (local.get $j) (i32.const 2)))) (i32.const 1)))
+                    (i32.load16_u (i32.add (local.get $s) (i32.shl (i32.load (i32.add (local.get $so) (i32.shl (local.get $j) (i32.const 2)))) (i32.const 1)))))
+                  (local.set $j (i32.add (local.get $j) (i32.const 1)))
+                  (br_if $cols16 (i32.lt_u (local.get $j) (local.get $n)))))
+              (else
+                (loop $cols32
+                  (i32.store
+                    (i32.add (local.get $d) (i32.shl (i32.load (i32.add (local.get $do) (i32.shl (local.get $j) (i32.const 2)))) (i32.const 2)))
+                    (i32.load (i32.add (local.get $s) (i32.shl (i32.load (i32.add (local.get $so) (i32.shl (local.get $j) (i32.const 2)))) (i32.const 2)))))
+                  (local.set $j (i32.add (local.get $j) (i32.const 1)))
+                  (br_if $cols32 (i32.lt_u (local.get $j) (local.get $n))))))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $rows))))
+
+  ;; Address of row r's first run in a matrix of `tiles` tiles with runs of `run` bytes (layout.ts).
+  (func $rowAt (param $w i32) (param $r i32) (param $tiles i32) (param $run i32) (result i32)
+    (i32.add (local.get $w) (i32.add
+      (i32.mul (i32.shr_u (local.get $r) (i32.const 2)) (i32.mul (local.get $tiles) (i32.shl (local.get $run) (i32.const 2))))
+      (i32.mul (i32.and (local.get $r) (i32.const 3)) (local.get $run)))))
 
   ;; ---- matmul (dense, or over selected rows) ----
   ;; ARG 0 dtype (0 f32, 1 bf16, 2 f16)  1 w  2 x  3 out  4 n (rows to compute, a multiple of 4)

@@ -34,6 +34,7 @@ export const OP_MATMUL = 0
 export const OP_ATTENTION = 1
 export const OP_PROBE = 2
 export const OP_TRANSPOSED = 3
+export const OP_GATHER = 4
 
 export type Storage = "f32" | "bf16" | "f16"
 export const storageOf: Record<DType, Storage> = { F32: "f32", BF16: "bf16", F16: "f16" }
@@ -151,58 +152,14 @@ const aligned = (src: Uint8Array, align: number): Uint8Array => (src.byteOffset 
 /** Element offset of column c inside a row, relative to the row's first run, in storage elements. */
 const columnOffset = (storage: Storage, c: number): number => (storage === "f32" ? colOffset(c, 64) : colOffset(c & ~7, 64) + slot16(c & 7))
 
-/**
- * Copy rows `indices` of the packed matrix at byte address `src` (layout `from`) into the zeroed matrix at
- * `dst` (layout `to`: indices.length rows, same cols and storage), both inside `memory`, `dst` not
- * necessarily zeroed: every byte of `to` is written (padding rows as zeros). A row is `tiles` runs, each
- * copied whole. The copy walks the source group by group, tile by tile (the selected rows of a
- * group together), so it reads memory forward like a dense pass does: row by row, the 128-byte runs
- * 512 bytes apart read at a third of the speed on the VMs of measurements.md.
- */
-export const gatherRows = (memory: Uint8Array, from: MatrixLayout, src: number, indices: Int32Array, to: MatrixLayout, dst: number): void => {
-  const step = 4 * from.runBytes // from one tile's run of a row to the next
-  const order = Int32Array.from(indices.keys()).sort((a, b) => indices[a]! - indices[b]!) // output rows by source row
-  for (let k = 0; k < order.length; ) {
-    const group = indices[order[k]!]! >> 2
-    let end = k + 1
-    while (end < order.length && indices[order[end]!]! >> 2 === group) end++
-    for (let j = 0; j < from.tiles; j++)
-      for (let m = k; m < end; m++) {
-        const s = src + runStart(from, indices[order[m]!]!, 1) + j * step
-        const d = dst + runStart(to, order[m]!, 1) + j * step
-        memory.copyWithin(d, s, s + from.runBytes)
-      }
-    k = end
-  }
-  zeroPaddingRows(memory, to, dst)
-}
+/** Element offsets inside a row of the given columns (for the gather kernel: its column tables). */
+export const columnOffsets = (storage: Storage, columns: ArrayLike<number>): Int32Array => Int32Array.from(columns, (c) => columnOffset(storage, c))
 
-/** Zero the runs of the padding rows (rows..4·groups) of the matrix at `at`. */
-const zeroPaddingRows = (memory: Uint8Array, l: MatrixLayout, at: number): void => {
+/** Zero the runs of the padding rows (rows..4·groups) of the matrix at byte address `at` of `memory`. */
+export const zeroPaddingRows = (memory: Uint8Array, l: MatrixLayout, at: number): void => {
   for (let r = l.rows; r < 4 * l.groups; r++)
     for (let j = 0; j < l.tiles; j++) {
       const run = at + runStart(l, r, 1) + j * 4 * l.runBytes
       memory.fill(0, run, run + l.runBytes)
     }
-}
-
-/**
- * Copy columns `indices` of the packed matrix at `src` (layout `from`) into the matrix at `dst` (layout
- * `to`: same rows and storage, indices.length cols), element by element; `dst` need not be zeroed (each
- * row's last run is cleared first, so its padding columns read as zero, and so are the padding rows).
- */
-export const gatherColumns = (memory: Uint8Array, from: MatrixLayout, src: number, indices: Int32Array, to: MatrixLayout, dst: number): void => {
-  const size = from.storage === "f32" ? 4 : 2
-  const view = size === 4 ? new Uint32Array(memory.buffer) : new Uint16Array(memory.buffer)
-  const srcOffsets = Int32Array.from(indices, (c) => columnOffset(from.storage, c))
-  const dstOffsets = Int32Array.from(indices, (_, j) => columnOffset(to.storage, j))
-  const n = indices.length
-  zeroPaddingRows(memory, to, dst)
-  for (let r = 0; r < from.rows; r++) {
-    const lastRun = dst + runStart(to, r, 1) + (to.tiles - 1) * 4 * to.runBytes
-    memory.fill(0, lastRun, lastRun + to.runBytes)
-    const s = (src + runStart(from, r, 1)) / size
-    const d = (dst + runStart(to, r, 1)) / size
-    for (let j = 0; j < n; j++) view[d + dstOffsets[j]!] = view[s + srcOffsets[j]!]!
-  }
 }
