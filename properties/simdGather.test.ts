@@ -1,12 +1,17 @@
 // simd/: coarse sparsity's gathers (Kernels.gather) — resident copies of selected rows or columns of a
 // matrix, laid out like any weight so the dense kernels run on them — and the allocator that frees them.
-import { Effect, Exit, Scope } from "effect"
+import { Effect, Exit, Scope, Stream } from "effect"
 import fc from "fast-check"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { ReferenceKernels } from "../reference/index.ts"
 import { SimdKernels } from "../simd/index.ts"
 import type { SimdRuntime } from "../simd/SimdRuntime.ts"
-import type { KernelsShape } from "../src/Kernels.ts"
+import { Kernels, type KernelsShape } from "../src/Kernels.ts"
+import * as Generation from "../src/Generation.ts"
+import * as Model from "../src/Model.ts"
+import { randomWeights } from "../src/RandomModel.ts"
+import * as Sirius from "../src/Sirius.ts"
+import { tinyModelAndPrompt } from "./arbitraries.ts"
 import { type DType, fromFloat32 } from "../src/Tensor.ts"
 import { seeded } from "../testing/arbitraries.ts"
 import { assertClose } from "./tolerance.ts"
@@ -112,4 +117,31 @@ describe("simd gather", () => {
     expect(error.op).toBe("gather")
     expect(error.message).toMatch(/density/)
   })
+
+  it("a coarse request's gathers are freed when its stream ends, completed or interrupted (sparse and Sirius)", () =>
+    fc.assert(
+      fc.asyncProperty(tinyModelAndPrompt(6), fc.integer({ min: 1, max: 5 }), async ({ config, seed, prompt }, take) => {
+        const rt = two.runtime
+        await run(
+          Effect.gen(function* () {
+            const model = yield* Effect.provideService(Model.fromWeights(config, randomWeights(config, { seed })), Kernels, two)
+            const before = rt.allocatedBytes
+            const sparsity = { granularity: "coarse", density: 0.5 } as const
+            const streams = [
+              Generation.generate(model, { prompt, maxNewTokens: 6, sparsity }),
+              Sirius.generate(model, { prompt, maxNewTokens: 6, sparsity, correctionPeriod: 3 })
+            ] as const
+            for (const stream of streams) {
+              let peak = before
+              yield* Stream.runDrain(Stream.tap(stream as Stream.Stream<unknown, unknown>, () => Effect.sync(() => void (peak = Math.max(peak, rt.allocatedBytes)))))
+              expect(peak).toBeGreaterThan(before) // the gathers did happen
+              expect(rt.allocatedBytes).toBe(before)
+              yield* Stream.runDrain(Stream.take(stream as Stream.Stream<unknown, unknown>, take)) // interrupted part-way
+              expect(rt.allocatedBytes).toBe(before)
+            }
+          }).pipe(Effect.orDie)
+        )
+      }),
+      { numRuns: 10 }
+    ))
 })

@@ -37,7 +37,8 @@ interface Row extends Eval.EvalReport {
 const program = Effect.gen(function* () {
   const problems = (yield* Eval.readProblems(defaultDataFile())).slice(0, limit)
   const base: Flags = { backend, threads, "max-tokens": "96" }
-  const { checkpoint, model } = yield* loadModel(settings({ ...base, mode: "sirius" }))
+  // one load serves every row: fine sparsity's transposed down_proj included
+  const { checkpoint, model } = yield* loadModel(settings({ ...base, mode: "sirius", sparsity: "fine" }))
   const tokenizer = checkpoint.tokenizer!
   const run = (label: string, flags: Flags) =>
     Effect.gen(function* () {
