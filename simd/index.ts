@@ -8,7 +8,7 @@
  * makes one pass over the weights for all T tokens (bf16: each widened weight vector feeds 4 tokens).
  *
  * Ops and where they run:
- *   matmul, matmulRows, matmulTransposedRows, attention   wasm SIMD on all threads (kernels.wat)
+ *   matmul, matmulRows, matmulTransposedRows, attention, gather   wasm on all threads (kernels.wat)
  *   swiglu              wasm SIMD on the main thread (vectorised exp)
  *   rmsnorm, rope, add, embedding   plain TS on the main thread, float64 like the reference: a few
  *                       thousand elements per token per layer, negligible next to the matmuls
