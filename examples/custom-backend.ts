@@ -8,7 +8,7 @@
  *   Effect.runPromise(Effect.provide(program, NaiveF32Kernels.layer))
  */
 import { Effect, Layer } from "effect"
-import { gatherColumns, gatherRows, ReferenceKernels } from "../reference/index.ts"
+import { gather, ReferenceKernels } from "../reference/index.ts"
 import { Kernels, type KernelsShape, type Matrix } from "../src/Kernels.ts"
 import { toFloat32 } from "../src/Tensor.ts"
 
@@ -62,14 +62,8 @@ const make = (): KernelsShape => {
         tokens.forEach((id, t) => out.set(data.subarray(id * cols, (id + 1) * cols), t * cols))
         return out
       }),
-    // coarse sparsity's per-request copies, in our handle too
-    gather: (w, indices, axis) =>
-      Effect.sync((): F32Matrix => {
-        const { rows, cols, data } = w as F32Matrix
-        return axis === "rows"
-          ? { rows: indices.length, cols, data: gatherRows(data, cols, indices) }
-          : { rows, cols: indices.length, data: gatherColumns(data, rows, cols, indices) }
-      }),
+    // coarse sparsity's per-request copies, in our handle too (the reference's copy, same row-major shape)
+    gather: (w, indices, axis) => Effect.sync((): F32Matrix => gather(w as F32Matrix, indices, axis)),
     matmul: (w, x, T) => Effect.sync(() => matmulF32(w as F32Matrix, x, T, all(w.rows))),
     matmulRows: (w, x, T, rows) => Effect.sync(() => matmulF32(w as F32Matrix, x, T, rows)),
     matmulTransposedRows: (wT, h, T, rows) => Effect.sync(() => matmulTransposedF32(wT as F32Matrix, h, T, rows))

@@ -5,6 +5,7 @@
  */
 import fc from "fast-check"
 import type { LlamaConfig } from "../src/Config.ts"
+import type { DType } from "../src/Tensor.ts"
 
 export const tinyConfig: fc.Arbitrary<LlamaConfig> = fc
   .record({
@@ -49,3 +50,17 @@ export const tinyModelAndPrompt = (maxLen: number) =>
       prompt: fc.array(fc.integer({ min: 0, max: config.vocabSize - 1 }), { minLength: 1, maxLength: maxLen })
     })
   )
+
+/**
+ * A matrix (rows ≤ 90, odd column counts up to 300, any dtype), T = 1..17 tokens (past the simd kernels'
+ * 4-token passes) and a selection of distinct rows in any order (the kernels must not assume sorted ones).
+ */
+export const selectedRowsCase = fc
+  .record({
+    rows: fc.integer({ min: 1, max: 90 }),
+    cols: fc.oneof(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 41, max: 300 })),
+    T: fc.integer({ min: 1, max: 17 }),
+    dtype: fc.constantFrom<DType>("F32", "BF16", "F16"),
+    seed: fc.integer()
+  })
+  .chain((c) => fc.record({ c: fc.constant(c), sel: fc.uniqueArray(fc.integer({ min: 0, max: c.rows - 1 }), { minLength: 1, maxLength: c.rows }) }))

@@ -26,9 +26,9 @@ import * as Model from "../src/Model.ts"
 import { randomWeights } from "../src/RandomModel.ts"
 import { argmax } from "../src/Sampler.ts"
 import { type DType, fromFloat32, type RawTensor, toFloat32 } from "../src/Tensor.ts"
-import { tinyConfig } from "./arbitraries.ts"
+import { selectedRowsCase, tinyConfig } from "./arbitraries.ts"
 import { multiTokenEqualsDecode, overwriteEqualsFreshPrefill } from "./forward.properties.ts"
-import { assertClose } from "./tolerance.ts"
+import { assertClose, bitsEqual } from "./tolerance.ts"
 import { seeded } from "../testing/arbitraries.ts"
 
 type Simd = KernelsShape & { readonly runtime: SimdRuntime }
@@ -50,12 +50,6 @@ beforeAll(async () => {
 afterAll(() => run(Scope.close(scope, Exit.void)))
 
 
-const bitsEqual = (label: string, a: Float32Array, b: Float32Array): void => {
-  expect(a.length, label).toBe(b.length)
-  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length)
-  const ub = new Uint32Array(b.buffer, b.byteOffset, b.length)
-  for (let i = 0; i < ua.length; i++) if (ua[i] !== ub[i]) throw new Error(`${label}: bits differ at [${i}]: ${a[i]} vs ${b[i]}`)
-}
 
 const matmulCase = fc.record({
   rows: fc.oneof(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 41, max: 300 })),
@@ -130,25 +124,10 @@ describe("simd matmul", () => {
 })
 
 describe("simd sparse MLP products", () => {
-  const sparseCase = fc
-    .record({
-      rows: fc.integer({ min: 1, max: 90 }),
-      cols: fc.oneof(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 41, max: 300 })),
-      T: fc.integer({ min: 1, max: 17 }),
-      dtype: fc.constantFrom(...dtypes),
-      seed: fc.integer()
-    })
-    .chain((c) =>
-      fc.record({
-        c: fc.constant(c),
-        // distinct row indices in any order (the kernel must not assume sorted selections)
-        sel: fc.uniqueArray(fc.integer({ min: 0, max: c.rows - 1 }), { minLength: 1, maxLength: c.rows })
-      })
-    )
 
   it("matmulRows equals the selected rows of the dense matmul, bitwise, and agrees with the reference", () =>
     fc.assert(
-      fc.asyncProperty(sparseCase, async ({ c: { rows, cols, T, dtype, seed }, sel }) => {
+      fc.asyncProperty(selectedRowsCase, async ({ c: { rows, cols, T, dtype, seed }, sel }) => {
         const t = fromFloat32("w", dtype, [rows, cols], seeded(seed, rows * cols))
         const x = seeded(seed + 3, T * cols, 4)
         const picked = Int32Array.from(sel)
@@ -173,7 +152,7 @@ describe("simd sparse MLP products", () => {
    */
   it("matmulTransposedRows agrees with the reference and is thread-count independent", () =>
     fc.assert(
-      fc.asyncProperty(sparseCase, async ({ c: { rows: F, cols: D, T, dtype, seed }, sel }) => {
+      fc.asyncProperty(selectedRowsCase, async ({ c: { rows: F, cols: D, T, dtype, seed }, sel }) => {
         const t = fromFloat32("wT", dtype, [F, D], seeded(seed, F * D))
         const n = sel.length
         const h = seeded(seed + 5, T * n, 4)

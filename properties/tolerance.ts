@@ -72,3 +72,11 @@ export const assertClose = (
   if (!c.ok) throw new Error(`${label}: ${c.report}`)
   return c
 }
+
+/** a and b hold the very same float32 bit patterns (results that must not depend on threads or T). */
+export const bitsEqual = (label: string, a: Float32Array, b: Float32Array): void => {
+  if (a.length !== b.length) throw new Error(`${label}: lengths differ: ${a.length} vs ${b.length}`)
+  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length)
+  const ub = new Uint32Array(b.buffer, b.byteOffset, b.length)
+  for (let i = 0; i < ua.length; i++) if (ua[i] !== ub[i]) throw new Error(`${label}: bits differ at [${i}]: ${a[i]} vs ${b[i]}`)
+}

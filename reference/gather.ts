@@ -15,3 +15,16 @@ export const gatherColumns = (w: Float32Array, rows: number, cols: number, indic
   for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) out[r * n + j] = w[r * cols + indices[j]!]!
   return out
 }
+
+/** A row-major f32 matrix (the reference's handle, and any backend's that holds the same). */
+export interface F32Rows {
+  readonly rows: number
+  readonly cols: number
+  readonly data: Float32Array // (rows, cols)
+}
+
+/** Kernels.gather on a row-major f32 matrix: rows `indices` (n, cols) or columns `indices` (rows, n). */
+export const gather = (w: F32Rows, indices: Int32Array, axis: "rows" | "columns"): F32Rows =>
+  axis === "rows"
+    ? { rows: indices.length, cols: w.cols, data: gatherRows(w.data, w.cols, indices) }
+    : { rows: w.rows, cols: indices.length, data: gatherColumns(w.data, w.rows, w.cols, indices) }

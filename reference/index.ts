@@ -10,7 +10,7 @@ import { toFloat32 } from "../src/Tensor.ts"
 import { add } from "./add.ts"
 import { attention } from "./attention.ts"
 import { embedding } from "./embedding.ts"
-import { gatherColumns, gatherRows } from "./gather.ts"
+import { gather } from "./gather.ts"
 import { matmul, matmulRows, matmulTransposedRows } from "./matmul.ts"
 import { rmsnorm } from "./rmsnorm.ts"
 import { rope } from "./rope.ts"
@@ -19,7 +19,7 @@ import { swiglu } from "./swiglu.ts"
 export { add } from "./add.ts"
 export { attention, type AttentionDims } from "./attention.ts"
 export { embedding } from "./embedding.ts"
-export { gatherColumns, gatherRows } from "./gather.ts"
+export { gather, gatherColumns, gatherRows, type F32Rows } from "./gather.ts"
 export { matmul, matmulAbsTerms, matmulRows, matmulTransposedRows } from "./matmul.ts"
 export { rmsnorm } from "./rmsnorm.ts"
 export { rope } from "./rope.ts"
@@ -41,13 +41,7 @@ const make = (): KernelsShape => ({
   matmul: (w, x, T) => Effect.sync(() => matmul((w as F32Matrix).data, x, T, w.rows, w.cols)),
   matmulRows: (w, x, T, rows) => Effect.sync(() => matmulRows((w as F32Matrix).data, x, T, w.cols, rows)),
   matmulTransposedRows: (wT, h, T, rows) => Effect.sync(() => matmulTransposedRows((wT as F32Matrix).data, h, T, wT.cols, rows)),
-  gather: (w, indices, axis) =>
-    Effect.sync((): F32Matrix => {
-      const { rows, cols, data } = w as F32Matrix
-      return axis === "rows"
-        ? { rows: indices.length, cols, data: gatherRows(data, cols, indices) }
-        : { rows, cols: indices.length, data: gatherColumns(data, rows, cols, indices) }
-    }),
+  gather: (w, indices, axis) => Effect.sync((): F32Matrix => gather(w as F32Matrix, indices, axis)),
   embedding: (table, tokens) => Effect.sync(() => embedding((table as F32Matrix).data, tokens, table.cols)),
   rmsnorm: (x, weight, T, eps) => Effect.sync(() => rmsnorm(x, (weight as F32Vector).data, T, eps)),
   rope: (x, T, heads, headDim, positions, invFreq) => Effect.sync(() => rope(x, T, heads, headDim, positions, invFreq)),

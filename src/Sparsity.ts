@@ -145,6 +145,8 @@ export interface RequestMlp {
   readonly sparse: Effect.Effect<Mlp, KernelError>
 }
 
+// Forward.dense's value, written here: Forward imports this module, so importing it back would read it
+// before Forward has initialised it
 const dense: Mlp = { _tag: "Dense" }
 
 /** A request without sparsity: dense everywhere. */
