@@ -18,7 +18,8 @@ import { existsSync, readFileSync, statSync } from "node:fs"
 import { isAbsolute, join, resolve, sep } from "node:path"
 import { ConfigError, describeSchemaError, errorText, normaliseTokenIds, readConfigFile, readJsonFile, TokenIds } from "./Config.ts"
 import type { LlamaConfig } from "./Config.ts"
-import { CheckpointError, readSafetensors } from "./Safetensors.ts"
+import type { OnProgress } from "./LoadProgress.ts"
+import { CheckpointError, readSafetensors, readSafetensorsHeader } from "./Safetensors.ts"
 import type { RawTensor } from "./Tensor.ts"
 import { loadTokenizer } from "./Tokenizer.ts"
 import type { TextTokenizer } from "./Tokenizer.ts"
@@ -50,7 +51,30 @@ const exists = (file: string): Effect.Effect<boolean, CheckpointError> =>
   Effect.try({ try: () => existsSync(file), catch: (cause) => checkpointError(file, `cannot stat (${errorText(cause)})`) })
 
 /** Read the needed tensors of a sharded checkpoint; `fileOf` names each tensor's shard for later errors. */
-const readSharded = Effect.fnUntraced(function* (dir: string, indexFile: string, needed: ReadonlySet<string>) {
+/**
+ * A progress reporter over the needed tensors of the given files (their headers read first for the
+ * totals), or undefined without a callback.
+ */
+const progressOver = Effect.fnUntraced(function* (files: ReadonlyArray<string>, needed: ReadonlySet<string>, onProgress: OnProgress | undefined) {
+  if (onProgress === undefined) return undefined
+  let totalTensors = 0
+  let totalBytes = 0
+  for (const file of files)
+    for (const e of (yield* readSafetensorsHeader(file)).entries)
+      if (needed.has(e.name)) {
+        totalTensors++
+        totalBytes += e.end - e.begin
+      }
+  let tensors = 0
+  let bytes = 0
+  return (file: string) => (t: RawTensor) => {
+    tensors++
+    bytes += t.data.byteLength
+    onProgress({ phase: "read", source: file, tensors, totalTensors, bytes, totalBytes })
+  }
+})
+
+const readSharded = Effect.fnUntraced(function* (dir: string, indexFile: string, needed: ReadonlySet<string>, onProgress: OnProgress | undefined) {
   const json = yield* Effect.try({
     try: (): unknown => JSON.parse(readFileSync(indexFile, "utf8")),
     catch: (cause) => checkpointError(indexFile, `cannot read JSON (${errorText(cause)})`)
@@ -78,8 +102,9 @@ const readSharded = Effect.fnUntraced(function* (dir: string, indexFile: string,
 
   const tensors = new Map<string, RawTensor>()
   const fileOf = new Map<string, string>()
+  const progress = yield* progressOver([...byShard.keys()], needed, onProgress)
   for (const [shard, names] of byShard) {
-    const read = yield* readSafetensors(shard, new Set(names))
+    const read = yield* readSafetensors(shard, new Set(names), progress?.(shard))
     for (const name of names) {
       const t = read.get(name)
       if (t === undefined) return yield* checkpointError(shard, `tensor "${name}" is listed in ${indexFile} for this shard but absent from it`, name)
@@ -121,7 +146,7 @@ const readGenerationConfig = Effect.fnUntraced(function* (file: string, config: 
  *
  * **Details**: reads config.json, then model.safetensors or model.safetensors.index.json and its shards
  * (only the tensors the model needs), tokenizer.json when present, and generation_config.json when
- * present (its eos ids are united with config.json's). Fails with a ConfigError or CheckpointError
+ * present (its eos ids are united with config.json's). `onProgress` sees every tensor read. Fails with a ConfigError or CheckpointError
  * naming the file, and the tensor or field when there is one.
  *
  * **Example**
@@ -132,13 +157,21 @@ const readGenerationConfig = Effect.fnUntraced(function* (file: string, config: 
  *
  * @category loading
  */
-export const loadCheckpoint = (dir: string): Effect.Effect<Checkpoint, ConfigError | CheckpointError> =>
+export interface LoadOptions {
+  /** Called after each tensor is read (phase "read"). */
+  readonly onProgress?: OnProgress
+}
+
+export const loadCheckpoint = (dir: string, options: LoadOptions = {}): Effect.Effect<Checkpoint, ConfigError | CheckpointError> =>
   Effect.gen(function* () {
-    const isDir = yield* Effect.try({
-      try: () => statSync(dir, { throwIfNoEntry: false })?.isDirectory() ?? false,
+    const stat = yield* Effect.try({
+      try: () => statSync(dir, { throwIfNoEntry: false }),
       catch: (cause) => checkpointError(dir, `cannot stat (${errorText(cause)})`)
     })
-    if (!isDir) return yield* checkpointError(dir, "checkpoint directory does not exist")
+    const expected = "expected a model directory (HF layout: config.json and model.safetensors or model.safetensors.index.json)"
+    if (stat === undefined) return yield* checkpointError(dir, `no such file or directory; ${expected}`)
+    if (!stat.isDirectory()) return yield* checkpointError(dir, `${stat.isFile() ? `a file of ${stat.size} bytes` : "not a directory"}, not a model; ${expected}`)
+    if (!(yield* exists(join(dir, "config.json")))) return yield* checkpointError(dir, `a directory without config.json, not a model; ${expected}`)
     const config = yield* readConfigFile(join(dir, "config.json"))
     const needed = new Set(expectedTensors(config).map((e) => e.name))
 
@@ -147,10 +180,11 @@ export const loadCheckpoint = (dir: string): Effect.Effect<Checkpoint, ConfigErr
     let tensors: ReadonlyMap<string, RawTensor>
     let fileOf: string | ((name: string) => string)
     if (yield* exists(single)) {
-      tensors = yield* readSafetensors(single, needed)
+      const progress = yield* progressOver([single], needed, options.onProgress)
+      tensors = yield* readSafetensors(single, needed, progress?.(single))
       fileOf = single
     } else if (yield* exists(indexFile)) {
-      const sharded = yield* readSharded(dir, indexFile, needed)
+      const sharded = yield* readSharded(dir, indexFile, needed, options.onProgress)
       tensors = sharded.tensors
       fileOf = sharded.fileOf
     } else {

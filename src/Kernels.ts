@@ -24,6 +24,19 @@ export class KernelError extends Schema.TaggedError<KernelError>()("KernelError"
   message: Schema.String
 }) {}
 
+/**
+ * A backend the caller demanded cannot run here (no GPU adapter, a missing optional package, ...). Never a
+ * silent fallback: `requested` names what was asked for, `reason` what was tried and why it failed.
+ */
+export class BackendUnavailableError extends Schema.TaggedError<BackendUnavailableError>()("BackendUnavailableError", {
+  requested: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `backend "${this.requested}" is unavailable: ${this.reason}`
+  }
+}
+
 /** A weight matrix `[rows, cols]` (HF `[out, in]`) made resident on a backend. Opaque outside it. */
 export interface Matrix {
   readonly rows: number
