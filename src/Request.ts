@@ -233,6 +233,18 @@ export const init = (model: Model, options: CommonOptions, sparsity: Sparsity.Sp
     }
   })
 
+/**
+ * Bytes a request will allocate in the backend's memory (Kernels.memory) at most: coarse sparsity's
+ * gathered gate/up rows and down_proj columns. (Its KV cache and activations live in host memory.)
+ */
+export const backendBytes = (model: Model, sparsity: Sparsity.SparsityOptions | undefined): number => {
+  if (sparsity === undefined || sparsity.granularity !== "coarse") return 0
+  const F = model.config.intermediateSize
+  const share = Sparsity.keptCount(F, sparsity.density) / F
+  // gate and up rows and down columns: the kept share of each layer's three MLP matrices (layout padding aside)
+  return model.layers.reduce((n, l) => n + share * ((l.gateProj.bytes ?? 0) + (l.upProj.bytes ?? 0) + (l.downProj.bytes ?? 0)), 0)
+}
+
 /** Generated tokens committed so far. */
 export const committedCount = (s: State): number => s.text.ids.length
 
