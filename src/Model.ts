@@ -24,6 +24,10 @@ export interface LayerHandles {
   readonly downProj: Matrix
   /** down_proj transposed (F, D), one neuron's weights contiguous: present when loaded for fine sparsity. */
   readonly downProjT: Matrix | undefined
+  /** q/k/v_proj biases (Qwen2); absent for Llama. */
+  readonly qBias?: Vector
+  readonly kBias?: Vector
+  readonly vBias?: Vector
 }
 
 export interface Model {
