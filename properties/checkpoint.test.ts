@@ -384,7 +384,7 @@ describe("assembleWeights", () => {
 
 // ---------------------------------------------------------------------------------------------------
 
-/** formats-and-oracles.md §5's measured example: Whitespace pre-tokenizer, BPE, TemplateProcessing adding <s>. */
+/** A hand-written tokenizer.json: Whitespace pre-tokenizer, BPE, TemplateProcessing adding <s>. */
 const tokenizerJson = {
   version: "1.0",
   truncation: null,

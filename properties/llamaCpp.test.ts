@@ -1,5 +1,5 @@
 /**
- * The differential test of the engine against llama.cpp (formats-and-oracles.md §7.4, §8).
+ * The differential test of the engine against llama.cpp (docs/formats.md).
  *
  * For each configuration, a seeded random model is written twice: as an HF directory (config.json +
  * safetensors, loaded back through Checkpoint.loadCheckpoint, so the loader is under test too) and as a

@@ -1,7 +1,7 @@
 /**
  * The simd backend (simd/) against the reference (reference/), op by op and on whole models.
  *
- * Tolerances follow style.md §6: |Δ| ≤ atol + rtol·|ref| + c·2⁻²⁴·Σ|terms|, with Σ|terms| computed here
+ * Tolerances follow docs/testing.md: |Δ| ≤ atol + rtol·|ref| + c·2⁻²⁴·Σ|terms|, with Σ|terms| computed here
  * from the reference's own inputs and the kernel's reduction order (the bound of each op is derived in
  * its comment, not tuned). Ops whose TS arithmetic is the reference's own (rmsnorm, rope, add,
  * embedding) must agree exactly. 16-bit storage is checked against the reference fed the same widened

@@ -211,7 +211,7 @@ export class SimdRuntime {
    * Allocate `bytes` of zeroed memory (64-byte aligned) until `free`: the first gap between live blocks
    * that fits, else above them. `zeroed: false` skips the zeroing, for a caller that writes every byte. Memory that served as scratch or was freed is zeroed (matrix padding
    * must read as 0); fresh memory already is zero, and is left untouched (first touches cost ~3 ms/MB on
-   * the VMs of measurements.md).
+   * the VMs of docs/measurements.md).
    */
   alloc(bytes: number, options: { readonly zeroed: boolean } = { zeroed: true }): number {
     let at = WEIGHTS_BASE

@@ -1,5 +1,5 @@
 /**
- * Calibration of the CATS thresholds (fine-threshold granularity; sirius-algorithm.md §2.1): per layer, the
+ * Calibration of the CATS thresholds (fine-threshold granularity; docs/sirius.md): per layer, the
  * (1 − density)-quantile of |SiLU(W_gate·x)| over the calibration tokens, so that on that data a fraction
  * `density` of the MLP neurons stays active.
  *

@@ -5,7 +5,7 @@
  * `decodeConfig` checks the relations between fields (KV heads divide heads, head_dim is even, the rope
  * type is one we implement, ...) and applies HF's defaults. Everything downstream trusts a LlamaConfig.
  *
- * Both RoPE layouts are accepted (formats-and-oracles.md §1): the older top-level `rope_theta` +
+ * Both RoPE layouts are accepted (docs/formats.md): the older top-level `rope_theta` +
  * `rope_scaling`, and transformers v5's `rope_parameters`; when both are present `rope_parameters` wins.
  *
  * This module does not read weights or tokenizers (see Checkpoint.ts), and it accepts only what the
@@ -15,7 +15,7 @@ import { Effect, Schema } from "effect"
 import type { SchemaIssue } from "effect"
 import { readFileSync } from "node:fs"
 
-/** Llama 3 RoPE frequency scaling (formats-and-oracles.md §1). */
+/** Llama 3 RoPE frequency scaling (docs/formats.md). */
 export interface Llama3RopeScaling {
   readonly ropeType: "llama3"
   readonly factor: number

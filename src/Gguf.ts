@@ -1,5 +1,5 @@
 /**
- * Gguf: a minimal GGUF v3 writer for Llama models (formats-and-oracles.md §6, §7).
+ * Gguf: a minimal GGUF v3 writer for Llama models (docs/formats.md).
  *
  * Its job is to hand llama.cpp exactly the weights sirius-ts runs, so llama.cpp can serve as an
  * independent numerical oracle (properties/llamaCpp.test.ts), and to produce benchmark files. It writes

@@ -8,7 +8,7 @@
  * interrupting the stream stops the work at the next step and drops the state; the stream's scope owns
  * what the request holds on the backend (coarse sparsity's gathered weights), freed when it ends.
  *
- * Stop rule (one for every mode, sirius-algorithm.md §3.7): only committed tokens stop generation: an EOS
+ * Stop rule (one for every mode, docs/sirius.md): only committed tokens stop generation: an EOS
  * id, a stop string in the committed text, or the token budget. Sirius commits only verified tokens.
  */
 import { Effect, Schema, Stream } from "effect"
@@ -66,7 +66,7 @@ export interface SiriusStats extends GenerationStats {
   readonly treeWidth: number
   /** Average advance length: mean of (accepted + 1) over verifications, the last one excluded (as the paper). */
   readonly aal: number
-  /** ((k − 1)·parameterDensity + 1) / AAL (sirius-algorithm.md §4). */
+  /** ((k − 1)·parameterDensity + 1) / AAL (docs/sirius.md, metrics). */
   readonly effectiveDensity: number
   /** Average parameters used per token: effectiveDensity × total parameters. */
   readonly apu: number

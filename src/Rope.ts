@@ -1,6 +1,6 @@
 /**
  * RoPE inverse frequencies, derived once per model from the config: base^(−2i/Dh) for i < Dh/2, with
- * optional Llama 3 scaling (formats-and-oracles.md §1, as transformers' `_compute_llama3_parameters`).
+ * optional Llama 3 scaling (docs/formats.md, as transformers' `_compute_llama3_parameters`).
  * Computed in float64, stored as float32. The rotation itself is the `rope` kernel.
  */
 import type { Llama3RopeScaling } from "./Config.ts"

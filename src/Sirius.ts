@@ -1,5 +1,5 @@
 /**
- * Sirius (arXiv 2409.03856, §3 of docs/sirius.md): the sparse model drafts, and every `correctionPeriod`
+ * Sirius (arXiv 2409.03856; docs/sirius.md): the sparse model drafts, and every `correctionPeriod`
  * k tokens the full model verifies the window in one parallel forward that rewrites the window's KV, keeps
  * the longest accepted prefix, rolls back the rest (tokens and KV) and emits its own token at the first
  * rejected position (or a bonus token when every draft passed).
@@ -39,7 +39,7 @@ export interface ChainOptions extends Common {
 }
 
 /**
- * Tree drafting (w > 1, sirius-algorithm.md §3.6): the sparse model grows a beam tree, every branch is
+ * Tree drafting (w > 1, docs/sirius.md): the sparse model grows a beam tree, every branch is
  * verified in one full pass with tree attention, and the beam with the longest accepted prefix wins. The
  * beam chooses the drafts, so the policy must not have a `draft`.
  */

@@ -1,5 +1,5 @@
 /**
- * Contextual MLP sparsity (sirius-algorithm.md §2): which MLP neurons a sparse token computes.
+ * Contextual MLP sparsity (docs/sirius.md): which MLP neurons a sparse token computes.
  *
  * Only the SwiGLU MLP is sparsified; attention, embeddings and lm_head stay dense, and the prompt is
  * always prefilled densely. `density` ρ is the fraction of the D_ff neurons kept, the same in every layer.

@@ -2,7 +2,7 @@
  * ModelWeights: the checkpoint's tensors under their HF names (camelCased).
  *
  * This module holds THE one table from HF `LlamaForCausalLM` tensor names to ModelWeights fields
- * (formats-and-oracles.md §2, tinygrad's keymap style), and checks every tensor's presence and exact
+ * (docs/formats.md, tinygrad's keymap style), and checks every tensor's presence and exact
  * shape against the config. Tensors it does not know (`rotary_emb.inv_freq`, ...) are ignored.
  *
  * It does not read files (Safetensors.ts, Checkpoint.ts) and keeps tensors raw (Tensor.ts): each backend

@@ -211,7 +211,7 @@ const tinyllama: LlamaConfig = {
  *
  * - `tinyllama-1.1b`: TinyLlama-1.1B (hidden 2048, ffn 5632, 32 heads, 4 KV heads, 22 layers, vocab 32000).
  * - `tinyllama-1.1b-2layers`: the same with 2 layers (fast benchmark smoke runs).
- * - `tiny`: the formats-and-oracles.md §7.1 test shape (hidden 64, 4 heads, 2 KV heads, ffn 96,
+ * - `tiny`: the llama.cpp oracle's test shape (docs/formats.md) (hidden 64, 4 heads, 2 KV heads, ffn 96,
  *   2 layers), with vocab 320 so the GGUF's default vocab has room past the 259 special/byte tokens.
  *
  * @category constructors
