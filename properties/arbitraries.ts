@@ -22,6 +22,7 @@ export const tinyConfig: fc.Arbitrary<LlamaConfig> = fc
   })
   .map(
     (r): LlamaConfig => ({
+      architecture: "llama",
       vocabSize: r.vocabSize,
       hiddenSize: r.hiddenSize,
       intermediateSize: r.intermediateSize,
@@ -36,6 +37,7 @@ export const tinyConfig: fc.Arbitrary<LlamaConfig> = fc
         ? { ropeType: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 16 }
         : undefined,
       tieWordEmbeddings: r.tieWordEmbeddings,
+      attentionBias: false,
       bosTokenId: undefined,
       eosTokenIds: []
     })

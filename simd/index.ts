@@ -30,7 +30,7 @@ import { Effect, Layer } from "effect"
 import type { Scope } from "effect"
 import { availableParallelism } from "node:os"
 import { KernelError, Kernels, type KernelsShape, type Matrix, type Vector } from "../src/Kernels.ts"
-import { type RawTensor, toFloat32 } from "../src/Tensor.ts"
+import { type RawTensor, toFloat32, widenQuantized } from "../src/Tensor.ts"
 import {
   columnOffsets,
   matrixLayout,
@@ -134,17 +134,19 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
     })
   const attempt = <A>(op: string, f: () => A): Effect.Effect<A, KernelError> => Effect.try({ try: f, catch: (e) => fail(op, e) })
 
-  const matrix = (t: RawTensor): Effect.Effect<Matrix, KernelError> =>
+  const matrix = (raw: RawTensor): Effect.Effect<Matrix, KernelError> =>
     attempt("matrix", () => {
-      const known = uploaded.get(t)
+      const known = uploaded.get(raw)
       if (known) return known
+      // No integer kernels here yet: quantized weights (Q8_0, Q4_0, Q4_K, Q6_K) are widened to f32 exactly.
+      const t = widenQuantized(raw)
       const storage = storageOf[t.dtype]
       const layout = matrixLayout(t.shape[0]!, t.shape[1]!, storage)
       const address = rt.alloc(layout.bytes)
       packMatrix(t.data, layout, rt.u8.subarray(address, address + layout.bytes))
       storages.add(storage)
       const m: SimdMatrix = { rows: layout.rows, cols: layout.cols, layout, address }
-      uploaded.set(t, m)
+      uploaded.set(raw, m)
       return m
     })
 
