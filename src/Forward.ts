@@ -77,9 +77,11 @@ export const forward = Effect.fnUntraced(function* (
 
     // attention block: x += o(attn(rope(q), rope(k), v))
     const xb = yield* k.rmsnorm(x, w.inputLayernorm, T, eps) // (T, D)
-    const q = yield* k.rope(yield* k.matmul(w.qProj, xb, T), T, H, Dh, positions, model.invFreq) // (T, H·Dh)
-    const kk = yield* k.rope(yield* k.matmul(w.kProj, xb, T), T, Hkv, Dh, positions, model.invFreq) // (T, Hkv·Dh)
-    const v = yield* k.matmul(w.vProj, xb, T) // (T, Hkv·Dh)
+    // [qwen2 bias] q/k/v biases (Qwen2) are added on the host before RoPE; a no-op without them.
+    const bias = w.attentionBias
+    const q = yield* k.rope(addBias(yield* k.matmul(w.qProj, xb, T), bias?.q), T, H, Dh, positions, model.invFreq) // (T, H·Dh)
+    const kk = yield* k.rope(addBias(yield* k.matmul(w.kProj, xb, T), bias?.k), T, Hkv, Dh, positions, model.invFreq) // (T, Hkv·Dh)
+    const v = addBias(yield* k.matmul(w.vProj, xb, T), bias?.v) // (T, Hkv·Dh)
     KvCache.write(cache, l, startPos, kk, v)
     const att = yield* k.attention(q, cache.keys[l]!, cache.values[l]!, {
       T,
@@ -110,6 +112,17 @@ export const forward = Effect.fnUntraced(function* (
   mlp?: Mlp,
   tree?: TreeLayout
 ) => Effect.Effect<Float32Array, KernelError>
+
+/**
+ * [qwen2 bias] x (T, n) += bias (n) broadcast over the T rows, in place (x is a fresh matmul output).
+ * Host-side stopgap for Qwen2's q/k/v biases; to be ported into the Kernels-based Forward.
+ */
+const addBias = (x: Float32Array, bias: Float32Array | undefined): Float32Array => {
+  if (bias === undefined) return x
+  const n = bias.length
+  for (let i = 0; i < x.length; i++) x[i] = x[i]! + bias[i % n]!
+  return x
+}
 
 /** The MLP of one layer on xb2 (T, D) → (T, D). Sparse variants read only the kept neurons' weights. */
 const mlpBlock = Effect.fnUntraced(function* (

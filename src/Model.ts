@@ -8,7 +8,7 @@ import type { Checkpoint } from "./Checkpoint.ts"
 import type { LlamaConfig } from "./Config.ts"
 import { type KernelError, Kernels, type KernelsShape, type Matrix, type Vector } from "./Kernels.ts"
 import { ropeInvFreq } from "./Rope.ts"
-import { transpose } from "./Tensor.ts"
+import { toFloat32, transpose } from "./Tensor.ts"
 import type { ModelWeights } from "./Weights.ts"
 
 export interface LayerHandles {
@@ -23,6 +23,11 @@ export interface LayerHandles {
   readonly downProj: Matrix
   /** down_proj transposed (F, D), one neuron's weights contiguous: present when loaded for fine sparsity. */
   readonly downProjT: Matrix | undefined
+  /**
+   * [qwen2 bias] q/k/v bias vectors (H·Dh, Hkv·Dh, Hkv·Dh) when config.attentionBias, held on the host
+   * in f32 and added by Forward after the projections (a stopgap until Kernels has a bias op).
+   */
+  readonly attentionBias?: { readonly q: Float32Array; readonly k: Float32Array; readonly v: Float32Array }
 }
 
 export interface Model {
@@ -56,7 +61,11 @@ export const fromWeights = Effect.fn("Model.fromWeights")(function* (config: Lla
       gateProj: yield* matrix(w.gateProj),
       upProj: yield* matrix(w.upProj),
       downProj: yield* matrix(w.downProj),
-      downProjT: options.sparse === true ? yield* matrix(transpose(w.downProj)) : undefined
+      downProjT: options.sparse === true ? yield* matrix(transpose(w.downProj)) : undefined,
+      // [qwen2 bias] host-side f32 copies; see LayerHandles.attentionBias.
+      ...(w.qProjBias !== undefined && w.kProjBias !== undefined && w.vProjBias !== undefined
+        ? { attentionBias: { q: toFloat32(w.qProjBias), k: toFloat32(w.kProjBias), v: toFloat32(w.vProjBias) } }
+        : {})
     })
   }
   const embedTokens = yield* matrix(weights.embedTokens)

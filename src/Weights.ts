@@ -13,7 +13,7 @@
 import { Effect } from "effect"
 import type { LlamaConfig } from "./Config.ts"
 import { CheckpointError } from "./Safetensors.ts"
-import { blockSize, convertTensor, fitsBlocks, tensorBytes } from "./Tensor.ts"
+import { blockSize, convertTensor, fitsBlocks, isQuantized, tensorBytes } from "./Tensor.ts"
 import type { QuantType, RawTensor } from "./Tensor.ts"
 
 export interface LayerWeights {
@@ -193,8 +193,8 @@ const matrixFields = ["qProj", "kProj", "vProj", "oProj", "gateProj", "upProj", 
 
 /**
  * Quantize the weight matrices of `weights` to `type` (Quant.quantize, ggml's reference quantizers):
- * every layer matrix, the embedding table and lm_head. A matrix whose row length is not a multiple of
- * the block size stays as it is (llama-quantize falls back likewise). Norms and biases are untouched; a
+ * every float layer matrix, the embedding table and lm_head. A matrix whose row length is not a multiple
+ * of the block size, or that is quantized already, stays as it is. Norms and biases are untouched; a
  * tied lm_head stays the very same object as the (quantized) embedding.
  *
  * **When to use**: the load-time `quantize` option of Checkpoint.loadCheckpoint (`--quantize q8_0`),
@@ -204,7 +204,8 @@ const matrixFields = ["qProj", "kProj", "vProj", "oProj", "gateProj", "upProj", 
  * @category assembling
  */
 export const quantizeWeights = (config: LlamaConfig, weights: ModelWeights, type: QuantType): ModelWeights => {
-  const q = (t: RawTensor): RawTensor => (t.dtype === type || !fitsBlocks(type, t.shape) ? t : convertTensor(t, type))
+  // Already-quantized tensors (from a GGUF) are kept: requantizing would only add error.
+  const q = (t: RawTensor): RawTensor => (isQuantized(t.dtype) || !fitsBlocks(type, t.shape) ? t : convertTensor(t, type))
   const embedTokens = q(weights.embedTokens)
   return {
     embedTokens,
