@@ -240,16 +240,48 @@ class Cursor {
     return at
   }
 
-  u8 = (f: string, t = ""): number => this.buf[this.take(1, f, t)]!
-  i8 = (f: string, t = ""): number => this.view.getInt8(this.take(1, f, t))
-  u16 = (f: string, t = ""): number => this.view.getUint16(this.take(2, f, t), true)
-  i16 = (f: string, t = ""): number => this.view.getInt16(this.take(2, f, t), true)
-  u32 = (f: string, t = ""): number => this.view.getUint32(this.take(4, f, t), true)
-  i32 = (f: string, t = ""): number => this.view.getInt32(this.take(4, f, t), true)
-  f32 = (f: string, t = ""): number => this.view.getFloat32(this.take(4, f, t), true)
-  f64 = (f: string, t = ""): number => this.view.getFloat64(this.take(8, f, t), true)
-  u64 = (f: string, t = ""): bigint => this.view.getBigUint64(this.take(8, f, t), true)
-  i64 = (f: string, t = ""): bigint => this.view.getBigInt64(this.take(8, f, t), true)
+  // take() may replace the window: call it before reading this.buf / this.view.
+  private at = (n: number, f: string, t: string): number => this.take(n, f, t)
+  u8 = (f: string, t = ""): number => {
+    const at = this.at(1, f, t)
+    return this.buf[at]!
+  }
+  i8 = (f: string, t = ""): number => {
+    const at = this.at(1, f, t)
+    return this.view.getInt8(at)
+  }
+  u16 = (f: string, t = ""): number => {
+    const at = this.at(2, f, t)
+    return this.view.getUint16(at, true)
+  }
+  i16 = (f: string, t = ""): number => {
+    const at = this.at(2, f, t)
+    return this.view.getInt16(at, true)
+  }
+  u32 = (f: string, t = ""): number => {
+    const at = this.at(4, f, t)
+    return this.view.getUint32(at, true)
+  }
+  i32 = (f: string, t = ""): number => {
+    const at = this.at(4, f, t)
+    return this.view.getInt32(at, true)
+  }
+  f32 = (f: string, t = ""): number => {
+    const at = this.at(4, f, t)
+    return this.view.getFloat32(at, true)
+  }
+  f64 = (f: string, t = ""): number => {
+    const at = this.at(8, f, t)
+    return this.view.getFloat64(at, true)
+  }
+  u64 = (f: string, t = ""): bigint => {
+    const at = this.at(8, f, t)
+    return this.view.getBigUint64(at, true)
+  }
+  i64 = (f: string, t = ""): bigint => {
+    const at = this.at(8, f, t)
+    return this.view.getBigInt64(at, true)
+  }
 
   /** A u64 count/size/offset as a number, failing when beyond `max` (checked on the bigint). */
   bounded(f: string, t: string, max: number, what: (n: bigint) => string): number {
@@ -259,7 +291,7 @@ class Cursor {
   }
 
   string(f: string, t = ""): string {
-    const length = this.bounded(f, t, this.remaining - 8, (n) => `string length ${n} exceeds the ${Math.max(0, this.remaining - 8)} bytes left in the file`)
+    const length = this.bounded(f, t, this.remaining - 8, (n) => `string length ${n} exceeds the ${Math.max(0, this.remaining - 8)} bytes left in the file (truncated?)`)
     const at = this.take(length, f, t)
     try {
       return this.decoder.decode(this.buf.subarray(at, at + length))
@@ -318,7 +350,7 @@ const readValue = (c: Cursor, key: string): GgufValue => {
   if (elementType === "array") throw new ParseFailure(key, "", "arrays of arrays are not supported")
   // Each element needs at least scalarBytes bytes (a string its 8-byte length): bound n by the file.
   const min = scalarBytes[elementType]
-  const count = c.bounded(key, "", Math.floor(c.remaining / min), (n) => `array of ${n} ${elementType} needs at least ${n * BigInt(min)} bytes, the file has ${c.remaining} left`)
+  const count = c.bounded(key, "", Math.floor(c.remaining / min), (n) => `array of ${n} ${elementType} needs at least ${n * BigInt(min)} bytes, the file has ${c.remaining} left (truncated?)`)
   const value: Array<number | bigint | boolean | string> = new Array(count)
   for (let i = 0; i < count; i++) value[i] = readScalar(c, elementType, key)
   return { type: "array", elementType, value } as GgufValue
@@ -346,8 +378,8 @@ const parseHeader = (fd: number, file: string, fileSize: number): GgufHeader => 
   const version = rawVersion
   // Bounds from the smallest possible entries: a tensor info is ≥ 25 bytes (8-byte name length,
   // ≥ 1 name byte, n_dims, type, offset), a metadata pair ≥ 14 (key length, ≥ 1 key byte, type, ≥ 1 byte).
-  const tensorCount = c.bounded("tensor_count", "", Math.floor(Math.max(0, c.remaining - 8) / 25), (n) => `${n} tensors cannot fit in a ${fileSize}-byte file`)
-  const kvCount = c.bounded("metadata_kv_count", "", Math.floor(c.remaining / 14), (n) => `${n} metadata pairs cannot fit in a ${fileSize}-byte file`)
+  const tensorCount = c.bounded("tensor_count", "", Math.floor(Math.max(0, c.remaining - 8) / 25), (n) => `${n} tensors cannot fit in a ${fileSize}-byte file (truncated?)`)
+  const kvCount = c.bounded("metadata_kv_count", "", Math.floor(c.remaining / 14), (n) => `${n} metadata pairs cannot fit in a ${fileSize}-byte file (truncated?)`)
 
   const metadata = new Map<string, GgufValue>()
   for (let i = 0; i < kvCount; i++) {
