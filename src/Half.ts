@@ -16,18 +16,24 @@ export const f16ToF32 = (h: number): number => {
   return sign * (1 + frac / 1024) * 2 ** (exp - 15)
 }
 
+/** One shared f32 slot and its bits: the conversions below run per element over whole tensors. */
+const slot = new Float32Array(1)
+const slotBits = new Uint32Array(slot.buffer)
+const bitsOf = (x: number): number => {
+  slot[0] = x
+  return slotBits[0]!
+}
+
 /** f32 → bf16 bits with round-to-nearest-even (what torch's `.to(bfloat16)` does). */
 export const f32ToBf16Bits = (x: number): number => {
-  const f = new Float32Array([x])
-  const u = new Uint32Array(f.buffer)[0]!
+  const u = bitsOf(x)
   if ((u & 0x7f800000) === 0x7f800000 && (u & 0x7fffff) !== 0) return 0x7fc0 // NaN
   return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff
 }
 
 /** f32 → IEEE half bits, round-to-nearest-even, overflow to ±Inf. */
 export const f32ToF16Bits = (x: number): number => {
-  const f = new Float32Array([x])
-  const u = new Uint32Array(f.buffer)[0]!
+  const u = bitsOf(x)
   const sign = (u >>> 16) & 0x8000
   const exp = (u >>> 23) & 0xff
   let mant = u & 0x7fffff
@@ -55,6 +61,6 @@ export const roundToF16 = (x: number): number => f16ToF32(f32ToF16Bits(x))
 
 /** x rounded to the nearest bf16 value (round-to-nearest-even), as a number. */
 export const roundToBf16 = (x: number): number => {
-  const bits = new Uint32Array([f32ToBf16Bits(x) << 16])
-  return new Float32Array(bits.buffer)[0]!
+  slotBits[0] = f32ToBf16Bits(x) << 16
+  return slot[0]!
 }
