@@ -20,7 +20,7 @@ export const usage = `sirius generate [--model DIR] (--prompt TEXT | --prompt-id
     [--mode full|sparse|sirius] [--sparsity fine|fine-threshold|coarse] [--density 0.5]
     [--period 16] [--threshold 0.1] [--tree-width 1] [--acceptance threshold|greedy-exact|speculative]
     [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S]
-    [--stop TEXT]... [--backend ${backendNames.join("|")}] [--threads N] [--json]`
+    [--stop TEXT]... [--backend ${backendNames.join("|")}] [--threads N] [--quantize q8_0|q4_0] [--json]`
 
 /** Flags shared by generate, eval and bench. */
 export const generationFlags = {
@@ -42,6 +42,7 @@ export const generationFlags = {
   stop: { type: "string", multiple: true },
   backend: { type: "string" },
   threads: { type: "string" },
+  quantize: { type: "string" },
   json: { type: "boolean" }
 } as const
 
@@ -61,6 +62,8 @@ export interface RunSettings {
   readonly stopStrings: ReadonlyArray<string>
   readonly backend: (typeof backendNames)[number]
   readonly threads: number | undefined
+  /** Quantize the float weight matrices at load time (`--quantize q8_0|q4_0`). */
+  readonly quantize: "Q8_0" | "Q4_0" | undefined
   readonly json: boolean
 }
 
@@ -68,6 +71,7 @@ export const settings = (v: { readonly [K in keyof typeof generationFlags]?: (ty
   const treeWidth = int("tree-width", v["tree-width"], 1) ?? 1
   if (treeWidth > 64) throw new UsageError(`--tree-width must be at most 64 (got ${treeWidth})`)
   const threshold = float("threshold", v.threshold, 0, 1) ?? 0.1
+  const quantize = oneOf("quantize", v.quantize, ["q8_0", "q4_0"] as const)
   return {
     dir: v.model ?? defaultModelDir(),
     mode: oneOf("mode", v.mode, ["full", "sparse", "sirius"] as const) ?? "full",
@@ -88,6 +92,7 @@ export const settings = (v: { readonly [K in keyof typeof generationFlags]?: (ty
     stopStrings: v.stop ?? [],
     backend: oneOf("backend", v.backend, backendNames) ?? "reference",
     threads: int("threads", v.threads, 1),
+    quantize: quantize === undefined ? undefined : quantize === "q8_0" ? "Q8_0" : "Q4_0",
     json: v.json === true
   }
 }
@@ -129,7 +134,7 @@ export type FinishedEvent = Extract<Sirius.SiriusEvent | Generation.GenerationEv
 /** Load the checkpoint and the model (with the transposed down_proj when fine sparsity needs it). */
 export const loadModel = (s: RunSettings) =>
   Effect.gen(function* () {
-    const checkpoint = yield* loadCheckpoint(s.dir)
+    const checkpoint = yield* loadCheckpoint(s.dir, s.quantize === undefined ? {} : { quantize: s.quantize })
     const model = yield* Model.fromCheckpoint(checkpoint, { sparse: s.mode !== "full" && s.granularity !== "coarse" })
     return { checkpoint, model }
   })

@@ -8,13 +8,14 @@ import * as Bench from "./bench.ts"
 import * as Calibrate from "./calibrate.ts"
 import * as Eval from "./eval.ts"
 import * as Generate from "./generate.ts"
+import * as Quantize from "./quantize.ts"
 
 interface Command {
   readonly usage: string
   readonly run: (argv: ReadonlyArray<string>, io: Io) => Effect.Effect<void, unknown>
 }
 
-const commands: Record<string, Command> = { generate: Generate, eval: Eval, calibrate: Calibrate, bench: Bench }
+const commands: Record<string, Command> = { generate: Generate, eval: Eval, calibrate: Calibrate, bench: Bench, quantize: Quantize }
 
 export interface Io {
   readonly out: (s: string) => void

@@ -639,6 +639,8 @@ export interface GgufVocab {
   readonly eotTokenId?: number
   readonly addBosToken: boolean
   readonly addEosToken: boolean
+  /** `tokenizer.ggml.add_space_prefix` (llama.cpp's default when absent: true). */
+  readonly addSpacePrefix?: boolean
 }
 
 /** A byte-level BPE (`tokenizer.ggml.model = "gpt2"`) vocabulary: Llama 3, Qwen2. */
@@ -719,7 +721,8 @@ const vocabMetadata = (vocab: GgufVocab | GgufBpeVocab): Array<readonly [string,
     ["tokenizer.ggml.unknown_token_id", gv.u32(vocab.unknownTokenId)],
     ...optional("tokenizer.ggml.eot_token_id", vocab.eotTokenId),
     ["tokenizer.ggml.add_bos_token", gv.bool(vocab.addBosToken)],
-    ["tokenizer.ggml.add_eos_token", gv.bool(vocab.addEosToken)]
+    ["tokenizer.ggml.add_eos_token", gv.bool(vocab.addEosToken)],
+    ...(vocab.addSpacePrefix === undefined ? [] : [["tokenizer.ggml.add_space_prefix", gv.bool(vocab.addSpacePrefix)] as const])
   ]
 }
 

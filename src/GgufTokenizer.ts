@@ -270,3 +270,123 @@ export const ggufTokenizerParts = (header: GgufHeader): Effect.Effect<GgufTokeni
       addEosToken: addEos
     }
   })
+
+// ---------------------------------------------------------------------------------------------------
+// The other way: an HF tokenizer.json as GGUF tokenizer metadata (for `sirius quantize` of HF models)
+
+/** HF tokenizer.json's spellings of the two pre-tokenizer regexes (case-insensitive contractions). */
+const hfRegexes: ReadonlyMap<string, string> = new Map([
+  [String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`, "llama-bpe"],
+  [LLAMA3_REGEX, "llama-bpe"],
+  [String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`, "qwen2"],
+  [QWEN2_REGEX, "qwen2"]
+])
+
+type Json = Record<string, unknown>
+const isObject = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v)
+/** A component and, for Sequences, its members, flattened. */
+const components = (v: unknown, key: string): Array<Json> =>
+  !isObject(v) ? [] : v["type"] === "Sequence" && Array.isArray(v[key]) ? (v[key] as Array<unknown>).flatMap((c) => components(c, key)) : [v]
+const tokenContent = (v: unknown): string | undefined => (typeof v === "string" ? v : isObject(v) && typeof v["content"] === "string" ? v["content"] : undefined)
+
+/**
+ * The GGUF vocabulary of an HF `tokenizer.json` (+ `tokenizer_config.json`), for the two forms
+ * GgufTokenizer reads back: byte-level BPE whose Split regex is Llama 3's or Qwen2's (→ `gpt2` with
+ * that `pre`), and SentencePiece-style BPE with byte fallback and `▁` (→ `llama`, scores from the merge
+ * ranks: a token made by merge r scores −r, as SentencePiece BPE models score their pieces). Tokens are
+ * padded with `[PADn]` (unused, type 5) up to `vocabSize` when the model's embedding is larger.
+ * Returns a description of what is not supported instead of a vocabulary.
+ *
+ * @category conversions
+ */
+export const ggufVocabFromTokenizerJson = (
+  tokenizerJson: unknown,
+  tokenizerConfig: unknown,
+  vocabSize: number
+): { readonly vocab: import("./Gguf.ts").GgufVocab | import("./Gguf.ts").GgufBpeVocab } | { readonly unsupported: string } => {
+  if (!isObject(tokenizerJson) || !isObject(tokenizerJson["model"])) return { unsupported: "no model in tokenizer.json" }
+  const model = tokenizerJson["model"]
+  if (model["type"] !== "BPE") return { unsupported: `tokenizer model ${JSON.stringify(model["type"])} (only BPE converts)` }
+  const config = isObject(tokenizerConfig) ? tokenizerConfig : {}
+  const vocab = isObject(model["vocab"]) ? (model["vocab"] as Record<string, unknown>) : {}
+  const added = Array.isArray(tokenizerJson["added_tokens"]) ? (tokenizerJson["added_tokens"] as Array<unknown>).filter(isObject) : []
+  const tokens: Array<string | undefined> = new Array(vocabSize)
+  for (const [t, id] of Object.entries(vocab)) if (typeof id === "number" && id >= 0 && id < vocabSize) tokens[id] = t
+  const special = new Map<number, boolean>()
+  for (const a of added)
+    if (typeof a["id"] === "number" && typeof a["content"] === "string" && a["id"] < vocabSize) {
+      tokens[a["id"]] = a["content"]
+      special.set(a["id"], a["special"] === true)
+    }
+  const beyond = Object.values(vocab).some((id) => typeof id === "number" && id >= vocabSize)
+  if (beyond) return { unsupported: `tokenizer.json has ids beyond the model's vocab_size ${vocabSize}` }
+  const filled = tokens.map((t, i) => t ?? `[PAD${i}]`)
+  const mergesRaw = Array.isArray(model["merges"]) ? (model["merges"] as Array<unknown>) : []
+  const merges = mergesRaw.map((m) => (Array.isArray(m) ? `${m[0]} ${m[1]}` : String(m)))
+  const idOf = (key: string) => {
+    const content = tokenContent(config[key])
+    const id = content === undefined ? -1 : filled.indexOf(content)
+    return id < 0 ? undefined : id
+  }
+  const bos = idOf("bos_token")
+  const eos = idOf("eos_token")
+  const single = components(tokenizerJson["post_processor"], "processors").find((p) => p["type"] === "TemplateProcessing")?.["single"]
+  const templateHas = (id: number | undefined) =>
+    id !== undefined && Array.isArray(single) && single.some((item) => isObject(item) && isObject(item["SpecialToken"]) && item["SpecialToken"]["id"] === filled[id])
+  const addBos = typeof config["add_bos_token"] === "boolean" ? config["add_bos_token"] : templateHas(bos)
+  const addEos = typeof config["add_eos_token"] === "boolean" ? config["add_eos_token"] : templateHas(eos)
+  if (eos === undefined) return { unsupported: "tokenizer_config.json names no eos_token found in the vocabulary" }
+
+  const pre = components(tokenizerJson["pre_tokenizer"], "pretokenizers")
+  if (pre.some((c) => c["type"] === "ByteLevel")) {
+    const split = pre.find((c) => c["type"] === "Split")
+    const regex = isObject(split?.["pattern"]) ? split["pattern"]["Regex"] : undefined
+    const preName = typeof regex === "string" ? hfRegexes.get(regex) : undefined
+    if (preName === undefined) return { unsupported: `byte-level pre-tokenizer ${JSON.stringify(regex ?? pre.map((c) => c["type"]))} (recognised: Llama 3's and Qwen2's)` }
+    return {
+      vocab: {
+        model: "gpt2",
+        pre: preName,
+        tokens: filled,
+        tokenTypes: filled.map((_, i) => (tokens[i] === undefined ? 5 : special.has(i) ? (special.get(i) ? TOKEN_CONTROL : TOKEN_USER_DEFINED) : 1)),
+        merges,
+        ...(bos === undefined ? {} : { bosTokenId: bos }),
+        eosTokenId: eos,
+        addBosToken: addBos,
+        addEosToken: addEos
+      }
+    }
+  }
+  const normalizers = components(tokenizerJson["normalizer"], "normalizers")
+  const metaspace = pre.find((c) => c["type"] === "Metaspace")
+  const spaceAsMeta = normalizers.some((n) => n["type"] === "Replace" && n["content"] === "\u2581") || metaspace !== undefined
+  if (model["byte_fallback"] !== true || !spaceAsMeta) return { unsupported: "BPE without byte-level pre-tokenizer or SentencePiece byte fallback and ▁" }
+  // A piece made by merge r scores −r; pieces no merge makes (characters, bytes, specials) score below all.
+  const scores = new Map<string, number>()
+  merges.forEach((m, r) => {
+    const at = m.indexOf(" ", 1)
+    const piece = m.slice(0, at) + m.slice(at + 1)
+    if (!scores.has(piece)) scores.set(piece, -r)
+  })
+  const addSpacePrefix =
+    normalizers.some((n) => n["type"] === "Prepend" && n["prepend"] === "\u2581") ||
+    (metaspace !== undefined && (metaspace["prepend_scheme"] === "always" || metaspace["prepend_scheme"] === "first" || metaspace["add_prefix_space"] === true))
+  const unk = tokenContent(model["unk_token"])
+  const unkId = unk === undefined ? -1 : filled.indexOf(unk)
+  return {
+    vocab: {
+      model: "llama",
+      tokens: filled,
+      scores: filled.map((t) => scores.get(t) ?? -merges.length - 1),
+      tokenTypes: filled.map((t, i) =>
+        tokens[i] === undefined ? 5 : i === unkId ? TOKEN_UNKNOWN : special.has(i) ? (special.get(i) ? TOKEN_CONTROL : TOKEN_USER_DEFINED) : /^<0x[0-9A-F]{2}>$/.test(t) ? 6 : 1
+      ),
+      bosTokenId: bos ?? 0,
+      eosTokenId: eos,
+      unknownTokenId: unkId < 0 ? 0 : unkId,
+      addBosToken: addBos,
+      addEosToken: addEos,
+      addSpacePrefix
+    }
+  }
+}
