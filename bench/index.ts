@@ -28,7 +28,6 @@ import { argmax } from "../src/Sampler.ts"
 import { bytesPerElement, numel, type RawTensor } from "../src/Tensor.ts"
 import type { ModelWeights } from "../src/Weights.ts"
 import { measureReadBandwidth, median } from "./bandwidth.ts"
-import { llamaCppDecode } from "./llamaCpp.ts"
 
 export interface BenchOptions {
   readonly modelDir: string
@@ -216,6 +215,10 @@ export const runBench = async (options: BenchOptions): Promise<BenchReport> => {
   // 3. llama.cpp on the same weights (the weights of a 16-bit checkpoint are read at the same bytes/token).
   let llamaCpp: LlamaCppRow | undefined
   if (options.compareLlamaCpp) {
+    // node-llama-cpp is an optional peer dependency: load it only for this row
+    const { llamaCppDecode } = await import("./llamaCpp.ts").catch((e: unknown) => {
+      throw new Error(`--compare-llama-cpp needs the optional package node-llama-cpp (npm install node-llama-cpp): ${e instanceof Error ? e.message.split("\n")[0] : String(e)}`)
+    })
     const row = await llamaCppDecode(checkpoint, { threads, tokens, warmup, prompt, batches: verifyK.filter((k) => k <= prompt.length) })
     const bytes = weightBytesPerToken(weights) * (row.fileType === weights.embedTokens.dtype ? 1 : bytesPerElement[row.fileType] / bytesPerElement[weights.embedTokens.dtype])
     const gbps = (bytes * row.decodeTokensPerSecond) / 1e9
@@ -269,10 +272,14 @@ export const runBench = async (options: BenchOptions): Promise<BenchReport> => {
 }
 
 /** A short human-readable summary of a report (the CLI prints this without --json). */
+/** 1.06 M, 1.10 B, 950 K, 48: a parameter count at a readable scale. */
+export const formatCount = (n: number): string =>
+  n >= 1e9 ? `${(n / 1e9).toFixed(2)} B` : n >= 1e6 ? `${(n / 1e6).toFixed(2)} M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} K` : String(n)
+
 export const formatReport = (r: BenchReport): string => {
   const f = (x: number, d = 1) => x.toFixed(d)
   const lines = [
-    `${r.modelDir}: ${r.model.layers} layers, ${(r.model.parameters / 1e9).toFixed(2)} B parameters, ${r.model.weightDtypes.join("+")}`,
+    `${r.modelDir}: ${r.model.layers} layers, ${formatCount(r.model.parameters)} parameters, ${r.model.weightDtypes.join("+")}`,
     `machine: ${r.machine.cpus}× ${r.machine.cpuModel}, node ${r.machine.node}, load ${r.machine.loadAverageBefore.map((x) => f(x, 2)).join(" ")}`,
     `read bandwidth (${r.threads} thread${r.threads === 1 ? "" : "s"}): ${f(r.readBandwidthGBps)} GB/s`,
     `${r.backend}: ${f(r.decodeTokensPerSecond, 2)} tok/s (${f(r.msPerToken)} ms/token), ${f(r.weightBytesPerToken / 1e9, 2)} GB/token, ${f(r.achievedGBps)} GB/s = ${f(100 * r.bandwidthFraction)}% of read bandwidth`,

@@ -6,26 +6,30 @@
 import { Effect } from "effect"
 import { formatReport, runBench } from "../bench/index.ts"
 import { runSparseBench } from "../bench/sparse.ts"
-import { float, int, oneOf, parse, UsageError } from "./args.ts"
+import { type Flags, float, int, oneOf, parse, UsageError } from "./args.ts"
 import { backendLayer, backendNames } from "./backends.ts"
 import { defaultModelDir } from "./root.ts"
 
-export const usage = `sirius bench [--model DIR] [--backend reference|simd|gpu...] [--threads N] [--tokens N]
-    [--compare-llama-cpp] [--sparsity coarse,fine] [--density 0.5] [--period 16] [--aal X] [--json]`
+export const summary = "Decode speed against the machine's bandwidth, verification cost, sparse speed-ups, optionally llama.cpp."
+export const usage = `sirius bench [--model DIR] [flags]`
+
+export const flags = {
+  model: { type: "string", value: "DIR", help: "model directory", default: "the bundled sirius-tiny-arith" },
+  backend: { type: "string", value: backendNames.join("|"), help: "compute backend", default: "simd" },
+  threads: { type: "string", value: "N", help: "threads (simd, and llama.cpp with --compare-llama-cpp)", default: "2" },
+  tokens: { type: "string", value: "N", help: "decode steps timed", default: "depends on the model's size" },
+  "compare-llama-cpp": { type: "boolean", help: "also time llama.cpp (node-llama-cpp) on the same weights, written as GGUF" },
+  sparsity: { type: "string", value: "coarse,fine", help: "also time sparse decoding at these granularities" },
+  density: { type: "string", value: "ρ", help: "(--sparsity) fraction of MLP neurons kept", default: "0.5" },
+  period: { type: "string", value: "k", help: "(--sparsity) verification window for the Sirius projection", default: "16" },
+  aal: { type: "string", value: "X", help: "(--sparsity) average advance length for the Sirius projection", default: "k" },
+  json: { type: "boolean", help: "print one JSON object" }
+} as const satisfies Flags
 
 export const run = (argv: ReadonlyArray<string>, io: { out: (s: string) => void; err: (s: string) => void }) => {
-  const v = parse(argv, {
-    model: { type: "string" },
-    backend: { type: "string" },
-    threads: { type: "string" },
-    tokens: { type: "string" },
-    "compare-llama-cpp": { type: "boolean" },
-    sparsity: { type: "string" },
-    density: { type: "string" },
-    period: { type: "string" },
-    aal: { type: "string" },
-    json: { type: "boolean" }
-  })
+  const v = parse(argv, flags)
+  for (const flag of ["density", "period", "aal"] as const)
+    if (v[flag] !== undefined && v.sparsity === undefined) throw new UsageError(`--${flag} applies with --sparsity`)
   const backend = oneOf("backend", v.backend, backendNames) ?? "simd"
   const threads = int("threads", v.threads, 1) ?? 2
   const tokens = int("tokens", v.tokens, 1)

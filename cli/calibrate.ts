@@ -7,29 +7,32 @@ import { readFileSync, writeFileSync } from "node:fs"
 import { calibrate } from "../src/Calibration.ts"
 import { loadCheckpoint } from "../src/Checkpoint.ts"
 import * as Model from "../src/Model.ts"
-import { float, int, oneOf, parse, UsageError } from "./args.ts"
+import { type Flags, float, int, oneOf, parse, UsageError } from "./args.ts"
 import { backendLayer, backendNames } from "./backends.ts"
 import { thresholdsFile } from "./generate.ts"
 import { defaultModelDir } from "./root.ts"
 
-export const usage = `sirius calibrate [--model DIR] --data TEXTFILE [--density 0.5] [--chunk 128] [--max-tokens 65536] [--backend ...] [--json]`
+export const summary = "Per-layer CATS thresholds for --sparsity fine-threshold, from a calibration text."
+export const usage = `sirius calibrate [--model DIR] --data TEXTFILE [flags]`
+
+export const flags = {
+  model: { type: "string", value: "DIR", help: "model directory", default: "the bundled sirius-tiny-arith" },
+  data: { type: "string", value: "TEXTFILE", help: "calibration text (required)" },
+  density: { type: "string", value: "ρ", help: "target fraction of MLP neurons kept", default: "0.5" },
+  chunk: { type: "string", value: "N", help: "tokens per calibration sequence", default: "128" },
+  "max-tokens": { type: "string", value: "N", help: "calibration tokens used at most", default: "65536" },
+  backend: { type: "string", value: backendNames.join("|"), help: "compute backend", default: "simd" },
+  threads: { type: "string", value: "N", help: "(simd) threads", default: "all cores" },
+  json: { type: "boolean", help: "print one JSON object" }
+} as const satisfies Flags
 
 export const run = (argv: ReadonlyArray<string>, io: { out: (s: string) => void; err: (s: string) => void }) => {
-  const v = parse(argv, {
-    model: { type: "string" },
-    data: { type: "string" },
-    density: { type: "string" },
-    chunk: { type: "string" },
-    "max-tokens": { type: "string" },
-    backend: { type: "string" },
-    threads: { type: "string" },
-    json: { type: "boolean" }
-  })
+  const v = parse(argv, flags)
   if (v.data === undefined) throw new UsageError("--data TEXTFILE is required")
   const density = float("density", v.density, Number.MIN_VALUE, 1, "a number in (0, 1]") ?? 0.5
   const chunk = int("chunk", v.chunk, 1) ?? 128
   const maxTokens = int("max-tokens", v["max-tokens"], 1) ?? 65536
-  const backend = oneOf("backend", v.backend, backendNames) ?? "reference"
+  const backend = oneOf("backend", v.backend, backendNames) ?? "simd"
   const dir = v.model ?? defaultModelDir()
   const dataFile = v.data
 

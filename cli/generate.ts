@@ -1,52 +1,58 @@
 /**
- * `sirius generate`: load a model directory, generate from a prompt in full, sparse or Sirius mode, and
- * print the text (corrected tokens marked) or one JSON object.
+ * `sirius generate`: load a model, generate from a prompt in full, sparse or Sirius mode, and print the text
+ * (corrected tokens marked) or one JSON object. Also the flags and settings `eval` and `serve` share.
  */
 import { Effect, Stream } from "effect"
 import { readFileSync } from "node:fs"
 import { join } from "node:path"
-import { loadCheckpoint, type Checkpoint } from "../src/Checkpoint.ts"
-import * as Generation from "../src/Generation.ts"
+import { type Checkpoint, loadCheckpoint } from "../src/Checkpoint.ts"
+import * as Client from "../src/Client.ts"
+import type * as Generation from "../src/Generation.ts"
 import * as Model from "../src/Model.ts"
 import * as Policy from "../src/Policy.ts"
 import type { SamplingOptions } from "../src/Sampler.ts"
-import * as Sirius from "../src/Sirius.ts"
 import type { Granularity, SparsityOptions } from "../src/Sparsity.ts"
-import { float, idList, int, oneOf, parse, UsageError } from "./args.ts"
-import { backendLayer, backendNames } from "./backends.ts"
+import { type Flags, float, idList, int, oneOf, parse, UsageError } from "./args.ts"
+import { type BackendName, backendLayer, backendNames, defaultBackend } from "./backends.ts"
+import { loadProgressBar } from "./progress.ts"
 import { defaultModelDir } from "./root.ts"
 
-export const usage = `sirius generate [--model DIR] (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N]
-    [--mode full|sparse|sirius] [--sparsity fine|fine-threshold|coarse] [--density 0.5]
-    [--period 16] [--threshold 0.1] [--tree-width 1] [--acceptance threshold|greedy-exact|speculative]
-    [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R] [--seed S]
-    [--stop TEXT]... [--backend ${backendNames.join("|")}] [--threads N] [--quantize q8_0|q4_0] [--json]`
+export const summary = "Generate text from a prompt in full, sparse or Sirius mode."
+export const usage = `sirius generate [--model DIR] (--prompt TEXT | --prompt-ids 1,2,3) [flags]`
 
-/** Flags shared by generate, eval and bench. */
+/** The generation flags generate, eval and serve share (serve takes them as per-request defaults). */
 export const generationFlags = {
-  model: { type: "string" },
-  "max-tokens": { type: "string" },
-  mode: { type: "string" },
-  sparsity: { type: "string" },
-  density: { type: "string" },
-  period: { type: "string" },
-  threshold: { type: "string" },
-  "tree-width": { type: "string" },
-  acceptance: { type: "string" },
-  temperature: { type: "string" },
-  "top-k": { type: "string" },
-  "top-p": { type: "string" },
-  "min-p": { type: "string" },
-  "repetition-penalty": { type: "string" },
-  seed: { type: "string" },
-  stop: { type: "string", multiple: true },
-  backend: { type: "string" },
-  threads: { type: "string" },
-  quantize: { type: "string" },
-  json: { type: "boolean" }
-} as const
+  model: { type: "string", value: "DIR", help: "model directory (HF layout: config.json, model.safetensors) or .gguf file", default: "the bundled sirius-tiny-arith" },
+  "max-tokens": { type: "string", value: "N", help: "most tokens to generate", default: "generation_config.json's max_new_tokens, else 128" },
+  mode: { type: "string", value: "full|sparse|sirius", help: "full model, sparse model, or sparse drafts verified by the full model", default: "full" },
+  sparsity: { type: "string", value: "coarse|fine|fine-threshold", help: "(sparse, sirius) which neurons the sparse MLP keeps", default: "coarse" },
+  density: { type: "string", value: "ρ", help: "(sparse, sirius) fraction of MLP neurons kept, in (0, 1]", default: "0.5" },
+  period: { type: "string", value: "k", help: "(sirius) tokens per verification window", default: "16" },
+  threshold: { type: "string", value: "P", help: "(sirius, --acceptance threshold) least tempered full-model probability of a draft", default: "0.1" },
+  "tree-width": { type: "string", value: "W", help: "(sirius) beam width of tree drafting", default: "1 (chain)" },
+  acceptance: { type: "string", value: "threshold|greedy-exact|speculative", help: "(sirius) which drafts the full model accepts", default: "threshold" },
+  temperature: { type: "string", value: "T", help: "sampling temperature; 0 is greedy", default: "0" },
+  "top-k": { type: "string", value: "K", help: "(temperature > 0) keep the K most likely tokens; 0 = off", default: "0" },
+  "top-p": { type: "string", value: "P", help: "(temperature > 0) nucleus sampling mass", default: "1" },
+  "min-p": { type: "string", value: "P", help: "(temperature > 0) drop tokens below P × the most likely's probability", default: "0" },
+  "repetition-penalty": { type: "string", value: "R", help: "penalty on tokens already in the context; 1 = off", default: "1" },
+  seed: { type: "string", value: "S", help: "(temperature > 0) sampling seed", default: "0" },
+  stop: { type: "string", multiple: true, value: "TEXT", help: "stop when the text contains TEXT" },
+  backend: { type: "string", value: backendNames.join("|"), help: "compute backend", default: defaultBackend },
+  threads: { type: "string", value: "N", help: "(simd) threads", default: "all cores" },
+  quantize: { type: "string", value: "q8_0|q4_0", help: "quantize an HF checkpoint's float weight matrices at load time" },
+  json: { type: "boolean", help: "print one JSON object: tokens, text, stopReason, stats" }
+} as const satisfies Flags
 
-export type Mode = "full" | "sparse" | "sirius"
+export const flags = {
+  ...generationFlags,
+  prompt: { type: "string", value: "TEXT", help: "the prompt, as text (needs the model's tokenizer)" },
+  "prompt-ids": { type: "string", value: "1,2,3", help: "the prompt, as token ids" }
+} as const satisfies Flags
+
+export type Mode = Generation.Mode
+
+type GenerationValues = { readonly [K in keyof typeof generationFlags]?: (typeof generationFlags)[K]["type"] extends "boolean" ? boolean : K extends "stop" ? Array<string> : string }
 
 /** The request settings parsed from the shared flags (validated; the checkpoint is not read yet). */
 export interface RunSettings {
@@ -60,24 +66,53 @@ export interface RunSettings {
   readonly treeWidth: number
   readonly policy: Policy.CorrectionPolicy
   readonly stopStrings: ReadonlyArray<string>
-  readonly backend: (typeof backendNames)[number]
+  readonly backend: BackendName
   readonly threads: number | undefined
   /** Quantize the float weight matrices at load time (`--quantize q8_0|q4_0`). */
   readonly quantize: "Q8_0" | "Q4_0" | undefined
   readonly json: boolean
 }
 
-export const settings = (v: { readonly [K in keyof typeof generationFlags]?: (typeof generationFlags)[K]["type"] extends "boolean" ? boolean : K extends "stop" ? Array<string> : string }): RunSettings => {
-  const treeWidth = int("tree-width", v["tree-width"], 1) ?? 1
-  if (treeWidth > 64) throw new UsageError(`--tree-width must be at most 64 (got ${treeWidth})`)
+/** Flags that only some modes read: giving one to another mode is an error, not silently ignored. */
+const modeFlags: ReadonlyArray<readonly [keyof typeof generationFlags, ReadonlyArray<Mode>]> = [
+  ["sparsity", ["sparse", "sirius"]],
+  ["density", ["sparse", "sirius"]],
+  ["period", ["sirius"]],
+  ["threshold", ["sirius"]],
+  ["tree-width", ["sirius"]],
+  ["acceptance", ["sirius"]]
+]
+
+/**
+ * Parse and check the shared flags. `perRequestDefaults` (serve) accepts every flag whatever the mode,
+ * since each request may choose its own mode.
+ */
+export const settings = (v: GenerationValues, options: { readonly perRequestDefaults?: boolean } = {}): RunSettings => {
+  const mode = oneOf("mode", v.mode, ["full", "sparse", "sirius"] as const) ?? "full"
+  const temperature = float("temperature", v.temperature, 0, 100, "a number in [0, 100]") ?? 0
+  const backend = oneOf("backend", v.backend, backendNames) ?? defaultBackend
+  const acceptance = oneOf("acceptance", v.acceptance, ["threshold", "greedy-exact", "speculative"] as const) ?? "threshold"
+  if (options.perRequestDefaults !== true) {
+    for (const [flag, modes] of modeFlags)
+      if (v[flag] !== undefined && !modes.includes(mode))
+        throw new UsageError(`--${flag} applies to --mode ${modes.join(" or ")}, not ${mode}`)
+    for (const flag of ["top-k", "top-p", "min-p", "seed"] as const)
+      if (v[flag] !== undefined && temperature === 0) throw new UsageError(`--${flag} applies only when sampling (--temperature > 0); at temperature 0 decoding is greedy`)
+    if (v.threshold !== undefined && acceptance !== "threshold") throw new UsageError(`--threshold applies to --acceptance threshold, not ${acceptance}`)
+    if (v.threads !== undefined && backend !== "simd") throw new UsageError(`--threads applies to --backend simd, not ${backend}`)
+  }
+  const treeWidth = int("tree-width", v["tree-width"], 1, 64) ?? 1
   const threshold = float("threshold", v.threshold, 0, 1) ?? 0.1
   const quantize = oneOf("quantize", v.quantize, ["q8_0", "q4_0"] as const)
+  const policy = Policy.byName(acceptance, threshold)
+  if (treeWidth > 1 && policy.draft !== undefined && options.perRequestDefaults !== true)
+    throw new UsageError(`--acceptance ${acceptance} samples its own drafts, which tree drafting cannot honour: use --tree-width 1, or --acceptance greedy-exact or threshold`)
   return {
     dir: v.model ?? defaultModelDir(),
-    mode: oneOf("mode", v.mode, ["full", "sparse", "sirius"] as const) ?? "full",
+    mode,
     maxTokens: int("max-tokens", v["max-tokens"], 1),
     sampling: {
-      temperature: float("temperature", v.temperature, 0, 100) ?? 0,
+      temperature,
       topK: int("top-k", v["top-k"], 0) ?? 0,
       topP: float("top-p", v["top-p"], Number.MIN_VALUE, 1, "a number in (0, 1]") ?? 1,
       minP: float("min-p", v["min-p"], 0, 1) ?? 0,
@@ -86,12 +121,12 @@ export const settings = (v: { readonly [K in keyof typeof generationFlags]?: (ty
     },
     granularity: oneOf("sparsity", v.sparsity, ["fine", "fine-threshold", "coarse"] as const) ?? "coarse",
     density: float("density", v.density, Number.MIN_VALUE, 1, "a number in (0, 1]") ?? 0.5,
-    correctionPeriod: int("period", v.period, 1) ?? 16,
+    correctionPeriod: int("period", v.period, 1, 256) ?? 16,
     treeWidth,
-    policy: Policy.byName(oneOf("acceptance", v.acceptance, ["threshold", "greedy-exact", "speculative"] as const) ?? "threshold", threshold),
+    policy,
     stopStrings: v.stop ?? [],
-    backend: oneOf("backend", v.backend, backendNames) ?? "reference",
-    threads: int("threads", v.threads, 1),
+    backend,
+    threads: int("threads", v.threads, 1, 1024),
     quantize: quantize === undefined ? undefined : quantize === "q8_0" ? "Q8_0" : "Q4_0",
     json: v.json === true
   }
@@ -113,55 +148,70 @@ const sparsityOf = (s: RunSettings, checkpoint: Checkpoint) =>
     catch: (e) => new UsageError(`--sparsity fine-threshold: ${(e as Error).message} (run sirius calibrate --density ${s.density} first)`)
   })
 
-/** The unified event stream of one request in the chosen mode (full and sparse decoding emit no drafts). */
-export const requestStream = (s: RunSettings, checkpoint: Checkpoint, model: Model.Model, prompt: ReadonlyArray<number>) =>
-  Effect.map(sparsityOf(s, checkpoint), (sparsity) => {
-    const base = {
+/** The Client request the settings describe (Client.requestStream maps it to a stream: the one place). */
+export const clientRequest = (s: RunSettings, checkpoint: Checkpoint, prompt: string | ReadonlyArray<number>) =>
+  Effect.map(sparsityOf(s, checkpoint), (sparsity): Client.Request => {
+    const common = {
       prompt,
-      maxNewTokens: s.maxTokens ?? checkpoint.generation.maxNewTokens ?? 128,
+      ...(s.maxTokens !== undefined ? { maxNewTokens: s.maxTokens } : {}),
       sampling: s.sampling,
-      eosTokenIds: checkpoint.eosTokenIds,
-      stopStrings: s.stopStrings,
-      tokenizer: checkpoint.tokenizer
+      stopStrings: s.stopStrings
     }
-    return s.mode === "sirius"
-      ? Sirius.generate(model, { ...base, sparsity, correctionPeriod: s.correctionPeriod, treeWidth: s.treeWidth, policy: s.policy })
-      : (Generation.generate(model, s.mode === "sparse" ? { ...base, sparsity } : base) as Stream.Stream<Sirius.SiriusEvent | Generation.GenerationEvent, Generation.GenerationError | import("../src/Kernels.ts").KernelError>)
+    if (s.mode === "full") return { ...common, mode: "full" }
+    if (s.mode === "sparse") return { ...common, mode: "sparse", sparsity }
+    // the tree/draft combination was checked with the flags
+    return { ...common, mode: "sirius", sparsity, correctionPeriod: s.correctionPeriod, treeWidth: s.treeWidth, policy: s.policy } as Client.SiriusRequest
   })
 
-export type FinishedEvent = Extract<Sirius.SiriusEvent | Generation.GenerationEvent, { _tag: "Finished" }>
+/** The event stream of one request in the chosen mode. */
+export const requestStream = (s: RunSettings, checkpoint: Checkpoint, model: Model.Model, prompt: string | ReadonlyArray<number>) =>
+  Effect.map(clientRequest(s, checkpoint, prompt), (request) => Client.requestStream(checkpoint, model, request))
 
-/** Load the checkpoint and the model (with the transposed down_proj when fine sparsity needs it). */
-export const loadModel = (s: RunSettings) =>
+export type FinishedEvent = Client.Completion
+
+/** Load the checkpoint and the model (with the transposed down_proj when fine sparsity needs it), with a progress bar on a TTY. */
+export const loadModel = (s: RunSettings, io: { err: (s: string) => void; errIsTTY?: boolean }) =>
   Effect.gen(function* () {
-    const checkpoint = yield* loadCheckpoint(s.dir, s.quantize === undefined ? {} : { quantize: s.quantize })
-    const model = yield* Model.fromCheckpoint(checkpoint, { sparse: s.mode !== "full" && s.granularity !== "coarse" })
+    const bar = loadProgressBar(io)
+    const checkpoint = yield* loadCheckpoint(s.dir, { ...(bar === undefined ? {} : { onProgress: bar }), ...(s.quantize === undefined ? {} : { quantize: s.quantize }) })
+    const model = yield* Model.fromCheckpoint(checkpoint, {
+      sparse: s.mode !== "full" && s.granularity !== "coarse",
+      ...(bar === undefined ? {} : { onProgress: bar })
+    })
+    bar?.done()
     return { checkpoint, model }
   })
 
-export const run = (argv: ReadonlyArray<string>, io: { out: (s: string) => void; err: (s: string) => void; isTTY?: boolean }) => {
-  const v = parse(argv, { ...generationFlags, prompt: { type: "string" }, "prompt-ids": { type: "string" } })
+export interface Io {
+  readonly out: (s: string) => void
+  readonly err: (s: string) => void
+  readonly isTTY?: boolean
+  readonly errIsTTY?: boolean
+}
+
+export const run = (argv: ReadonlyArray<string>, io: Io) => {
+  const v = parse(argv, flags)
   if ((v.prompt === undefined) === (v["prompt-ids"] === undefined)) throw new UsageError("give exactly one of --prompt or --prompt-ids")
   const s = settings(v)
   const promptIds = v["prompt-ids"] === undefined ? undefined : idList("prompt-ids", v["prompt-ids"])
   const mark = io.isTTY === true ? (t: string) => `\x1b[33m${t}\x1b[0m` : (t: string) => (t === "" ? t : `[${t}]`)
 
   return Effect.gen(function* () {
-    const { checkpoint, model } = yield* loadModel(s)
+    const { checkpoint, model } = yield* loadModel(s, io)
     const tokenizer = checkpoint.tokenizer
     if (promptIds === undefined && tokenizer === undefined)
-      return yield* Effect.fail(new UsageError(`${s.dir} has no tokenizer.json: use --prompt-ids`))
-    const prompt = promptIds ?? tokenizer!.encode(v.prompt!)
-    if (!s.json && v.prompt !== undefined) io.out(v.prompt)
+      return yield* Effect.fail(new UsageError(`--prompt needs the model's tokenizer, and ${s.dir} has no tokenizer.json: use --prompt-ids`))
     let finished: FinishedEvent | undefined
-    const stream = yield* requestStream(s, checkpoint, model, prompt)
+    const stream = yield* requestStream(s, checkpoint, model, promptIds ?? v.prompt!)
     yield* stream.pipe(
       Stream.runForEach((event) =>
         Effect.sync(() => {
           if (event._tag === "Finished") finished = event
+          // the prompt is echoed once the request is accepted (after validation), then the tokens as they commit
+          else if (event._tag === "Prefilled" && !s.json && v.prompt !== undefined) io.out(v.prompt)
           else if (event._tag === "Committed" && !s.json) {
             const text = tokenizer === undefined ? `${event.token} ` : event.text
-            io.out("source" in event && event.source === "correction" ? mark(text) : text)
+            io.out(event.source === "correction" ? mark(text) : text)
           }
         })
       )

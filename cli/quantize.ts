@@ -20,11 +20,17 @@ import { defaultVocab, GgufError, readGgufHeader, writeGguf } from "../src/Gguf.
 import type { GgufValue, WriteGgufOptions } from "../src/Gguf.ts"
 import { ggufVocabFromTokenizerJson } from "../src/GgufTokenizer.ts"
 import type { DType } from "../src/Tensor.ts"
-import { oneOf, parse, UsageError } from "./args.ts"
-
-export const usage = `sirius quantize IN OUT.gguf --type q8_0|q4_0|q4_k|q6_k|q4_k_m|f16|bf16|f32 [--json]`
+import { type Flags, oneOf, parse, UsageError } from "./args.ts"
 
 const types = ["q8_0", "q4_0", "q4_k", "q6_k", "q4_k_m", "f16", "bf16", "f32"] as const
+
+export const summary = "Write an HF model directory or a GGUF file as a GGUF file with quantized (or f16/bf16/f32) weights."
+export const usage = `sirius quantize IN OUT.gguf --type ${types.join("|")} [flags]`
+
+export const flags = {
+  type: { type: "string", value: types.join("|"), help: "storage of the weight matrices (q4_k_m: Q4_K, Q6_K for attn_v, ffn_down, output; required)" },
+  json: { type: "boolean", help: "print one JSON object: output, type, bytes, seconds, tensors per type, fallbacks" }
+} as const satisfies Flags
 type TypeName = (typeof types)[number]
 
 /** Writer options for a `--type`. */
@@ -38,8 +44,8 @@ const readJson = (file: string): unknown => JSON.parse(readFileSync(file, "utf8"
 
 export const run = (argv: ReadonlyArray<string>, io: { out: (s: string) => void; err: (s: string) => void }) => {
   const positional = argv.filter((a, i) => !a.startsWith("--") && !(i > 0 && argv[i - 1] === "--type"))
-  const flags = argv.filter((a) => !positional.includes(a))
-  const v = parse(flags, { type: { type: "string" }, json: { type: "boolean" } })
+  const rest = argv.filter((a) => !positional.includes(a))
+  const v = parse(rest, flags)
   if (positional.length !== 2) throw new UsageError(`quantize takes IN and OUT.gguf (got ${positional.length} paths)`)
   const [input, output] = positional as [string, string]
   if (!output.endsWith(".gguf")) throw new UsageError(`OUT must end in .gguf (got "${output}")`)

@@ -1,13 +1,7 @@
-/** The package root (where package.json is), found from this file whether run from source or from dist/. */
-import { existsSync } from "node:fs"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
+/** The package root and the bundled model, for the CLI's defaults (src/Bundled.ts resolves them). */
+import * as Bundled from "../src/Bundled.ts"
 
-export const packageRoot = (): string => {
-  let dir = dirname(fileURLToPath(import.meta.url))
-  while (!existsSync(join(dir, "package.json")) && dirname(dir) !== dir) dir = dirname(dir)
-  return dir
-}
+export const packageRoot = Bundled.packageRoot
 
 /** The bundled default model (models/sirius-tiny-arith, trained by training/train.py). */
-export const defaultModelDir = (): string => join(packageRoot(), "models", "sirius-tiny-arith")
+export const defaultModelDir = (): string => Bundled.modelDir

@@ -15,27 +15,19 @@
  *
  * Not here: the kernels themselves (one file per op, mirroring reference/), the Kernels service (index.ts).
  */
-import { Effect, Schema } from "effect"
+import { Effect } from "effect"
 import type { Scope } from "effect"
 import { CPUKernel, GPU, HeadlessGLKernel, WebAssemblyKernel, WebGL2Kernel, WebGLKernel } from "gpu.js"
 import type { IKernelRunShortcut, IGPUKernelSettings, KernelFunction } from "gpu.js"
-import { KernelError } from "../src/Kernels.ts"
+import { BackendUnavailableError, KernelError } from "../src/Kernels.ts"
+
+export { BackendUnavailableError } from "../src/Kernels.ts"
 
 /** The gpu.js backends, best first. */
 export const gpuBackends = ["webgpu", "headlessgl", "webgl2", "webgl", "webasm", "cpu"] as const
 export type GpuBackend = (typeof gpuBackends)[number]
 /** `"gpu"`: the best backend available; a backend name: exactly that one. */
 export type GpuMode = "gpu" | GpuBackend
-
-/** A demanded gpu.js backend cannot run here (no adapter, `gl` not built, no display, ...). */
-export class BackendUnavailableError extends Schema.TaggedError<BackendUnavailableError>()("BackendUnavailableError", {
-  requested: Schema.String,
-  reason: Schema.String
-}) {
-  override get message(): string {
-    return `gpu backend "${this.requested}" is unavailable: ${this.reason}`
-  }
-}
 
 export interface GpuRuntimeOptions {
   readonly mode: GpuMode
@@ -131,10 +123,13 @@ const unavailableReason = async (backend: GpuBackend): Promise<string | undefine
   }
 }
 
-/** Backends in preference order for `mode: "gpu"`: WebGPU first, then GL, then the CPU fallbacks. */
+/** The backends that run on a GPU, in preference order for `mode: "gpu"` (webasm and cpu only when named). */
+export const deviceBackends = ["webgpu", "headlessgl", "webgl2", "webgl"] as const satisfies ReadonlyArray<GpuBackend>
+
+/** `mode: "gpu"`: the first device backend that runs here, else an error naming each one tried and why not. */
 const choose = Effect.fnUntraced(function* (mode: GpuMode) {
   const skipped: Partial<Record<GpuBackend, string>> = {}
-  const candidates = mode === "gpu" ? gpuBackends : [mode]
+  const candidates: ReadonlyArray<GpuBackend> = mode === "gpu" ? deviceBackends : [mode]
   for (const backend of candidates) {
     const reason = yield* Effect.promise(() => unavailableReason(backend))
     if (reason === undefined) return { backend, skipped }
@@ -143,7 +138,7 @@ const choose = Effect.fnUntraced(function* (mode: GpuMode) {
   const reasons = Object.entries(skipped)
   return yield* new BackendUnavailableError({
     requested: mode,
-    reason: reasons.length === 1 ? reasons[0]![1] : reasons.map(([b, r]) => `${b}: ${r}`).join("; ")
+    reason: reasons.length === 1 ? reasons[0]![1] : `no GPU backend runs here; tried ${reasons.map(([b, r]) => `${b} (${r})`).join(", ")}`
   })
 })
 

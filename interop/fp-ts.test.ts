@@ -1,11 +1,11 @@
-// The Promise/AsyncIterable facade and the fp-ts interop, on a random tiny checkpoint written to disk.
+// The fp-ts interop on a random tiny checkpoint written to disk (the Promise facade itself: properties/client.test.ts).
 import { Effect } from "effect"
 import * as E from "fp-ts/Either"
 import { concatAll } from "fp-ts/Monoid"
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from "vitest"
 import { ReferenceKernels } from "../reference/index.ts"
 import * as Client from "../src/Client.ts"
 import * as Policy from "../src/Policy.ts"
@@ -21,39 +21,16 @@ beforeAll(async () => {
 })
 afterAll(() => client.close())
 
-describe("Client (Promise / AsyncIterable)", () => {
-  it("generate resolves to the Finished event; stream yields the same committed tokens", async () => {
-    const done = await client.generate({ prompt: [1, 2, 3], maxNewTokens: 8 })
-    expect(done.tokens).toHaveLength(8)
-    const committed: Array<number> = []
-    for await (const e of client.stream({ prompt: [1, 2, 3], maxNewTokens: 8 })) if (e._tag === "Committed") committed.push(e.token)
-    expect(committed).toEqual(done.tokens)
-  })
-
-  it("sirius with greedy-exact gives the full model's tokens", async () => {
-    const full = await client.generate({ prompt: [5, 6], maxNewTokens: 12 })
-    const sirius = await client.generate({ prompt: [5, 6], maxNewTokens: 12, mode: "sirius", correctionPeriod: 4, policy: Policy.greedyExact })
-    expect(sirius.tokens).toEqual(full.tokens)
-  })
-
-  it("an AbortSignal stops a stream promptly", async () => {
-    const controller = new AbortController()
-    let seen = 0
-    for await (const e of client.stream({ prompt: [1], maxNewTokens: 200 }, { signal: controller.signal })) {
-      if (e._tag === "Committed" && ++seen === 3) controller.abort()
-      expect(e._tag).not.toBe("Finished")
-    }
-    expect(seen).toBe(3)
-    await expect(client.generate({ prompt: [1], maxNewTokens: 5 }, { signal: AbortSignal.abort() })).rejects.toBeDefined()
-  })
-})
-
 describe("fp-ts interop", () => {
   it("generate is a TaskEither: Right with the completion, Left with the typed error", async () => {
     const right = await generate(client)({ prompt: [1, 2], maxNewTokens: 4 })()
     expect(E.isRight(right) && right.right.tokens.length).toBe(4)
     const left = await generate(client)({ prompt: [shapes.tiny.vocabSize + 5], maxNewTokens: 4 })()
     expect(E.isLeft(left) && left.left._tag).toBe("GenerationError")
+    // the Left is the tagged union, not { _tag: string }: a switch on _tag narrows it
+    if (E.isLeft(left)) expectTypeOf(left.left._tag).toEqualTypeOf<Client.ClientError["_tag"]>()
+    const sirius = await generate(client)({ prompt: [1, 2], maxNewTokens: 4, mode: "sirius", correctionPeriod: 2 })()
+    if (E.isRight(sirius)) expectTypeOf(sirius.right.stats.aal).toEqualTypeOf<number>()
   })
 
   it("acceptance predicates combine with Monoids; the combined policy runs", async () => {

@@ -3,34 +3,31 @@
  * Effect core (which never imports fp-ts): TaskEither-returning generation, and correction policies built
  * from fp-ts typeclass instances.
  *
- * - `generate(client)(request)`: TaskEither<SiriusError, Completion>; the failure channel is Left.
+ * - `generate(client)(request)`: TaskEither<SiriusError, Completion>; the failure channel is Left, a
+ *   tagged union (`_tag`: "GenerationError" | "PolicyError" | "AbortedError" | ...).
  * - `acceptAll` / `acceptAny`: Monoids that combine acceptance predicates (all must / any may accept).
  * - `policyFromPredicate(base, predicate)`: a CorrectionPolicy whose acceptance is the predicate.
  * - `statsSemigroup`: merges per-request Sirius counts (sums) for service-level metrics.
  */
-import type * as M from "fp-ts/Monoid"
-import * as Pr from "fp-ts/Predicate"
-import type * as S from "fp-ts/Semigroup"
-import * as TE from "fp-ts/TaskEither"
-import type { Client, Completion, Request } from "../src/Client.ts"
+import type * as M from "fp-ts/lib/Monoid.js"
+import * as Pr from "fp-ts/lib/Predicate.js"
+import type * as S from "fp-ts/lib/Semigroup.js"
+import * as TE from "fp-ts/lib/TaskEither.js"
+import { type Client, type ClientError, type Completion, InternalError, type ModeOf, type Request } from "../src/Client.ts"
 import type { CorrectionPolicy, VerifyContext } from "../src/Policy.ts"
 
-/** Any failure of a request, as data: the tagged error of the core, or an unexpected defect. */
-export interface SiriusError {
-  readonly _tag: string
-  readonly message: string
-}
+/** Any failure of a request: the Client's tagged error union (handle it with a switch on `_tag`). */
+export type SiriusError = ClientError
 
-const toError = (e: unknown): SiriusError => {
-  const tagged = e as { _tag?: unknown; message?: unknown }
-  return typeof tagged._tag === "string"
-    ? { _tag: tagged._tag, message: String(tagged.message ?? "") }
-    : { _tag: "Defect", message: e instanceof Error ? e.message : String(e) }
-}
+const toError = (e: unknown): SiriusError =>
+  typeof (e as { _tag?: unknown })?._tag === "string"
+    ? (e as SiriusError)
+    : new InternalError({ message: `internal error: ${e instanceof Error ? e.message : String(e)}`, cause: e })
 
+/** `client.generate` as a TaskEither: Right with the completion (stats typed by the request's mode), Left with the tagged error. */
 export const generate =
   (client: Client) =>
-  (request: Request, signal?: AbortSignal): TE.TaskEither<SiriusError, Completion> =>
+  <R extends Request>(request: R, signal?: AbortSignal): TE.TaskEither<SiriusError, Completion<ModeOf<R>>> =>
     TE.tryCatch(() => client.generate(request, signal === undefined ? {} : { signal }), toError)
 
 export type AcceptPredicate = Pr.Predicate<VerifyContext>

@@ -567,9 +567,7 @@ describe("loadCheckpoint", () => {
 
   it("missing or invalid config.json, missing directory, no weights", () => {
     const dir = freshDir()
-    const missing = flip(loadCheckpoint(dir))
-    assert.strictEqual(missing._tag, "ConfigError")
-    assert.strictEqual(missing.file, join(dir, "config.json"))
+    expectCheckpointError(flip(loadCheckpoint(dir)), dir, "", "a directory without config.json, not a model; expected a model directory")
     writeFileSync(join(dir, "config.json"), "{ oops")
     const invalid = flip(loadCheckpoint(dir))
     assert.strictEqual(invalid._tag, "ConfigError")
@@ -577,7 +575,9 @@ describe("loadCheckpoint", () => {
     writeFileSync(join(dir, "config.json"), JSON.stringify(configJson()))
     expectCheckpointError(flip(loadCheckpoint(dir)), join(dir, "model.safetensors"), "", "no weights")
     const absent = join(root, "no-such-dir")
-    expectCheckpointError(flip(loadCheckpoint(absent)), absent, "", "does not exist")
+    expectCheckpointError(flip(loadCheckpoint(absent)), absent, "", "no such file or directory; expected a model directory")
+    const file = join(dir, "config.json")
+    expectCheckpointError(flip(loadCheckpoint(file)), file, "", ": a file of")
   })
 
   it("tokenizer and generation_config.json", () => {

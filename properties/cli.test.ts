@@ -1,9 +1,11 @@
-// The `sirius` CLI end to end through its main(): one JSON object on stdout, one-line errors with exit codes.
+// The `sirius` CLI end to end through its main(): one JSON object on stdout, per-command help, one-line
+// errors with exit codes (2: usage, 1: a failure while running), each asserted word for word.
 import { Effect } from "effect"
-import { mkdtempSync } from "node:fs"
+import { mkdtempSync, readFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
+import { formatCount } from "../bench/index.ts"
 import { main } from "../cli/main.ts"
 import { randomWeights, shapes, writeHfCheckpoint } from "../src/RandomModel.ts"
 
@@ -17,11 +19,19 @@ const run = async (...argv: Array<string>) => {
 const dir = mkdtempSync(join(tmpdir(), "sirius-cli-"))
 beforeAll(() => Effect.runPromise(writeHfCheckpoint(dir, shapes.tiny, randomWeights(shapes.tiny, { seed: 5 }))))
 
+/** A usage error: exit 2, nothing on stdout, exactly this one line on stderr. */
+const expectUsage = async (argv: Array<string>, message: string) => {
+  const r = await run(...argv)
+  expect(r.code, argv.join(" ")).toBe(2)
+  expect(r.out).toBe("")
+  expect(r.err).toBe(`sirius: error: ${message}\n`)
+}
+
 describe("sirius generate", () => {
   it("--json prints exactly one object with the generated ids, text, stop reason and stats", async () => {
-    for (const mode of ["full", "sparse", "sirius"]) {
-      const r = await run("generate", "--model", dir, "--prompt-ids", "1,2,3", "--max-tokens", "6", "--mode", mode, "--period", "4", "--json")
-      expect(r.code).toBe(0)
+    for (const [mode, ...extra] of [["full"], ["sparse", "--density", "0.5"], ["sirius", "--period", "4"]] as const) {
+      const r = await run("generate", "--model", dir, "--prompt-ids", "1,2,3", "--max-tokens", "6", "--mode", mode, ...extra, "--json")
+      expect(r.code, r.err).toBe(0)
       const lines = r.out.trim().split("\n")
       expect(lines).toHaveLength(1)
       const json = JSON.parse(lines[0]!)
@@ -29,43 +39,104 @@ describe("sirius generate", () => {
       expect(json.stopReason).toBe("length")
       expect(json.text).toBe("") // no tokenizer.json in this directory
       expect(json.stats.parameterDensity).toBeGreaterThan(0)
+      expect(json.stats.backend).toMatch(/^simd\(/) // the default backend is the fast one
       if (mode === "sirius") expect(json.stats).toHaveProperty("aal")
     }
   })
 
   it("the bundled model answers a task prompt (default --model)", async () => {
     const r = await run("generate", "--prompt", "Q: Ann has 26 pens. She buys 13 more. She buys 2 more. How many pens now?\nA:", "--mode", "sirius", "--json")
-    expect(r.code).toBe(0)
+    expect(r.code, r.err).toBe(0)
     const json = JSON.parse(r.out)
     expect(json.text).toContain("The answer is 41.")
     expect(json.stopReason).toBe("eos")
   })
 
-  it("bad flags: one line, exit 2", async () => {
-    for (const argv of [
-      ["generate", "--bogus"],
-      ["generate", "--model", dir, "--prompt-ids", "1,x"],
-      ["generate", "--model", dir, "--prompt-ids", "1", "--max-tokens", "0"],
-      ["generate", "--model", dir, "--prompt-ids", "1", "--mode", "turbo"],
-      ["generate", "--model", dir],
-      ["nonsense"]
-    ]) {
-      const r = await run(...argv)
-      expect(r.code, argv.join(" ")).toBe(2)
+  it("bad flags: one line naming the flag, exit 2", async () => {
+    await expectUsage(["generate", "--bogus"], `unknown flag '--bogus'`)
+    await expectUsage(["generate", "--model", dir, "--prompt-ids", "1,x"], `--prompt-ids must be comma-separated token ids, e.g. 1,2,3 (got "1,x")`)
+    await expectUsage(["generate", "--model", dir, "--prompt-ids", "1", "--max-tokens", "0"], `--max-tokens must be an integer ≥ 1 (got "0")`)
+    await expectUsage(["generate", "--model", dir, "--prompt-ids", "1", "--max-tokens", "-1"], `--max-tokens must be an integer ≥ 1 (got "-1")`)
+    await expectUsage(["generate", "--model", dir, "--prompt-ids", "1", "--mode", "turbo"], `--mode must be one of full, sparse, sirius (got "turbo")`)
+    await expectUsage(["generate", "--model", dir], "give exactly one of --prompt or --prompt-ids")
+  })
+
+  it("a flag that does not apply to the chosen mode is an error, not silently ignored", async () => {
+    const base = ["generate", "--model", dir, "--prompt-ids", "1"]
+    await expectUsage([...base, "--period", "4"], "--period applies to --mode sirius, not full")
+    await expectUsage([...base, "--density", "0.3"], "--density applies to --mode sparse or sirius, not full")
+    await expectUsage([...base, "--mode", "sparse", "--tree-width", "2"], "--tree-width applies to --mode sirius, not sparse")
+    await expectUsage([...base, "--top-k", "5"], "--top-k applies only when sampling (--temperature > 0); at temperature 0 decoding is greedy")
+    await expectUsage([...base, "--mode", "sirius", "--acceptance", "greedy-exact", "--threshold", "0.2"], "--threshold applies to --acceptance threshold, not greedy-exact")
+    await expectUsage([...base, "--backend", "reference", "--threads", "2"], "--threads applies to --backend simd, not reference")
+    await expectUsage(
+      [...base, "--mode", "sirius", "--acceptance", "speculative", "--tree-width", "4"],
+      "--acceptance speculative samples its own drafts, which tree drafting cannot honour: use --tree-width 1, or --acceptance greedy-exact or threshold"
+    )
+  })
+
+  it("--backend gpu runs a real GPU or fails naming every backend it tried, never a CPU mode", async () => {
+    const r = await run("generate", "--model", dir, "--prompt-ids", "1", "--max-tokens", "2", "--backend", "gpu", "--json")
+    if (r.code === 0) expect(JSON.parse(r.out).stats.backend).toMatch(/^gpu:(webgpu|headlessgl|webgl2|webgl)$/)
+    else {
+      expect(r.code).toBe(1)
       expect(r.out).toBe("")
-      expect(r.err.trim().split("\n")[0]).toMatch(/sirius: /)
+      expect(r.err).toMatch(/^sirius: error: BackendUnavailableError: backend "gpu" is unavailable: no GPU backend runs here; tried webgpu \(.*\), headlessgl \(.*\), webgl2 \(.*\), webgl \(.*\)\n$/)
     }
   })
 
-  it("a bad checkpoint or request: one line naming what is wrong, exit 1", async () => {
-    const missing = await run("generate", "--model", join(dir, "nope"), "--prompt-ids", "1")
-    expect(missing.code).toBe(1)
-    expect(missing.err).toContain("nope")
+  it("a bad model path or request: one line naming what is wrong, exit 1, and the prompt is not echoed first", async () => {
+    const missing = join(dir, "nope")
+    const m = await run("generate", "--model", missing, "--prompt-ids", "1")
+    expect(m.code).toBe(1)
+    expect(m.err).toBe(
+      `sirius: error: CheckpointError: ${missing}: no such file or directory; expected a model directory (HF layout: config.json and model.safetensors or model.safetensors.index.json) or a .gguf file\n`
+    )
+    const file = join(dir, "config.json")
+    const f = await run("generate", "--model", file, "--prompt-ids", "1")
+    expect(f.code).toBe(1)
+    expect(f.err).toMatch(new RegExp(`^sirius: error: CheckpointError: ${file}: a file of \\d+ bytes, not a model; expected a model directory`))
     const text = await run("generate", "--model", dir, "--prompt", "hello")
     expect(text.code).toBe(2)
-    expect(text.err).toContain("tokenizer.json")
+    expect(text.err).toBe(`sirius: error: --prompt needs the model's tokenizer, and ${dir} has no tokenizer.json: use --prompt-ids\n`)
     const range = await run("generate", "--model", dir, "--prompt-ids", "99999")
     expect(range.code).toBe(1)
-    expect(range.err).toContain("GenerationError")
+    expect(range.err).toBe(`sirius: error: GenerationError: prompt: token id 99999 is outside the vocabulary [0, ${shapes.tiny.vocabSize})\n`)
+    const long = await run("generate", "--prompt", "Q: Tom has 23 apples.\nA:", "--max-tokens", "300")
+    expect(long.code).toBe(1)
+    expect(long.out).toBe("")
+    expect(long.err).toMatch(/^sirius: error: GenerationError: maxNewTokens: the prompt \(\d+ tokens\) \+ max new tokens \(300\) exceeds the model's context of 256 \(max_position_embeddings\)\n$/)
+  })
+
+  it("--help prints the command's flags and defaults; --version the package version", async () => {
+    for (const command of ["generate", "eval", "calibrate", "bench"]) {
+      const r = await run(command, "--help")
+      expect(r.code).toBe(0)
+      expect(r.out).toMatch(new RegExp(`^.*\\n\\nusage: sirius ${command}`))
+      expect(r.out).toContain("--model DIR")
+    }
+    const g = await run("generate", "--help")
+    expect(g.out).toMatch(/--backend simd\|reference\|gpu.* compute backend \[default: simd\]/)
+    expect(g.out).toMatch(/--period k +\(sirius\) tokens per verification window \[default: 16\]/)
+    const v = await run("--version")
+    expect(v).toEqual({ code: 0, out: `${JSON.parse(readFileSync("package.json", "utf8")).version}\n`, err: "" })
+    const overview = await run("--help")
+    expect(overview.code).toBe(0)
+    expect(overview.out).toContain("generate")
+    const unknown = await run("nonsense")
+    expect(unknown).toEqual({ code: 2, out: "", err: `sirius: unknown command "nonsense" (commands: generate, eval, calibrate, bench, quantize; sirius --help)\n` })
+  })
+})
+
+describe("sirius bench", () => {
+  it("prints parameter counts at a readable scale", () => {
+    expect(formatCount(1_064_320)).toBe("1.06 M")
+    expect(formatCount(1_100_048_384)).toBe("1.10 B")
+    expect(formatCount(48_000)).toBe("48.0 K")
+    expect(formatCount(48)).toBe("48")
+  })
+
+  it("a sparsity-only flag without --sparsity is an error", async () => {
+    await expectUsage(["bench", "--density", "0.4"], "--density applies with --sparsity")
   })
 })

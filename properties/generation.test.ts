@@ -20,7 +20,7 @@ const run = <A, E>(effect: Effect.Effect<A, E, Kernels>, layer: Layer.Layer<Kern
   Effect.runPromise(Effect.provide(effect, layer))
 const collect = (model: Model.Model, options: Generation.GenerateOptions) =>
   Stream.runCollect(Generation.generate(model, options))
-const finished = (events: ReadonlyArray<Generation.GenerationEvent>) => {
+const finished = (events: ReadonlyArray<Generation.Event>) => {
   const f = events[events.length - 1]!
   if (f._tag !== "Finished") throw new Error("last event is not Finished")
   return f

@@ -367,10 +367,10 @@ describe("GGUF damage", () => {
     writeFileSync(text, "not a model")
     const e = flip(loadCheckpoint(text))
     assert.strictEqual(e._tag, "CheckpointError")
-    assert.include(e.message, "is a file but not a GGUF file")
-    assert.include(e.message, "expected a model directory with config.json, or a .gguf file")
+    assert.include(e.message, "a file of 11 bytes, not a model")
+    assert.include(e.message, "or a .gguf file")
     const e2 = flip(loadCheckpoint(join(root, "nothing-here")))
-    assert.include(e2.message, "does not exist (expected a model directory")
+    assert.include(e2.message, "no such file or directory; expected a model directory")
   })
 })
 

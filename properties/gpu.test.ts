@@ -106,11 +106,19 @@ describe("gpu backend selection and lifecycle", () => {
     }
   })
 
-  it("mode \"gpu\" runs the best backend present and says which, with the reasons it skipped the better ones", async () => {
-    const best = await run(Effect.scoped(GpuKernels.make({ mode: "gpu" })))
-    const expected = ["webgpu", "headlessgl", "webasm"].find((m) => !absent.has(m as GpuBackend))
-    expect(best.name).toBe(`gpu:${expected}`)
-    for (const skipped of Object.keys(best.runtime.skipped)) expect(absent.has(skipped as GpuBackend) || skipped.startsWith("webgl")).toBe(true)
+  it("mode \"gpu\" runs the best real GPU backend present, or fails naming each one it tried, never a CPU mode", async () => {
+    const expected = ["webgpu", "headlessgl"].find((m) => !absent.has(m as GpuBackend))
+    if (expected !== undefined) {
+      const best = await run(Effect.scoped(GpuKernels.make({ mode: "gpu" })))
+      expect(best.name).toBe(`gpu:${expected}`)
+      for (const skipped of Object.keys(best.runtime.skipped)) expect(absent.has(skipped as GpuBackend) || skipped.startsWith("webgl")).toBe(true)
+    } else {
+      const error = await run(Effect.flip(Effect.scoped(GpuKernels.make({ mode: "gpu" }))))
+      expect(error._tag).toBe("BackendUnavailableError")
+      expect(error.requested).toBe("gpu")
+      for (const tried of ["webgpu", "headlessgl", "webgl2", "webgl"]) expect(error.reason).toContain(`${tried} (`)
+      expect(error.reason).not.toMatch(/webasm|cpu \(/)
+    }
   })
 
   it("kernels are compiled once per (op, shape): a second forward pass compiles nothing", async () => {

@@ -138,7 +138,7 @@ describe("sirius quantize", () => {
     expect(notGguf.code).toBe(2)
     const missing = await run("quantize", join(root, "nope"), join(root, "x.gguf"), "--type", "q8_0")
     expect(missing.code).toBe(1)
-    expect(missing.err).toContain("does not exist (expected a model directory")
+    expect(missing.err).toContain("no such file or directory; expected a model directory")
   })
 
   it("generate --quantize q8_0 runs an HF checkpoint with quantized matrices", async () => {

@@ -112,7 +112,7 @@ describe("simd gather", () => {
             const before = rt.allocatedBytes
             const sparsity = { granularity: "coarse", density: 0.5 } as const
             const streams = [
-              Generation.generate(model, { prompt, maxNewTokens: 6, sparsity }),
+              Generation.generate(model, { prompt, maxNewTokens: 6, mode: "sparse", sparsity }),
               Sirius.generate(model, { prompt, maxNewTokens: 6, sparsity, correctionPeriod: 3 })
             ] as const
             for (const stream of streams) {

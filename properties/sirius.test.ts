@@ -11,6 +11,7 @@ import type { Kernels } from "../src/Kernels.ts"
 import * as KvCache from "../src/KvCache.ts"
 import * as Model from "../src/Model.ts"
 import * as Policy from "../src/Policy.ts"
+import * as Request from "../src/Request.ts"
 import { randomWeights } from "../src/RandomModel.ts"
 import * as Sirius from "../src/Sirius.ts"
 import type { Granularity } from "../src/Sparsity.ts"
@@ -26,7 +27,23 @@ const fullGreedy = (model: Model.Model, prompt: ReadonlyArray<number>, maxNewTok
 
 const sirius = (model: Model.Model, options: Partial<Sirius.SiriusOptions> & { prompt: ReadonlyArray<number> }) =>
   Stream.runCollect(
-    Sirius.generate(model, { maxNewTokens: 12, sparsity: { granularity: "coarse", density: 0.5 }, ...options })
+    Sirius.generate(model, { maxNewTokens: 12, sparsity: { granularity: "coarse", density: 0.5 }, ...options } as Sirius.SiriusOptions)
+  )
+
+/** Drive a request by hand (Sirius.init, Request.prefill, Sirius.step) and snapshot the KV after every verification. */
+const kvAfterVerifications = (model: Model.Model, options: Partial<Sirius.SiriusOptions> & { prompt: ReadonlyArray<number> }) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const s = yield* Sirius.init(model, { maxNewTokens: 12, sparsity: { granularity: "coarse", density: 0.5 }, ...options } as Sirius.SiriusOptions)
+      yield* Request.prefill(s)
+      const snapshots: Array<{ kv: ReturnType<typeof KvCache.snapshot>; length: number }> = []
+      while (s.finished === undefined) {
+        const events = yield* Sirius.step(s)
+        // every slot below lastCheck must now hold full-model K/V of the committed tokens
+        if (events.some((e) => e._tag === "Verified")) snapshots.push({ kv: KvCache.snapshot(s.cache), length: s.lastCheck })
+      }
+      return { snapshots, tokens: [...s.text.ids] }
+    })
   )
 
 const scenario = tinyModelAndPrompt(6).chain((m) =>
@@ -114,15 +131,14 @@ describe("Sirius state and metrics", () => {
         run(
           Effect.gen(function* () {
             const model = yield* load(config, seed)
-            const snapshots: Array<{ kv: ReturnType<typeof KvCache.snapshot>; length: number }> = []
-            const events = yield* sirius(model, {
+            const { snapshots, tokens } = yield* kvAfterVerifications(model, {
               prompt,
               correctionPeriod: k,
               policy: Policy.threshold(thr),
-              sparsity: { granularity, density },
-              observeCache: (cache, length) => snapshots.push({ kv: KvCache.snapshot(cache), length })
+              sparsity: { granularity, density }
             })
-            const all = [...prompt, ...finished(events).tokens]
+            expect(snapshots.length).toBeGreaterThan(0)
+            const all = [...prompt, ...tokens]
             for (const { kv, length } of snapshots) {
               expect(kv.keys[0]!.length).toBe(length * config.numKeyValueHeads * config.headDim)
               const fresh = KvCache.make(config, length)
@@ -248,16 +264,17 @@ describe("Sirius tree drafting", () => {
         run(
           Effect.gen(function* () {
             const model = yield* load(config, seed)
-            const snapshots: Array<{ kv: ReturnType<typeof KvCache.snapshot>; length: number }> = []
-            const events = yield* sirius(model, {
+            const { snapshots, tokens } = yield* kvAfterVerifications(model, {
               prompt,
               correctionPeriod: k,
               treeWidth: width,
               policy: Policy.threshold(thr),
-              sparsity: { granularity, density },
-              observeCache: (cache, length) => snapshots.push({ kv: KvCache.snapshot(cache), length })
+              sparsity: { granularity, density }
             })
-            const all = [...prompt, ...finished(events).tokens]
+            expect(snapshots.length).toBeGreaterThan(0)
+            const events = yield* sirius(model, { prompt, correctionPeriod: k, treeWidth: width, policy: Policy.threshold(thr), sparsity: { granularity, density } })
+            expect(finished(events).tokens).toEqual(tokens)
+            const all = [...prompt, ...tokens]
             for (const { kv, length } of snapshots) {
               const fresh = KvCache.make(config, length)
               yield* Forward.forward(model, fresh, Int32Array.from(all.slice(0, length)), 0, "last")

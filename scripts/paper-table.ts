@@ -38,13 +38,12 @@ const program = Effect.gen(function* () {
   const problems = (yield* Eval.readProblems(defaultDataFile())).slice(0, limit)
   const base: Flags = { backend, threads, "max-tokens": "96" }
   // one load serves every row: fine sparsity's transposed down_proj included
-  const { checkpoint, model } = yield* loadModel(settings({ ...base, mode: "sirius", sparsity: "fine" }))
-  const tokenizer = checkpoint.tokenizer!
+  const { checkpoint, model } = yield* loadModel(settings({ ...base, mode: "sirius", sparsity: "fine" }), { err: (s) => void process.stderr.write(s) })
   const run = (label: string, flags: Flags) =>
     Effect.gen(function* () {
       const s = settings({ ...base, ...flags })
       const t0 = performance.now()
-      const report = yield* Eval.evaluate(problems, (prompt) => Effect.flatMap(requestStream(s, checkpoint, model, tokenizer.encode(prompt)), Eval.outcomeOf))
+      const report = yield* Eval.evaluate(problems, (prompt) => Effect.flatMap(requestStream(s, checkpoint, model, prompt), Eval.outcomeOf))
       process.stderr.write(`${label.padEnd(44)} accuracy ${report.accuracy.toFixed(3)} AAL ${report.aal?.toFixed(2) ?? "-"} eff ${report.effectiveDensity.toFixed(3)} (${((performance.now() - t0) / 1000).toFixed(0)} s)\n`)
       return { label, flags, ...report } satisfies Row
     })

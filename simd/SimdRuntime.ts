@@ -13,7 +13,6 @@
  *
  * Not here: what the kernels compute (kernels.wat) and the Kernels interface (index.ts).
  */
-import v8 from "node:v8"
 import { Worker } from "node:worker_threads"
 import { kernelsBaselineWasmBase64, kernelsRelaxedWasmBase64 } from "./kernels.wasm.ts"
 import { ARGS, CLAIM, COMPLETED, MAX_CHUNKS, NCHUNKS, OP, QUIT, SLEEPERS, STATS, WAKE, WEIGHTS_BASE } from "./layout.ts"
@@ -44,43 +43,85 @@ export interface KernelsModule {
   readonly module: WebAssembly.Module
   /** The relaxed-SIMD binary (multiply-adds as f32x4.relaxed_madd); false: the baseline (mul + add). */
   readonly relaxed: boolean
+  /** Why the baseline runs: the host rejects relaxed SIMD, or the relaxed binary failed its self-test. */
+  readonly fallbackReason?: string
 }
 
 /**
- * Does this host accept relaxed SIMD? Node 20 (V8 11.3) has it behind --experimental-wasm-relaxed-simd,
- * which can still be switched on at run time, before the module is compiled. V8 flags are process-global;
- * this one only makes the relaxed opcodes valid. Any failure (no node:v8, a host that ignores the flag)
- * answers false, and the baseline binary is used.
+ * One known-answer case of the relaxed probe (kernels.wat `relaxedProbe`): lanes of a, b, c and the two
+ * results relaxed SIMD allows for a·b + c, fused (one rounding) or unfused (two). The values are chosen so
+ * that both are exact in float64 arithmetic.
  */
-const relaxedAccepted = (bytes: BufferSource): boolean => {
+export interface ProbeCase {
+  readonly a: readonly [number, number, number, number]
+  readonly b: readonly [number, number, number, number]
+  readonly c: readonly [number, number, number, number]
+  readonly fused: readonly [number, number, number, number]
+  readonly unfused: readonly [number, number, number, number]
+}
+
+const e20 = Math.fround(1 + 2 ** -20)
+const e19 = Math.fround(1 + 2 ** -19)
+
+/** The self-test's cases: plain arithmetic, negative and zero lanes, and lanes where FMA differs. */
+export const relaxedKnownAnswers: ReadonlyArray<ProbeCase> = [
+  { a: [2, 0.5, 1.5, -3], b: [3, -4, 1.5, 0.25], c: [1, 1, 0.25, 0], fused: [7, -1, 2.5, -0.75], unfused: [7, -1, 2.5, -0.75] },
+  { a: [e20, -e20, e20, 0], b: [e20, e20, -e20, 7], c: [-e19, e19, e19, -0], fused: [2 ** -40, -(2 ** -40), -(2 ** -40), 0], unfused: [0, 0, 0, 0] }
+]
+
+/**
+ * Does this compiled module compute the known answers? Runs the probe on a fresh instance with its own
+ * small memory (before any thread exists) and requires every lane to be the fused or the unfused result,
+ * and all lanes of all cases to agree on which. Any trap or mismatch answers false.
+ */
+export const passesSelfTest = (module: WebAssembly.Module, cases: ReadonlyArray<ProbeCase> = relaxedKnownAnswers): boolean => {
   try {
-    if (WebAssembly.validate(bytes)) return true
-    if (typeof v8?.setFlagsFromString !== "function") return false
-    v8.setFlagsFromString("--experimental-wasm-relaxed-simd")
-    return WebAssembly.validate(bytes)
+    const memory = new WebAssembly.Memory({ initial: 2, maximum: 2, shared: true })
+    const probe = (new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as { relaxedProbe: (at: number) => void }).relaxedProbe
+    const f32 = new Float32Array(memory.buffer)
+    const at = 65536 // above the control block, like any scratch
+    let mode: "fused" | "unfused" | undefined
+    for (const k of cases) {
+      f32.set([...k.a, ...k.b, ...k.c], at / 4)
+      probe(at)
+      const got = Array.from(f32.subarray(at / 4 + 12, at / 4 + 16))
+      const fused = got.every((v, i) => Object.is(v, k.fused[i]) || (v === 0 && k.fused[i] === 0))
+      const unfused = got.every((v, i) => Object.is(v, k.unfused[i]) || (v === 0 && k.unfused[i] === 0))
+      if (fused && unfused) continue
+      const seen = fused ? "fused" : unfused ? "unfused" : undefined
+      if (seen === undefined || (mode !== undefined && mode !== seen)) return false
+      mode = seen
+    }
+    return true
   } catch {
     return false
   }
 }
 
+/**
+ * Choose the binary: the relaxed one when the host validates it AND it passes the known-answer self-test,
+ * else the baseline, with the reason. (Node ≥ 22 ships relaxed SIMD on by default; validation alone is not
+ * enough: V8's baseline compiler has computed relaxed int8 dot products wrongly on some versions and CPUs.)
+ * `cases` lets a test inject a wrong expectation and see the baseline chosen.
+ */
+export const selectKernels = (cases: ReadonlyArray<ProbeCase> = relaxedKnownAnswers): KernelsModule => {
+  const relaxedBytes = Buffer.from(kernelsRelaxedWasmBase64, "base64")
+  const baseline = (fallbackReason: string): KernelsModule => ({
+    module: new WebAssembly.Module(Buffer.from(kernelsBaselineWasmBase64, "base64")),
+    relaxed: false,
+    fallbackReason
+  })
+  if (!WebAssembly.validate(relaxedBytes)) return baseline("this host does not accept relaxed SIMD")
+  const module = new WebAssembly.Module(relaxedBytes)
+  return passesSelfTest(module, cases) ? { module, relaxed: true } : baseline("the relaxed-SIMD binary failed its known-answer self-test")
+}
+
 let compiled: KernelsModule | undefined
 /**
- * The kernels module, compiled once per process (the compiled code is shared by every instance, workers
- * included, so every thread runs the same binary): the relaxed one when the host accepts it, else the
- * baseline.
+ * The kernels module, chosen and compiled once per process (the compiled code is shared by every instance,
+ * workers included, so every thread runs the same binary).
  */
-export const kernelsModule = (): KernelsModule => {
-  if (compiled) return compiled
-  const relaxed = Buffer.from(kernelsRelaxedWasmBase64, "base64")
-  if (relaxedAccepted(relaxed)) {
-    try {
-      compiled = { module: new WebAssembly.Module(relaxed), relaxed: true }
-    } catch {
-      // validated but not compiled: fall back to the baseline below
-    }
-  }
-  return (compiled ??= { module: new WebAssembly.Module(Buffer.from(kernelsBaselineWasmBase64, "base64")), relaxed: false })
-}
+export const kernelsModule = (): KernelsModule => (compiled ??= selectKernels())
 
 /** madd(a, a, c) with these is 2⁻⁴⁰ when the multiply-add is fused (one rounding), 0 when it is not. */
 const FMA_A = Math.fround(1 + 2 ** -20)
@@ -98,6 +139,8 @@ export class SimdRuntime {
   readonly workers: ReadonlyArray<Worker>
   /** The kernels' multiply-adds are fused (relaxed SIMD accepted and lowered to FMA instructions). */
   readonly fma: boolean
+  /** Which binary runs, and why the baseline when it does. */
+  readonly kernels: KernelsModule
   /** Views over the whole memory, refreshed after every grow. */
   u8!: Uint8Array
   f32!: Float32Array
@@ -115,7 +158,8 @@ export class SimdRuntime {
 
   constructor(readonly options: RuntimeOptions) {
     this.memory = new WebAssembly.Memory({ initial: 2, maximum: Math.ceil(options.maxBytes / PAGE), shared: true })
-    const { module, relaxed } = kernelsModule()
+    this.kernels = kernelsModule()
+    const { module, relaxed } = this.kernels
     this.exports = new WebAssembly.Instance(module, { env: { memory: this.memory } }).exports as unknown as Exports
     this.fma = relaxed && this.exports.madd(FMA_A, FMA_A, FMA_C) !== 0
     this.refresh()

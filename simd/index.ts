@@ -145,7 +145,7 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
       const address = rt.alloc(layout.bytes)
       packMatrix(t.data, layout, rt.u8.subarray(address, address + layout.bytes))
       storages.add(storage)
-      const m: SimdMatrix = { rows: layout.rows, cols: layout.cols, layout, address }
+      const m: SimdMatrix = { rows: layout.rows, cols: layout.cols, bytes: layout.bytes, layout, address }
       uploaded.set(raw, m)
       return m
     })
@@ -174,7 +174,7 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
         }
         rt.run(OP_GATHER, Math.ceil(rows / perChunk), [axis === "rows" ? 0 : 1, elementBytes, src, address, aAt!, bAt!, rows, perChunk, from.tiles, layout.tiles, n])
         zeroPaddingRows(rt.u8, layout, address)
-        return { rows: layout.rows, cols: layout.cols, layout, address }
+        return { rows: layout.rows, cols: layout.cols, bytes: layout.bytes, layout, address }
       }),
       (m) => Effect.sync(() => rt.free(m.address))
     )
@@ -395,7 +395,8 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
     rope,
     attention,
     swiglu,
-    add
+    add,
+    memory: () => ({ usedBytes: rt.allocatedBytes, limitBytes: rt.options.maxBytes })
   }
 }
 

@@ -655,6 +655,14 @@
     (f32x4.extract_lane 0
       (f32x4.relaxed_madd (f32x4.splat (local.get $a)) (f32x4.splat (local.get $b)) (f32x4.splat (local.get $c)))))
 
+  ;; The relaxed-SIMD known-answer probe (SimdRuntime.ts runs it on a fresh instance before choosing the
+  ;; relaxed binary): reads a, b, c (f32x4 each) at $at and writes relaxed_madd(a, b, c) at $at + 48.
+  ;; Operands come from memory so that no compiler can fold them: it is the code the kernels run that is
+  ;; checked, by the compiler that runs first (V8's baseline compiler has miscompiled relaxed ops).
+  (func $relaxedProbe (export "relaxedProbe") (param $at i32)
+    (v128.store offset=48 (local.get $at)
+      (f32x4.relaxed_madd (v128.load (local.get $at)) (v128.load offset=16 (local.get $at)) (v128.load offset=32 (local.get $at)))))
+
   ;; ---- exp, softmax-free elementwise ops ----
 
 ;; e^x per lane (Cephes expf: x = n·ln2 + r, |r| ≤ ln2/2, degree-6 polynomial; about 1 ulp).

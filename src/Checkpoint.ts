@@ -29,7 +29,8 @@ import { GGUF_MAGIC, GgufError, metaString, readGgufHeader } from "./Gguf.ts"
 import { ggufWeights } from "./GgufCheckpoint.ts"
 import { ggufTokenizerParts } from "./GgufTokenizer.ts"
 import type { SpecialTokens } from "./GgufTokenizer.ts"
-import { CheckpointError, readSafetensors } from "./Safetensors.ts"
+import type { OnProgress } from "./LoadProgress.ts"
+import { CheckpointError, readSafetensors, readSafetensorsHeader } from "./Safetensors.ts"
 import type { QuantType, RawTensor } from "./Tensor.ts"
 import { loadTokenizer, makeTokenizer } from "./Tokenizer.ts"
 import type { TextTokenizer } from "./Tokenizer.ts"
@@ -58,14 +59,6 @@ export interface Checkpoint {
   readonly specialTokens: SpecialTokens
 }
 
-export interface LoadCheckpointOptions {
-  /**
-   * Quantize the float weight matrices at load time (Weights.quantizeWeights: ggml's reference
-   * quantizers): less memory, and the quantized values are what every backend then computes with.
-   */
-  readonly quantize?: Extract<QuantType, "Q8_0" | "Q4_0">
-}
-
 const IndexFile = Schema.Struct({ weight_map: Schema.Record(Schema.String, Schema.String) })
 const GenerationConfig = Schema.Struct({
   eos_token_id: Schema.optionalKey(Schema.NullOr(TokenIds)),
@@ -78,7 +71,30 @@ const exists = (file: string): Effect.Effect<boolean, CheckpointError> =>
   Effect.try({ try: () => existsSync(file), catch: (cause) => checkpointError(file, `cannot stat (${errorText(cause)})`) })
 
 /** Read the needed tensors of a sharded checkpoint; `fileOf` names each tensor's shard for later errors. */
-const readSharded = Effect.fnUntraced(function* (dir: string, indexFile: string, needed: ReadonlySet<string>) {
+/**
+ * A progress reporter over the needed tensors of the given files (their headers read first for the
+ * totals), or undefined without a callback.
+ */
+const progressOver = Effect.fnUntraced(function* (files: ReadonlyArray<string>, needed: ReadonlySet<string>, onProgress: OnProgress | undefined) {
+  if (onProgress === undefined) return undefined
+  let totalTensors = 0
+  let totalBytes = 0
+  for (const file of files)
+    for (const e of (yield* readSafetensorsHeader(file)).entries)
+      if (needed.has(e.name)) {
+        totalTensors++
+        totalBytes += e.end - e.begin
+      }
+  let tensors = 0
+  let bytes = 0
+  return (file: string) => (t: RawTensor) => {
+    tensors++
+    bytes += t.data.byteLength
+    onProgress({ phase: "read", source: file, tensors, totalTensors, bytes, totalBytes })
+  }
+})
+
+const readSharded = Effect.fnUntraced(function* (dir: string, indexFile: string, needed: ReadonlySet<string>, onProgress: OnProgress | undefined) {
   const json = yield* Effect.try({
     try: (): unknown => JSON.parse(readFileSync(indexFile, "utf8")),
     catch: (cause) => checkpointError(indexFile, `cannot read JSON (${errorText(cause)})`)
@@ -106,8 +122,9 @@ const readSharded = Effect.fnUntraced(function* (dir: string, indexFile: string,
 
   const tensors = new Map<string, RawTensor>()
   const fileOf = new Map<string, string>()
+  const progress = yield* progressOver([...byShard.keys()], needed, onProgress)
   for (const [shard, names] of byShard) {
-    const read = yield* readSafetensors(shard, new Set(names))
+    const read = yield* readSafetensors(shard, new Set(names), progress?.(shard))
     for (const name of names) {
       const t = read.get(name)
       if (t === undefined) return yield* checkpointError(shard, `tensor "${name}" is listed in ${indexFile} for this shard but absent from it`, name)
@@ -190,9 +207,9 @@ const hasGgufMagic = (file: string): Effect.Effect<boolean, CheckpointError> =>
   })
 
 /** A GGUF file as a Checkpoint. */
-const loadGguf = Effect.fnUntraced(function* (file: string) {
+const loadGguf = Effect.fnUntraced(function* (file: string, onProgress: OnProgress | undefined) {
   const header = yield* readGgufHeader(file)
-  const { config, weights } = yield* ggufWeights(header)
+  const { config, weights } = yield* ggufWeights(header, onProgress)
   const parts = yield* ggufTokenizerParts(header)
   const tokenizer = parts === undefined ? undefined : yield* makeTokenizer(parts.tokenizerJson, parts.tokenizerConfig, file)
   const chatTemplate = yield* metaString(header, "tokenizer.chat_template")
@@ -220,9 +237,10 @@ const loadGguf = Effect.fnUntraced(function* (file: string) {
  * model.safetensors.index.json and its shards (only the tensors the model needs), tokenizer.json when
  * present, generation_config.json when present (its eos ids are united with config.json's), and the
  * chat template. For a `.gguf` file (or a file with the GGUF magic), the header, the needed tensors
- * (Q/K un-permuted for `llama`) and the tokenizer built from its metadata. `options.quantize`
- * quantizes the float matrices after loading. Fails with a ConfigError, CheckpointError or GgufError
- * naming the file, and the tensor or field when there is one; a path that is neither says so.
+ * (Q/K un-permuted for `llama`) and the tokenizer built from its metadata. `onProgress` sees every
+ * tensor read; `quantize` quantizes the float matrices after loading. Fails with a ConfigError,
+ * CheckpointError or GgufError naming the file, and the tensor or field when there is one; a path that
+ * is neither model kind says so.
  *
  * **Example**
  * ```ts
@@ -232,20 +250,30 @@ const loadGguf = Effect.fnUntraced(function* (file: string) {
  *
  * @category loading
  */
-export const loadCheckpoint = (dir: string, options: LoadCheckpointOptions = {}): Effect.Effect<Checkpoint, ConfigError | CheckpointError | GgufError> =>
+export interface LoadOptions {
+  /** Called after each tensor is read (phase "read"). */
+  readonly onProgress?: OnProgress
+  /**
+   * Quantize the float weight matrices at load time (Weights.quantizeWeights: ggml's reference
+   * quantizers): less memory, and the quantized values are what every backend then computes with.
+   */
+  readonly quantize?: Extract<QuantType, "Q8_0" | "Q4_0">
+}
+
+export const loadCheckpoint = (dir: string, options: LoadOptions = {}): Effect.Effect<Checkpoint, ConfigError | CheckpointError | GgufError> =>
   Effect.gen(function* () {
     const stat = yield* Effect.try({
       try: () => statSync(dir, { throwIfNoEntry: false }),
       catch: (cause) => checkpointError(dir, `cannot stat (${errorText(cause)})`)
     })
-    if (stat === undefined) return yield* checkpointError(dir, "does not exist (expected a model directory with config.json, or a .gguf file)")
-    if (!stat.isDirectory()) {
-      if (!stat.isFile()) return yield* checkpointError(dir, "is neither a directory nor a regular file (expected a model directory with config.json, or a .gguf file)")
-      if (!dir.endsWith(".gguf") && !(yield* hasGgufMagic(dir)))
-        return yield* checkpointError(dir, "is a file but not a GGUF file (no GGUF magic; expected a model directory with config.json, or a .gguf file)")
-      const checkpoint = yield* loadGguf(dir)
+    const expected = "expected a model directory (HF layout: config.json and model.safetensors or model.safetensors.index.json) or a .gguf file"
+    if (stat === undefined) return yield* checkpointError(dir, `no such file or directory; ${expected}`)
+    if (stat.isFile() && (dir.endsWith(".gguf") || (yield* hasGgufMagic(dir)))) {
+      const checkpoint = yield* loadGguf(dir, options.onProgress)
       return options.quantize === undefined ? checkpoint : { ...checkpoint, weights: quantizeWeights(checkpoint.config, checkpoint.weights, options.quantize) }
     }
+    if (!stat.isDirectory()) return yield* checkpointError(dir, `${stat.isFile() ? `a file of ${stat.size} bytes` : "not a directory"}, not a model; ${expected}`)
+    if (!(yield* exists(join(dir, "config.json")))) return yield* checkpointError(dir, `a directory without config.json, not a model; ${expected}`)
     const config = yield* readConfigFile(join(dir, "config.json"))
     const needed = new Set(expectedTensors(config).map((e) => e.name))
 
@@ -254,10 +282,11 @@ export const loadCheckpoint = (dir: string, options: LoadCheckpointOptions = {})
     let tensors: ReadonlyMap<string, RawTensor>
     let fileOf: string | ((name: string) => string)
     if (yield* exists(single)) {
-      tensors = yield* readSafetensors(single, needed)
+      const progress = yield* progressOver([single], needed, options.onProgress)
+      tensors = yield* readSafetensors(single, needed, progress?.(single))
       fileOf = single
     } else if (yield* exists(indexFile)) {
-      const sharded = yield* readSharded(dir, indexFile, needed)
+      const sharded = yield* readSharded(dir, indexFile, needed, options.onProgress)
       tensors = sharded.tensors
       fileOf = sharded.fileOf
     } else {

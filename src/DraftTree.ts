@@ -7,8 +7,8 @@
  * and itself. Each round expands every leaf by its top-w children (tempered log-probabilities, drafted EOS
  * excluded), pools the candidates by cumulative score and keeps the best w as the new leaves: they are
  * appended in score order, so a round's leaves always occupy consecutive slots. Verification runs every node
- * through the full model in one pass; the winner is the deepest node whose whole path is accepted (ties to
- * the higher score), and its path is compacted into contiguous slots.
+ * through the full model in one pass; the winner is the final beam with the longest accepted prefix (ties
+ * to the higher score), and that prefix is compacted into contiguous slots.
  */
 import { acceptanceTemperature } from "./Policy.ts"
 
@@ -104,24 +104,30 @@ export const expand = (tree: Tree, logits: Float32Array, vocab: number, width: n
   return added
 }
 
+/** Each node's children, in index order (the order rounds added them). */
+export const children = (tree: Tree): Array<Array<number>> => {
+  const out = tree.nodes.map((): Array<number> => [])
+  tree.nodes.forEach((n, i) => {
+    if (n.parent >= 0) out[n.parent]!.push(i)
+  })
+  return out
+}
+
 /**
- * The verification verdict from `accepted(i)` (node i's own test, its parent accepted): the deepest node
- * whose path is accepted (ties to the higher score, then the lower index), and the best child of it that was
- * rejected, if any.
+ * The verification verdict from `ok` (ok[i]: node i's path is accepted up to and including i; ok[0] true).
+ * Only the final beams (the last round's leaves) compete, as in the official code: each beam's accepted
+ * prefix is its path from the root up to the first rejected node; the longest wins, ties to the higher
+ * beam score (leaves are kept best first). A longer accepted path on a pruned dead end does not count.
+ * Returns the winning beam's last accepted node and the beam's next node (rejected), if any.
  */
-export const winner = (tree: Tree, acceptNode: (i: number) => boolean): { node: number; rejectedChild: number | undefined } => {
-  const ok = new Array<boolean>(tree.nodes.length).fill(false)
-  ok[0] = true
-  let best = 0
-  for (let i = 1; i < tree.nodes.length; i++) {
-    const n = tree.nodes[i]!
-    ok[i] = ok[n.parent]! && acceptNode(i)
-    const b = tree.nodes[best]!
-    if (ok[i] && (n.depth > b.depth || (n.depth === b.depth && n.score > b.score))) best = i
+export const winner = (tree: Tree, ok: ReadonlyArray<boolean>): { node: number; rejected: number | undefined } => {
+  let best: { path: Array<number>; accepted: number } | undefined
+  for (const leaf of tree.leaves) {
+    const p = path(tree, leaf)
+    let accepted = 0
+    while (accepted + 1 < p.length && ok[p[accepted + 1]!] === true) accepted++
+    if (best === undefined || accepted > best.accepted) best = { path: p, accepted }
   }
-  let rejectedChild: number | undefined
-  for (let i = 1; i < tree.nodes.length; i++)
-    if (tree.nodes[i]!.parent === best && !ok[i] && (rejectedChild === undefined || tree.nodes[i]!.score > tree.nodes[rejectedChild]!.score))
-      rejectedChild = i
-  return { node: best, rejectedChild }
+  const { path: p, accepted } = best!
+  return { node: p[accepted]!, rejected: p[accepted + 1] }
 }

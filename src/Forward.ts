@@ -29,8 +29,11 @@ export type Mlp =
     }
   /** Per call, keep the `keep` neurons with the largest Σ_t |silu(gate)| (shared by the call's tokens). */
   | { readonly _tag: "Fine"; readonly keep: number }
-  /** Per call, keep neurons whose mean_t |silu(gate)| exceeds the layer's calibrated threshold. */
-  | { readonly _tag: "FineThreshold"; readonly thresholds: ReadonlyArray<number> }
+  /**
+   * Per call, keep neurons whose mean_t |silu(gate)| exceeds the layer's calibrated threshold; `tally`
+   * counts the neurons kept and considered (the measured parameter density).
+   */
+  | { readonly _tag: "FineThreshold"; readonly thresholds: ReadonlyArray<number>; readonly tally?: { kept: number; total: number } }
   /** Fixed neurons per layer for the whole request (chosen at prefill), their weights gathered once. */
   | { readonly _tag: "Coarse"; readonly layers: ReadonlyArray<CoarseLayer> }
 
@@ -154,6 +157,10 @@ const mlpBlock = Effect.fnUntraced(function* (
   const scores = fineScores(a, T, F)
   const rows = mlp._tag === "Fine" ? topK(scores, mlp.keep) : aboveThreshold(scores.map((s) => s / T), mlp.thresholds[layer]!)
   const n = rows.length
+  if (mlp._tag === "FineThreshold" && mlp.tally !== undefined) {
+    mlp.tally.kept += n
+    mlp.tally.total += F
+  }
   if (n === 0) return new Float32Array(xb2.length)
   const up = yield* k.matmulRows(w.upProj, xb2, T, rows) // (T, n)
   const hb = new Float32Array(T * n) // (T, n) = a[kept] ⊙ up[kept]

@@ -546,17 +546,26 @@ export const readGguf = (
 
 /**
  * Read the tensors `wanted` selects from a file whose header was read already (readGgufHeader), each
- * into its own buffer. Fails with a GgufError if the file changed size since, or for a wanted tensor of
+ * into its own buffer (`onTensor` sees each, for progress). Fails with a GgufError if the file changed size since, or for a wanted tensor of
  * a type sirius-ts cannot run.
  *
  * @category reading
  */
-export const readGgufTensors = (header: GgufHeader, wanted: (name: string) => boolean): Effect.Effect<ReadonlyMap<string, RawTensor>, GgufError> =>
+export const readGgufTensors = (
+  header: GgufHeader,
+  wanted: (name: string) => boolean,
+  onTensor?: (tensor: RawTensor) => void
+): Effect.Effect<ReadonlyMap<string, RawTensor>, GgufError> =>
   withFile(header.file, (fd, size) =>
     Effect.gen(function* () {
       if (size !== header.fileSize) return yield* ggufError(header.file, "", "", `file changed size since its header was read (${header.fileSize} → ${size} bytes)`)
       const tensors = new Map<string, RawTensor>()
-      for (const info of header.tensors) if (wanted(info.name)) tensors.set(info.name, yield* readTensor(fd, header, info))
+      for (const info of header.tensors) {
+        if (!wanted(info.name)) continue
+        const tensor = yield* readTensor(fd, header, info)
+        tensors.set(info.name, tensor)
+        onTensor?.(tensor)
+      }
       return tensors as ReadonlyMap<string, RawTensor>
     })
   )

@@ -26,6 +26,7 @@ import type { GgufError, GgufHeader } from "./Gguf.ts"
 import { ggufError, metaFloat, metaString, metaStrings, metaUint, readGgufTensors, unpermuteQkRows } from "./Gguf.ts"
 import type { CheckpointError } from "./Safetensors.ts"
 import type { RawTensor } from "./Tensor.ts"
+import type { OnProgress } from "./LoadProgress.ts"
 import { rowBytes, toFloat32 } from "./Tensor.ts"
 import { assembleWeights, expectedTensors, ggufToHfName, hfToGgufName } from "./Weights.ts"
 import type { ModelWeights } from "./Weights.ts"
@@ -131,13 +132,14 @@ export const ggufConfig = (header: GgufHeader, ropeFactors?: Float32Array): Effe
 /**
  * The weights of a GGUF file as ModelWeights (HF names and row order), with its config.
  *
- * **Details**: reads the header's needed tensors only (plus `rope_freqs.weight`), renames them through
+ * **Details**: reads the header's needed tensors only (plus `rope_freqs.weight`; `onProgress` sees each
+ * read), renames them through
  * Weights.ts's table, un-permutes Q/K rows for `llama`, and checks presence and shapes with
  * Weights.assembleWeights; errors name the GGUF tensor (and the HF name it stands for).
  *
  * @category loading
  */
-export const ggufWeights = (header: GgufHeader): Effect.Effect<{ readonly config: LlamaConfig; readonly weights: ModelWeights }, GgufError> =>
+export const ggufWeights = (header: GgufHeader, onProgress?: OnProgress): Effect.Effect<{ readonly config: LlamaConfig; readonly weights: ModelWeights }, GgufError> =>
   Effect.gen(function* () {
     const file = header.file
     const hasFactors = header.tensors.some((t) => t.name === ROPE_FREQS)
@@ -145,7 +147,15 @@ export const ggufWeights = (header: GgufHeader): Effect.Effect<{ readonly config
     const factorTensor = factors?.get(ROPE_FREQS)
     const config = yield* ggufConfig(header, factorTensor === undefined ? undefined : toFloat32(factorTensor))
     const needed = new Set(expectedTensors(config).map((e) => hfToGgufName(e.name) ?? e.name))
-    const read = yield* readGgufTensors(header, (name) => needed.has(name))
+    const infos = header.tensors.filter((t) => needed.has(t.name))
+    const totalBytes = infos.reduce((a, t) => a + t.byteLength, 0)
+    let tensors = 0
+    let bytes = 0
+    const read = yield* readGgufTensors(header, (name) => needed.has(name), (t) => {
+      tensors++
+      bytes += t.data.byteLength
+      onProgress?.({ phase: "read", source: file, tensors, totalTensors: infos.length, bytes, totalBytes })
+    })
 
     const byHfName = new Map<string, RawTensor>()
     for (const [name, t] of read) {

@@ -24,10 +24,25 @@ export class KernelError extends Schema.TaggedError<KernelError>()("KernelError"
   message: Schema.String
 }) {}
 
+/**
+ * A backend the caller demanded cannot run here (no GPU adapter, a missing optional package, ...). Never a
+ * silent fallback: `requested` names what was asked for, `reason` what was tried and why it failed.
+ */
+export class BackendUnavailableError extends Schema.TaggedError<BackendUnavailableError>()("BackendUnavailableError", {
+  requested: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `backend "${this.requested}" is unavailable: ${this.reason}`
+  }
+}
+
 /** A weight matrix `[rows, cols]` (HF `[out, in]`) made resident on a backend. Opaque outside it. */
 export interface Matrix {
   readonly rows: number
   readonly cols: number
+  /** Bytes it occupies in the backend's memory, where the backend accounts for them (see `memory`). */
+  readonly bytes?: number
 }
 
 /** A weight vector (norm weights) made resident on a backend. */
@@ -111,6 +126,13 @@ export interface KernelsShape {
   readonly swiglu: (gate: Float32Array, up: Float32Array) => Effect.Effect<Float32Array, KernelError>
   /** out = a + b, elementwise (residual connections). */
   readonly add: (a: Float32Array, b: Float32Array) => Effect.Effect<Float32Array, KernelError>
+
+  /**
+   * The backend's own memory, where it has a limit (wasm32's 4 GiB, a GPU's): bytes in use (weights, live
+   * requests' resources) and the most it can hold. Servers admit a request only when what it will allocate
+   * there (`Request.backendBytes`) fits. Absent: the backend lives in the host's memory.
+   */
+  readonly memory?: () => { readonly usedBytes: number; readonly limitBytes: number }
 }
 
 /** The Kernels service. Provide a backend's layer (e.g. `ReferenceKernels.layer`) to run the model on it. */

@@ -7,8 +7,9 @@ import { Effect } from "effect"
 import type { Checkpoint } from "./Checkpoint.ts"
 import type { LlamaConfig } from "./Config.ts"
 import { type KernelError, Kernels, type KernelsShape, type Matrix, type Vector } from "./Kernels.ts"
+import type { OnProgress } from "./LoadProgress.ts"
 import { ropeInvFreq } from "./Rope.ts"
-import { toFloat32, transpose } from "./Tensor.ts"
+import { type RawTensor, toFloat32, transpose } from "./Tensor.ts"
 import type { ModelWeights } from "./Weights.ts"
 
 export interface LayerHandles {
@@ -44,11 +45,25 @@ export interface Model {
 export interface LoadOptions {
   /** Also make down_proj resident transposed, for fine sparsity (costs one more copy of down_proj; coarse does not need it). */
   readonly sparse?: boolean
+  /** Called after each tensor is made resident (phase "upload"). */
+  readonly onProgress?: OnProgress
 }
 
 export const fromWeights = Effect.fn("Model.fromWeights")(function* (config: LlamaConfig, weights: ModelWeights, options: LoadOptions = {}) {
   const kernels = yield* Kernels
-  const { matrix, vector } = kernels
+  // every upload goes through these two, which report progress
+  const all = [...weights.layers.flatMap((w) => Object.values(w) as Array<RawTensor>), weights.embedTokens, weights.norm, ...(weights.lmHead === weights.embedTokens ? [] : [weights.lmHead])]
+  const totalBytes = all.reduce((n, t) => n + t.data.byteLength, 0) + (options.sparse === true ? weights.layers.reduce((n, w) => n + w.downProj.data.byteLength, 0) : 0)
+  const totalTensors = all.length + (options.sparse === true ? weights.layers.length : 0)
+  let tensors = 0
+  let bytes = 0
+  const report = (t: RawTensor) => {
+    tensors++
+    bytes += t.data.byteLength
+    options.onProgress?.({ phase: "upload", source: kernels.name, tensors, totalTensors, bytes, totalBytes })
+  }
+  const matrix = (t: RawTensor) => Effect.tap(kernels.matrix(t), () => Effect.sync(() => report(t)))
+  const vector = (t: RawTensor) => Effect.tap(kernels.vector(t), () => Effect.sync(() => report(t)))
   const layers: Array<LayerHandles> = []
   for (const w of weights.layers) {
     layers.push({

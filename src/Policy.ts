@@ -12,7 +12,18 @@
  *   exactly as full-model sampling. With temperature 0 it is `greedyExact`.
  * Sampling settings always apply to the tokens the full model emits (corrections and bonus tokens).
  */
+import { Effect, Schema } from "effect"
 import * as Sampler from "./Sampler.ts"
+
+/**
+ * A correction policy returned something the engine cannot use (a token outside the vocabulary, NaN, a
+ * non-integer, a non-boolean) or threw. Names the policy and the method; nothing it returned is committed.
+ */
+export class PolicyError extends Schema.TaggedError<PolicyError>()("PolicyError", {
+  policy: Schema.String,
+  method: Schema.String,
+  message: Schema.String
+}) {}
 
 /** The acceptance test's temperature (Sirius's hard-coded 0.6), one named constant. */
 export const acceptanceTemperature = 0.6
@@ -27,7 +38,10 @@ export interface DraftContext {
 }
 
 export interface WindowContext {
-  /** Tokens in the window so far: the full-model token that opens it plus the drafts (1..correctionPeriod). */
+  /**
+   * Tokens in the window so far: the full-model token that opens it plus the drafts. Asked after each
+   * draft while the window is not full, so 2..correctionPeriod − 1 (a full window is always verified).
+   */
   readonly windowLength: number
   readonly correctionPeriod: number
   /** The sparse logits that produced the newest draft. */
@@ -57,8 +71,12 @@ export interface CorrectContext {
 
 export interface CorrectionPolicy {
   readonly name: string
-  /** Choose the next draft from the sparse logits. */
-  readonly draft: (ctx: DraftContext) => number
+  /**
+   * Choose the next draft from the sparse logits (chain drafting only). Default: the sparse model's greedy
+   * token. Tree drafting (treeWidth > 1) grows a beam of the sparse model's top tokens instead, so a policy
+   * with its own `draft` cannot be given a tree (the types of `Sirius.SiriusOptions` refuse it).
+   */
+  readonly draft?: (ctx: DraftContext) => number
   /** Verify before the window is full (adaptive policies); the window is always verified when full. */
   readonly verifyEarly: (ctx: WindowContext) => boolean
   readonly accept: (ctx: VerifyContext) => boolean
@@ -66,7 +84,10 @@ export interface CorrectionPolicy {
   readonly correct: (ctx: CorrectContext) => number
 }
 
-const greedyDraft = (ctx: DraftContext): number => Sampler.argmax(Sampler.penalize(ctx.sparseLogits, ctx.context, ctx.sampling.repetitionPenalty))
+/** A policy usable with tree drafting: the tree chooses the drafts, so the policy must not. */
+export type TreePolicy = CorrectionPolicy & { readonly draft?: never }
+
+export const greedyDraft = (ctx: DraftContext): number => Sampler.argmax(Sampler.penalize(ctx.sparseLogits, ctx.context, ctx.sampling.repetitionPenalty))
 const sampleFull = (ctx: CorrectContext): number => Sampler.sample(ctx.fullLogits, ctx.context, ctx.sampling, ctx.rng)
 const never = (): boolean => false
 
@@ -79,17 +100,15 @@ export const temperedProbability = (logits: Float32Array, id: number, temperatur
   return Math.exp((logits[id]! - max) / temperature) / sum
 }
 
-export const threshold = (acceptanceThreshold = 0.1, temperature = acceptanceTemperature): CorrectionPolicy => ({
+export const threshold = (acceptanceThreshold = 0.1, temperature = acceptanceTemperature): TreePolicy => ({
   name: `threshold(${acceptanceThreshold})`,
-  draft: greedyDraft,
   verifyEarly: never,
   accept: (ctx) => temperedProbability(ctx.fullLogits, ctx.draft, temperature) >= acceptanceThreshold,
   correct: sampleFull
 })
 
-export const greedyExact: CorrectionPolicy = {
+export const greedyExact: TreePolicy = {
   name: "greedy-exact",
-  draft: greedyDraft,
   verifyEarly: never,
   accept: (ctx) => ctx.draft === Sampler.argmax(Sampler.penalize(ctx.fullLogits, ctx.context, ctx.sampling.repetitionPenalty)),
   correct: (ctx) => Sampler.sample(ctx.fullLogits, ctx.context, { ...ctx.sampling, temperature: 0 }, ctx.rng)
@@ -136,6 +155,48 @@ export const speculative: CorrectionPolicy = {
     return residual.some((r) => r > 0) ? drawFrom(residual, ctx.rng) : drawFrom(p, ctx.rng)
   }
 }
+
+/**
+ * The policy with every call checked: a returned token must be an integer id in [0, vocabSize), a
+ * decision a boolean; a throw or anything else fails with a PolicyError naming the method, so garbage is
+ * never committed.
+ */
+export interface CheckedPolicy {
+  readonly name: string
+  readonly hasDraft: boolean
+  readonly draft: (ctx: DraftContext) => Effect.Effect<number, PolicyError>
+  readonly verifyEarly: (ctx: WindowContext) => Effect.Effect<boolean, PolicyError>
+  readonly accept: (ctx: VerifyContext) => Effect.Effect<boolean, PolicyError>
+  readonly correct: (ctx: CorrectContext) => Effect.Effect<number, PolicyError>
+}
+
+export const checked = (policy: CorrectionPolicy, vocabSize: number): CheckedPolicy => {
+  const call = <A>(method: string, f: () => unknown, valid: (v: unknown) => v is A, expected: string): Effect.Effect<A, PolicyError> => {
+    let value: unknown
+    try {
+      value = f()
+    } catch (e) {
+      return Effect.fail(new PolicyError({ policy: policy.name, method, message: `${policy.name}.${method} threw: ${e instanceof Error ? e.message : String(e)}` }))
+    }
+    return valid(value)
+      ? Effect.succeed(value)
+      : Effect.fail(new PolicyError({ policy: policy.name, method, message: `${policy.name}.${method} returned ${describe(value)}; expected ${expected}` }))
+  }
+  const isToken = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v) && v >= 0 && v < vocabSize
+  const isBoolean = (v: unknown): v is boolean => typeof v === "boolean"
+  const token = `a token id, an integer in [0, ${vocabSize})`
+  const draft = policy.draft ?? greedyDraft
+  return {
+    name: policy.name,
+    hasDraft: policy.draft !== undefined,
+    draft: (ctx) => call("draft", () => draft(ctx), isToken, token),
+    verifyEarly: (ctx) => call("verifyEarly", () => policy.verifyEarly(ctx), isBoolean, "a boolean"),
+    accept: (ctx) => call("accept", () => policy.accept(ctx), isBoolean, "a boolean"),
+    correct: (ctx) => call("correct", () => policy.correct(ctx), isToken, token)
+  }
+}
+
+const describe = (v: unknown): string => (typeof v === "number" ? String(v) : typeof v === "string" ? JSON.stringify(v) : v === undefined ? "undefined" : typeof v === "object" ? (v === null ? "null" : "an object") : typeof v)
 
 export type AcceptanceName = "threshold" | "greedy-exact" | "speculative"
 

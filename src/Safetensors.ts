@@ -187,7 +187,7 @@ export const readSafetensorsHeader = (file: string): Effect.Effect<SafetensorsHe
  * Read tensors from a safetensors file, each into its own Uint8Array.
  *
  * **When to use**: loading weights; pass `names` to read only the tensors you need (others are skipped,
- * not read). A requested name that is absent is simply not in the result: the caller decides whether that
+ * not read); `onTensor` sees each tensor as it is read (progress). A requested name that is absent is simply not in the result: the caller decides whether that
  * is an error (Weights.assembleWeights does).
  *
  * **Example**
@@ -200,7 +200,8 @@ export const readSafetensorsHeader = (file: string): Effect.Effect<SafetensorsHe
  */
 export const readSafetensors = (
   file: string,
-  names?: ReadonlySet<string> | ((name: string) => boolean)
+  names?: ReadonlySet<string> | ((name: string) => boolean),
+  onTensor?: (tensor: RawTensor) => void
 ): Effect.Effect<ReadonlyMap<string, RawTensor>, CheckpointError> => {
   const wanted = names === undefined ? () => true : typeof names === "function" ? names : (name: string) => names.has(name)
   return withFile(file, (fd, size) =>
@@ -210,7 +211,9 @@ export const readSafetensors = (
       for (const e of header.entries) {
         if (!wanted(e.name)) continue
         const data = yield* readExactly(fd, file, e.name, e.end - e.begin, header.dataStart + e.begin)
-        out.set(e.name, { name: e.name, dtype: e.dtype, shape: e.shape, data })
+        const tensor: RawTensor = { name: e.name, dtype: e.dtype, shape: e.shape, data }
+        out.set(e.name, tensor)
+        onTensor?.(tensor)
       }
       return out as ReadonlyMap<string, RawTensor>
     })

@@ -43,10 +43,13 @@ export const argmax = (logits: ArrayLike<number>): number => {
   return best
 }
 
-/** Apply the repetition penalty to a copy of the logits. */
+/**
+ * The logits with the repetition penalty applied: a penalised copy, or the logits themselves when the
+ * penalty is 1 (no copy on the common path; callers treat the result as read-only).
+ */
 export const penalize = (logits: Float32Array, context: Iterable<number>, penalty: number): Float32Array => {
+  if (penalty === 1) return logits
   const out = logits.slice()
-  if (penalty === 1) return out
   for (const id of new Set(context)) out[id] = out[id]! > 0 ? out[id]! / penalty : out[id]! * penalty
   return out
 }

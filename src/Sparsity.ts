@@ -139,6 +139,8 @@ export interface SparsityOptions {
 
 /** The MLP modes of one request (see `requestMlp`). */
 export interface RequestMlp {
+  /** Fine-threshold: neurons kept and neurons considered so far by this request's sparse steps. */
+  readonly tally?: { kept: number; total: number }
   /** The dense prefill's MLP (coarse granularity records the Griffin statistic of every layer there). */
   readonly prefill: Mlp
   /** The MLP of every sparse step. Coarse: the first use picks the neurons and gathers their weights. */
@@ -148,6 +150,18 @@ export interface RequestMlp {
 // Forward.dense's value, written here: Forward imports this module, so importing it back would read it
 // before Forward has initialised it
 const dense: Mlp = { _tag: "Dense" }
+
+/**
+ * The parameter density a request's sparse steps had: the nominal ⌊ρ·D_ff⌋ kept neurons for top-k
+ * granularities; for fine-threshold the fraction its thresholds actually kept (measured, not ρ), or ρ before
+ * any sparse step ran.
+ */
+export const requestParameterDensity = (model: Model, options: SparsityOptions, mlp: RequestMlp): number => {
+  const F = model.config.intermediateSize
+  const tally = mlp.tally
+  const kept = tally !== undefined && tally.total > 0 ? tally.kept / tally.total : keptCount(F, options.density) / F
+  return parameterDensity(model.config, options.granularity, kept)
+}
 
 /** A request without sparsity: dense everywhere. */
 export const denseRequest: RequestMlp = { prefill: dense, sparse: Effect.succeed(dense) }
@@ -168,7 +182,8 @@ export const requestMlp = (model: Model, options: SparsityOptions, scope: Scope.
       const thresholds = options.thresholds
       if (thresholds === undefined || thresholds.length !== config.numHiddenLayers)
         throw new Error(`fine-threshold needs ${config.numHiddenLayers} per-layer thresholds`)
-      return { prefill: dense, sparse: Effect.succeed({ _tag: "FineThreshold", thresholds }) }
+      const tally = { kept: 0, total: 0 }
+      return { prefill: dense, sparse: Effect.succeed({ _tag: "FineThreshold", thresholds, tally }), tally }
     }
     case "coarse": {
       const stats: Array<Float64Array> = []

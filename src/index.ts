@@ -2,11 +2,13 @@
  * sirius-ts: Llama-family inference with contextual sparsity and Sirius correction, as Effect Streams.
  *
  * Modules, one concept each: Config (config.json), Safetensors, Weights (HF names), Checkpoint (model
- * directories), Tokenizer, Kernels (the backend interface), Model, KvCache, Forward (the forward pass),
- * Sampler, Sparsity, Calibration, Policy (correction policies), DraftTree, Generation (full and sparse
- * decoding), Sirius (the correction loop), Client (Promise facade), Eval, RandomModel, Gguf.
+ * directories), LoadProgress, Tokenizer, Kernels (the backend interface), Model, KvCache, Forward (the
+ * forward pass), Sampler, Sparsity, Calibration, Policy (correction policies), DraftTree, Request (the one
+ * request lifecycle), Generation (a request in any mode as a stream), Sirius (the correction steps),
+ * Client (Promise facade), Eval, Bundled (the bundled model's paths), RandomModel, Gguf.
  * Backends: `sirius-ts/reference`, `sirius-ts/simd`, `sirius-ts/gpu`.
  */
+export * as Bundled from "./Bundled.ts"
 export * as Calibration from "./Calibration.ts"
 export * as Checkpoint from "./Checkpoint.ts"
 export * as Client from "./Client.ts"
@@ -20,10 +22,12 @@ export * as GgufCheckpoint from "./GgufCheckpoint.ts"
 export * as GgufTokenizer from "./GgufTokenizer.ts"
 export * as Kernels from "./Kernels.ts"
 export * as KvCache from "./KvCache.ts"
+export * as LoadProgress from "./LoadProgress.ts"
 export * as Model from "./Model.ts"
 export * as Policy from "./Policy.ts"
 export * as Quant from "./Quant.ts"
 export * as RandomModel from "./RandomModel.ts"
+export * as Request from "./Request.ts"
 export * as Safetensors from "./Safetensors.ts"
 export * as Sampler from "./Sampler.ts"
 export * as Sirius from "./Sirius.ts"
