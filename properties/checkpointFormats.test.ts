@@ -11,7 +11,7 @@ import { afterAll, assert, describe, it } from "vitest"
 import { loadCheckpoint } from "../src/Checkpoint.ts"
 import { ConfigError, decodeConfig } from "../src/Config.ts"
 import type { LlamaConfig } from "../src/Config.ts"
-import { randomWeights, shapes, writeHfCheckpoint } from "../src/RandomModel.ts"
+import { randomWeights, shapes, writeHfCheckpoint } from "../testing/RandomModel.ts"
 
 const root = mkdtempSync(join(tmpdir(), "sirius-formats-"))
 afterAll(() => rmSync(root, { recursive: true, force: true }))

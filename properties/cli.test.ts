@@ -7,7 +7,7 @@ import { join } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { formatCount } from "../bench/index.ts"
 import { main } from "../cli/main.ts"
-import { randomWeights, shapes, writeHfCheckpoint } from "../src/RandomModel.ts"
+import { randomWeights, shapes, writeHfCheckpoint } from "../testing/RandomModel.ts"
 
 const run = async (...argv: Array<string>) => {
   let out = ""

@@ -18,7 +18,7 @@
  * derived from it. Test code only.
  */
 import { Effect, Layer } from "effect"
-import { ReferenceKernels } from "../reference/index.ts"
+import { fromHost, type HostKernelsShape, referenceHost } from "../reference/index.ts"
 import { roundToBf16, roundToF16 } from "../src/Half.ts"
 import { Kernels, type KernelsShape, type Matrix } from "../src/Kernels.ts"
 import { nearestInt } from "../src/Quant.ts"
@@ -91,19 +91,25 @@ interface Typed extends Matrix {
 }
 
 /**
- * The reference kernels with llama.cpp's activation rounding before every matmul (dense path only:
- * the differential test runs no sparsity). Rows of a matmul's input are whole blocks, since every
- * matmul input width (hidden, heads·head_dim, intermediate) is a multiple of the weights' block size.
+ * The reference kernels with llama.cpp's activation rounding before every matmul (the reference's host
+ * ops, lifted with fromHost like the reference itself; biases are added after the matmul, as llama.cpp
+ * does). Rows of a matmul's input are whole blocks, since every matmul input width (hidden,
+ * heads·head_dim, intermediate) is a multiple of the weights' block size.
  */
 export const ggmlRoundingKernels = (): KernelsShape => {
-  const ref = ReferenceKernels.make()
-  return {
+  const ref = referenceHost
+  const inner = (w: Matrix) => (w as Typed).inner
+  const host: HostKernelsShape = {
     ...ref,
     name: "reference + ggml activation rounding",
-    matrix: (t) => Effect.map(ref.matrix(t), (inner): Typed => ({ rows: inner.rows, cols: inner.cols, dtype: t.dtype, inner })),
-    matmul: (w, x, T) => ref.matmul((w as Typed).inner, roundActivations((w as Typed).dtype, x), T),
-    embedding: (table, tokens) => ref.embedding((table as Typed).inner, tokens)
+    matrix: (t) => Effect.map(ref.matrix(t), (m): Typed => ({ rows: m.rows, cols: m.cols, dtype: t.dtype, inner: m })),
+    matmul: (w, x, T) => ref.matmul(inner(w), roundActivations((w as Typed).dtype, x), T),
+    matmulRows: (w, x, T, rows) => ref.matmulRows(inner(w), roundActivations((w as Typed).dtype, x), T, rows),
+    matmulTransposedRows: (wT, h, T, rows) => ref.matmulTransposedRows(inner(wT), h, T, rows),
+    gather: (w, indices, axis) => Effect.map(ref.gather(inner(w), indices, axis), (m): Typed => ({ rows: m.rows, cols: m.cols, dtype: (w as Typed).dtype, inner: m })),
+    embedding: (table, tokens) => ref.embedding(inner(table), tokens)
   }
+  return fromHost(host)
 }
 
 export const ggmlRoundingLayer = (): Layer.Layer<Kernels> => Layer.succeed(Kernels, ggmlRoundingKernels())

@@ -22,7 +22,7 @@ import type { LlamaConfig } from "../src/Config.ts"
 import { readGgufHeader, writeGguf } from "../src/Gguf.ts"
 import type { GgufBpeVocab, GgufVocab } from "../src/Gguf.ts"
 import { ggufTokenizerParts, sentencePieceMerges } from "../src/GgufTokenizer.ts"
-import { randomWeights, shapes } from "../src/RandomModel.ts"
+import { randomWeights, shapes } from "../testing/RandomModel.ts"
 import { sharedLlama } from "./llamaCpp.ts"
 import { bpeSpecials, corpus, spmSpecials, trainByteLevel, trainSentencePiece, unreachableWords } from "./vocabs.ts"
 

@@ -52,7 +52,7 @@ import type { WriteGgufOptions } from "../src/Gguf.ts"
 import type { Kernels } from "../src/Kernels.ts"
 import * as KvCache from "../src/KvCache.ts"
 import * as Model from "../src/Model.ts"
-import { randomWeights } from "../src/RandomModel.ts"
+import { randomWeights } from "../testing/RandomModel.ts"
 import { fromFloat32, toFloat32 } from "../src/Tensor.ts"
 import type { DType, RawTensor } from "../src/Tensor.ts"
 import type { ModelWeights } from "../src/Weights.ts"
@@ -164,11 +164,11 @@ const runEngine = (file: string, layer: Layer.Layer<Kernels>) =>
     const checkpoint = yield* loadCheckpoint(file)
     const model = yield* Model.fromCheckpoint(checkpoint)
     const V = checkpoint.config.vocabSize
-    const logits = yield* Forward.forward(model, KvCache.make(checkpoint.config, 64), Int32Array.from(IDS), 0, "all")
+    const logits = yield* Forward.forward(model, yield* KvCache.make(model.kernels, checkpoint.config, 64), Int32Array.from(IDS), 0, "all")
     const probs = IDS.map((_, t) => softmax64(logits, t * V, V))
     const ids: Array<number> = []
     const margins: Array<number> = []
-    const cache = KvCache.make(checkpoint.config, 64)
+    const cache = yield* KvCache.make(model.kernels, checkpoint.config, 64)
     let p = softmax64(yield* Forward.forward(model, cache, Int32Array.from(PROMPT), 0, "last"), 0, V)
     for (let s = 0; s < STEPS; s++) {
       const next = argmax(p)
@@ -178,7 +178,7 @@ const runEngine = (file: string, layer: Layer.Layer<Kernels>) =>
     }
     const run: Run = { probs, greedy: { ids, margins } }
     return run
-  }).pipe(Effect.provide(layer))
+  }).pipe(Effect.scoped, Effect.provide(layer))
 
 /**
  * Greedy agreement with near-ties: ids equal step by step; a first mismatch is accepted only where our

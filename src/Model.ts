@@ -9,7 +9,7 @@ import type { LlamaConfig } from "./Config.ts"
 import { type KernelError, Kernels, type KernelsShape, type Matrix, type Vector } from "./Kernels.ts"
 import type { OnProgress } from "./LoadProgress.ts"
 import { ropeInvFreq } from "./Rope.ts"
-import { type RawTensor, toFloat32, transpose } from "./Tensor.ts"
+import { type RawTensor, transpose } from "./Tensor.ts"
 import type { ModelWeights } from "./Weights.ts"
 
 export interface LayerHandles {
@@ -24,11 +24,10 @@ export interface LayerHandles {
   readonly downProj: Matrix
   /** down_proj transposed (F, D), one neuron's weights contiguous: present when loaded for fine sparsity. */
   readonly downProjT: Matrix | undefined
-  /**
-   * [qwen2 bias] q/k/v bias vectors (H·Dh, Hkv·Dh, Hkv·Dh) when config.attentionBias, held on the host
-   * in f32 and added by Forward after the projections (a stopgap until Kernels has a bias op).
-   */
-  readonly attentionBias?: { readonly q: Float32Array; readonly k: Float32Array; readonly v: Float32Array }
+  /** q/k/v_proj biases (Qwen2); absent for Llama. */
+  readonly qBias?: Vector
+  readonly kBias?: Vector
+  readonly vBias?: Vector
 }
 
 export interface Model {
@@ -77,10 +76,10 @@ export const fromWeights = Effect.fn("Model.fromWeights")(function* (config: Lla
       upProj: yield* matrix(w.upProj),
       downProj: yield* matrix(w.downProj),
       downProjT: options.sparse === true ? yield* matrix(transpose(w.downProj)) : undefined,
-      // [qwen2 bias] host-side f32 copies; see LayerHandles.attentionBias.
-      ...(w.qProjBias !== undefined && w.kProjBias !== undefined && w.vProjBias !== undefined
-        ? { attentionBias: { q: toFloat32(w.qProjBias), k: toFloat32(w.kProjBias), v: toFloat32(w.vProjBias) } }
-        : {})
+      // Qwen2's q/k/v biases (Weights: present exactly when config.attentionBias), added by matmul.
+      ...(w.qProjBias === undefined ? {} : { qBias: yield* vector(w.qProjBias) }),
+      ...(w.kProjBias === undefined ? {} : { kBias: yield* vector(w.kProjBias) }),
+      ...(w.vProjBias === undefined ? {} : { vBias: yield* vector(w.vProjBias) })
     })
   }
   const embedTokens = yield* matrix(weights.embedTokens)

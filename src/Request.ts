@@ -208,15 +208,17 @@ export const validateSparsity = (model: Model, sp: Sparsity.SparsityOptions): Ef
  * long as the stream. `extraSlots`: KV slots beyond prompt + budget (a Sirius window's look-ahead, a tree).
  */
 export const init = (model: Model, options: CommonOptions, sparsity: Sparsity.SparsityOptions | undefined, extraSlots: number) =>
-  Effect.map(Effect.scope, (scope): State => {
+  Effect.gen(function* () {
+    const scope = yield* Effect.scope
     const sampling = options.sampling ?? Sampler.greedy
-    return {
+    const cache = yield* KvCache.make(model.kernels, model.config, options.prompt.length + options.maxNewTokens + extraSlots)
+    const state: State = {
       model,
       options,
       sampling,
       eos: new Set(options.eosTokenIds ?? []),
       stops: (options.stopStrings ?? []).filter((s) => s.length > 0),
-      cache: KvCache.make(model.config, options.prompt.length + options.maxNewTokens + extraSlots),
+      cache,
       mlp: sparsity === undefined ? Sparsity.denseRequest : Sparsity.requestMlp(model, sparsity, scope),
       ids: [...options.prompt],
       lastCheck: options.prompt.length,
@@ -231,6 +233,7 @@ export const init = (model: Model, options: CommonOptions, sparsity: Sparsity.Sp
       finished: undefined,
       done: false
     }
+    return state
   })
 
 /**

@@ -5,7 +5,7 @@
  * directories), LoadProgress, Tokenizer, Kernels (the backend interface), Model, KvCache, Forward (the
  * forward pass), Sampler, Sparsity, Calibration, Policy (correction policies), DraftTree, Request (the one
  * request lifecycle), Generation (a request in any mode as a stream), Sirius (the correction steps),
- * Client (Promise facade), Eval, Bundled (the bundled model's paths), RandomModel, Gguf.
+ * Client (Promise facade), Eval, Bundled (the bundled model's paths), Gguf.
  * Backends: `sirius-ts/reference`, `sirius-ts/simd`, `sirius-ts/gpu`.
  */
 export * as Bundled from "./Bundled.ts"
@@ -26,7 +26,6 @@ export * as LoadProgress from "./LoadProgress.ts"
 export * as Model from "./Model.ts"
 export * as Policy from "./Policy.ts"
 export * as Quant from "./Quant.ts"
-export * as RandomModel from "./RandomModel.ts"
 export * as Request from "./Request.ts"
 export * as Safetensors from "./Safetensors.ts"
 export * as Sampler from "./Sampler.ts"

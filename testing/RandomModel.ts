@@ -7,7 +7,7 @@
  * bytes chunk by chunk: the model is never held in f32, and a layer's values do not depend on how many
  * layers the model has (layer 0 of "tinyllama-1.1b-2layers" equals layer 0 of "tinyllama-1.1b").
  *
- * Distributions follow formats-and-oracles.md §7.1 (embeddings N(0,1), q/k/v N(0,0.3²), o and the MLP
+ * Distributions follow the llama.cpp oracle test model of docs/formats.md (embeddings N(0,1), q/k/v N(0,0.3²), o and the MLP
  * N(0,0.2²), lm_head N(0,0.5²), norms 1 + 0.1·N(0,1)), with matrix std devs multiplied by
  * sqrt(64 / hidden) once hidden > 64, so each projection's output variance (Σ over hidden inputs) stays
  * what it is for the 64-wide test model and logits stay in a sensible range for big shapes.
@@ -17,12 +17,12 @@
 import { Effect } from "effect"
 import { mkdirSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
-import type { LlamaConfig } from "./Config.ts"
-import { CheckpointError, writeSafetensors } from "./Safetensors.ts"
-import type { DType, FloatDType, RawTensor } from "./Tensor.ts"
-import { f32ToF16Bits, isQuantized, numel } from "./Tensor.ts"
-import type { LayerWeights, ModelWeights } from "./Weights.ts"
-import { quantizeWeights, weightEntries } from "./Weights.ts"
+import type { LlamaConfig } from "../src/Config.ts"
+import { CheckpointError, writeSafetensors } from "../src/Safetensors.ts"
+import type { DType, FloatDType, RawTensor } from "../src/Tensor.ts"
+import { f32ToF16Bits, isQuantized, numel } from "../src/Tensor.ts"
+import type { LayerWeights, ModelWeights } from "../src/Weights.ts"
+import { quantizeWeights, weightEntries } from "../src/Weights.ts"
 
 // ---------------------------------------------------------------------------------------------------
 // PRNG: mulberry32 (32-bit state) + Marsaglia's polar method
