@@ -6,13 +6,19 @@
  * names, and a fast-check fuzz of mutated headers (like the safetensors one) that may only ever give a
  * header or a GgufError — never a throw, a hang or a huge allocation.
  */
-import { Effect, Exit } from "effect"
+import { Effect, Exit, Layer } from "effect"
 import fc from "fast-check"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, assert, describe, expect, it } from "vitest"
+import { ReferenceKernels } from "../reference/index.ts"
+import { SimdKernels } from "../simd/index.ts"
 import { loadCheckpoint } from "../src/Checkpoint.ts"
+import * as Forward from "../src/Forward.ts"
+import type { Kernels } from "../src/Kernels.ts"
+import * as KvCache from "../src/KvCache.ts"
+import * as Model from "../src/Model.ts"
 import type { LlamaConfig } from "../src/Config.ts"
 import { GgufError, gv, permuteQkRows, readGguf, readGgufHeader, unpermuteQkRows, writeGguf, writeGgufFile } from "../src/Gguf.ts"
 import type { GgufValue } from "../src/Gguf.ts"
@@ -213,6 +219,24 @@ describe("GGUF checkpoints round trip", () => {
       assert.strictEqual(ckpt.tokenizer?.decode([1, 300, 2]), "t300")
     })
   }
+
+  it("every backend runs a quantized GGUF: simd (no integer kernels yet) widens the weights exactly, like the reference", async () => {
+    const config: LlamaConfig = { ...shapes.tiny, architecture: "qwen2", attentionBias: true, hiddenSize: 256, headDim: 64, intermediateSize: 256 }
+    const file = fresh()
+    writeGguf(file, config, randomWeights(config, { seed: 6 }), { fileType: "Q4_K" })
+    const logits = (layer: Layer.Layer<Kernels>) =>
+      Effect.gen(function* () {
+        const ckpt = yield* loadCheckpoint(file)
+        const model = yield* Model.fromCheckpoint(ckpt)
+        return yield* Forward.forward(model, yield* KvCache.make(model.kernels, ckpt.config, 16), Int32Array.of(1, 300, 301, 5), 0, "all")
+      }).pipe(Effect.scoped, Effect.provide(layer))
+    const ref = await Effect.runPromise(logits(ReferenceKernels.layer))
+    const simd = await Effect.runPromise(logits(Layer.orDie(SimdKernels.layer({ threads: 1 }))))
+    let worst = 0
+    for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(ref[i]! - simd[i]!))
+    // f32 storage and accumulation order only (the simd tests bound this for f32 weights).
+    assert.isBelow(worst, 1e-3)
+  })
 
   it("the load-time quantize option quantizes an HF checkpoint's float matrices, not norms", () => {
     const weights = randomWeights(shapes.tiny, { seed: 4 })
