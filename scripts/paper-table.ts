@@ -15,7 +15,7 @@ import { parseArgs } from "node:util"
 import { backendLayer } from "../cli/backends.ts"
 import { defaultDataFile } from "../cli/eval.ts"
 import { loadModel, requestStream, settings } from "../cli/generate.ts"
-import { packageRoot } from "../cli/root.ts"
+import { defaultModelDir, packageRoot } from "../cli/root.ts"
 import * as Eval from "../src/Eval.ts"
 
 const { values } = parseArgs({
@@ -36,6 +36,7 @@ interface Row extends Eval.EvalReport {
 
 const program = Effect.gen(function* () {
   const problems = (yield* Eval.readProblems(defaultDataFile())).slice(0, limit)
+  const rule = (yield* Eval.declaredRule(defaultModelDir()))!
   const base: Flags = { backend, threads, "max-tokens": "96" }
   // one load serves every row: fine sparsity's transposed down_proj included
   const { checkpoint, model } = yield* loadModel(settings({ ...base, mode: "sirius", sparsity: "fine" }), { err: (s) => void process.stderr.write(s) })
@@ -43,7 +44,7 @@ const program = Effect.gen(function* () {
     Effect.gen(function* () {
       const s = settings({ ...base, ...flags })
       const t0 = performance.now()
-      const report = yield* Eval.evaluate(problems, (prompt) => Effect.flatMap(requestStream(s, checkpoint, model, prompt), Eval.outcomeOf))
+      const report = yield* Eval.evaluate(problems, rule, (prompt) => Effect.flatMap(requestStream(s, checkpoint, model, prompt), Eval.outcomeOf))
       process.stderr.write(`${label.padEnd(44)} accuracy ${report.accuracy.toFixed(3)} AAL ${report.aal?.toFixed(2) ?? "-"} eff ${report.effectiveDensity.toFixed(3)} (${((performance.now() - t0) / 1000).toFixed(0)} s)\n`)
       return { label, flags, ...report } satisfies Row
     })
