@@ -12,6 +12,7 @@ import * as Bench from "./bench.ts"
 import * as Calibrate from "./calibrate.ts"
 import * as Eval from "./eval.ts"
 import * as Generate from "./generate.ts"
+import * as Quantize from "./quantize.ts"
 import { packageRoot } from "./root.ts"
 
 export interface Io {
@@ -30,7 +31,7 @@ interface Command {
   readonly run: (argv: ReadonlyArray<string>, io: Io) => Effect.Effect<void, unknown>
 }
 
-const commands: Record<string, Command> = { generate: Generate, eval: Eval, calibrate: Calibrate, bench: Bench }
+const commands: Record<string, Command> = { generate: Generate, eval: Eval, calibrate: Calibrate, bench: Bench, quantize: Quantize }
 
 const processIo: Io = {
   out: (s) => void process.stdout.write(s),

@@ -112,7 +112,7 @@ const sameWeights = (a: ModelWeights, b: ModelWeights) => {
   sameBytes(a.lmHead, b.lmHead)
   assert.strictEqual(a.layers.length, b.layers.length)
   a.layers.forEach((layer, i) => {
-    for (const key of Object.keys(layer) as Array<keyof typeof layer>) sameBytes(layer[key], b.layers[i]![key])
+    for (const key of Object.keys(layer) as Array<keyof typeof layer>) sameBytes(layer[key]!, b.layers[i]![key]!)
   })
 }
 

@@ -86,7 +86,9 @@ const cases: ReadonlyArray<Case> = [
   { id: "d", label: "head_dim 32 ≠ 64/4", config: { ...base, headDim: 32 } },
   { id: "e", label: "rope_theta 500000", config: { ...base, ropeTheta: 500000 } },
   { id: "f", label: "llama3 rope scaling", config: { ...base, ropeScaling: llama3Scaling } },
-  { id: "g", label: "2 shards + index", config: base, shards: 2 }
+  { id: "g", label: "2 shards + index", config: base, shards: 2 },
+  // Qwen2Config HF directory: q/k/v biases, tied embeddings; its GGUF is architecture qwen2 (no Q/K permutation).
+  { id: "h", label: "qwen2 (q/k/v biases, tied)", config: { ...base, architecture: "qwen2", attentionBias: true, tieWordEmbeddings: true } }
 ]
 const dtypes: ReadonlyArray<DType> = ["F32", "BF16"]
 

@@ -70,8 +70,8 @@ describe("speculative acceptance emits the full model's distribution", () => {
 
   it("end to end through Sirius: the token after the prefill's is distributed as the full model's next-token distribution", async () => {
     const config: LlamaConfig = {
-      vocabSize: 16, hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 2, numAttentionHeads: 2, numKeyValueHeads: 1, headDim: 16,
-      maxPositionEmbeddings: 32, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: undefined, tieWordEmbeddings: false, bosTokenId: undefined, eosTokenIds: []
+      architecture: "llama", vocabSize: 16, hiddenSize: 32, intermediateSize: 64, numHiddenLayers: 2, numAttentionHeads: 2, numKeyValueHeads: 1, headDim: 16,
+      maxPositionEmbeddings: 32, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: undefined, tieWordEmbeddings: false, attentionBias: false, bosTokenId: undefined, eosTokenIds: []
     }
     const sampling = { ...Sampler.greedy, temperature: 1.5 }
     const prompt = [3, 7, 1]

@@ -458,8 +458,8 @@ describe("simd whole model", () => {
 
 describe("simd keeps activations and the KV cache in its memory", () => {
   const config: LlamaConfig = {
-    vocabSize: 300, hiddenSize: 128, intermediateSize: 256, numHiddenLayers: 3, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 32,
-    maxPositionEmbeddings: 512, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: undefined, tieWordEmbeddings: false, bosTokenId: undefined, eosTokenIds: []
+    architecture: "llama", vocabSize: 300, hiddenSize: 128, intermediateSize: 256, numHiddenLayers: 3, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 32,
+    maxPositionEmbeddings: 512, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: undefined, tieWordEmbeddings: false, attentionBias: false, bosTokenId: undefined, eosTokenIds: []
   }
 
   it("a decode step copies in only its position and copies out only the logits", async () => {

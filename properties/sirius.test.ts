@@ -219,7 +219,7 @@ describe("Sirius state and metrics", () => {
   it("rejects a bad correctionPeriod", () =>
     run(
       Effect.gen(function* () {
-        const config = { ...(yield* Effect.sync(() => ({}))), vocabSize: 20, hiddenSize: 8, intermediateSize: 16, numHiddenLayers: 1, numAttentionHeads: 2, numKeyValueHeads: 1, headDim: 4, maxPositionEmbeddings: 64, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: undefined, tieWordEmbeddings: false, bosTokenId: undefined, eosTokenIds: [] } satisfies LlamaConfig
+        const config = { ...(yield* Effect.sync(() => ({}))), architecture: "llama", vocabSize: 20, hiddenSize: 8, intermediateSize: 16, numHiddenLayers: 1, numAttentionHeads: 2, numKeyValueHeads: 1, headDim: 4, maxPositionEmbeddings: 64, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: undefined, tieWordEmbeddings: false, attentionBias: false, bosTokenId: undefined, eosTokenIds: [] } satisfies LlamaConfig
         const model = yield* load(config, 1)
         const error = yield* Effect.flip(sirius(model, { prompt: [1], correctionPeriod: 0 }))
         expect((error as Generation.GenerationError).field).toBe("correctionPeriod")

@@ -62,8 +62,8 @@ describe("selection", () => {
 
 describe("parameter density (docs/sirius.md)", () => {
   const llama3_8b: LlamaConfig = {
-    vocabSize: 128256, hiddenSize: 4096, intermediateSize: 14336, numHiddenLayers: 32, numAttentionHeads: 32, numKeyValueHeads: 8,
-    headDim: 128, maxPositionEmbeddings: 8192, rmsNormEps: 1e-5, ropeTheta: 500000, ropeScaling: undefined, tieWordEmbeddings: false,
+    architecture: "llama", vocabSize: 128256, hiddenSize: 4096, intermediateSize: 14336, numHiddenLayers: 32, numAttentionHeads: 32, numKeyValueHeads: 8,
+    headDim: 128, maxPositionEmbeddings: 8192, rmsNormEps: 1e-5, ropeTheta: 500000, ropeScaling: undefined, tieWordEmbeddings: false, attentionBias: false,
     bosTokenId: 128000, eosTokenIds: [128001]
   }
   it("reproduces the published Llama-3-8B densities", () => {

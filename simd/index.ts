@@ -50,7 +50,7 @@ import {
   type Vector
 } from "../src/Kernels.ts"
 import { aboveThreshold, silu, topK } from "../src/Sparsity.ts"
-import { type RawTensor, toFloat32 } from "../src/Tensor.ts"
+import { type RawTensor, toFloat32, widenQuantized } from "../src/Tensor.ts"
 import {
   columnOffsets,
   matrixLayout,
@@ -252,17 +252,19 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
 
   // ---- weights ----
 
-  const matrix = (t: RawTensor): Effect.Effect<Matrix, KernelError> =>
+  const matrix = (raw: RawTensor): Effect.Effect<Matrix, KernelError> =>
     attempt("matrix", () => {
-      const known = uploaded.get(t)
+      const known = uploaded.get(raw)
       if (known) return known
+      // No integer kernels here yet: quantized weights (Q8_0, Q4_0, Q4_K, Q6_K) are widened to f32 exactly.
+      const t = widenQuantized(raw)
       const storage = storageOf[t.dtype]
       const layout = matrixLayout(t.shape[0]!, t.shape[1]!, storage)
       const address = rt.alloc(layout.bytes)
       packMatrix(t.data, layout, rt.u8.subarray(address, address + layout.bytes))
       storages.add(storage)
       const m: SimdMatrix = { rows: layout.rows, cols: layout.cols, bytes: layout.bytes, layout, address }
-      uploaded.set(t, m)
+      uploaded.set(raw, m)
       return m
     })
 

@@ -102,7 +102,7 @@ export interface KernelsShape {
   readonly name: string
 
   // ---- weights, once per model ----
-  /** Make a weight matrix resident. Accepts F32, F16 and BF16. */
+  /** Make a weight matrix resident. Accepts every DType; a backend without integer kernels widens quantized ones exactly (Tensor.widenQuantized). */
   readonly matrix: (t: RawTensor) => Effect.Effect<Matrix, KernelError>
   /** Make a norm weight or a bias resident. */
   readonly vector: (t: RawTensor) => Effect.Effect<Vector, KernelError>

@@ -75,7 +75,11 @@ export const fromWeights = Effect.fn("Model.fromWeights")(function* (config: Lla
       gateProj: yield* matrix(w.gateProj),
       upProj: yield* matrix(w.upProj),
       downProj: yield* matrix(w.downProj),
-      downProjT: options.sparse === true ? yield* matrix(transpose(w.downProj)) : undefined
+      downProjT: options.sparse === true ? yield* matrix(transpose(w.downProj)) : undefined,
+      // Qwen2's q/k/v biases (Weights: present exactly when config.attentionBias), added by matmul.
+      ...(w.qProjBias === undefined ? {} : { qBias: yield* vector(w.qProjBias) }),
+      ...(w.kProjBias === undefined ? {} : { kBias: yield* vector(w.kProjBias) }),
+      ...(w.vProjBias === undefined ? {} : { vBias: yield* vector(w.vProjBias) })
     })
   }
   const embedTokens = yield* matrix(weights.embedTokens)

@@ -141,6 +141,7 @@ export const tinyConfig: fc.Arbitrary<LlamaConfig> = fc
   })
   .map(
     (r): LlamaConfig => ({
+      architecture: "llama",
       vocabSize: r.vocabSize,
       hiddenSize: r.hiddenSize,
       intermediateSize: r.intermediateSize,
@@ -155,6 +156,7 @@ export const tinyConfig: fc.Arbitrary<LlamaConfig> = fc
         ? { ropeType: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 16 }
         : undefined,
       tieWordEmbeddings: r.tieWordEmbeddings,
+      attentionBias: false,
       bosTokenId: undefined,
       eosTokenIds: []
     })
