@@ -134,6 +134,7 @@ interface Exports {
   readonly rmsnorm: (x: number, w: number, out: number, D: number, eps: number) => void
   readonly rope: (x: number, out: number, heads: number, headDim: number, cosSin: number) => void
   readonly add: (a: number, b: number, out: number, n4: number) => void
+  readonly quantize: (x: number, xs: number, T: number, cols: number, P: number, out: number, os: number, format: number) => void
 }
 
 export class SimdRuntime {

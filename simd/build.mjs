@@ -7,8 +7,9 @@
  *   relaxed   kernels.wat as written, features `simd`, `threads` and `relaxed_simd`: every multiply-add
  *             is `f32x4.relaxed_madd`, which V8 on x64 lowers to one FMA instruction when the CPU has FMA3
  *   baseline  the same source with each `(f32x4.relaxed_madd a b c)` rewritten to
- *             `(f32x4.add (f32x4.mul a b) c)`, features `simd` and `threads` only: for hosts that do not
- *             accept relaxed SIMD (Node 20 keeps it behind --experimental-wasm-relaxed-simd)
+ *             `(f32x4.add (f32x4.mul a b) c)` and each relaxed int8 dot product to a call of its plain-SIMD
+ *             twin (see RELAXED), features `simd` and `threads` only: for hosts that do not accept relaxed
+ *             SIMD (Node 20 keeps it behind --experimental-wasm-relaxed-simd)
  *
  * (The features are passed to both parseWat and validate: without them v128, shared memory, atomics and
  * relaxed_madd are rejected.) SimdRuntime.ts picks the relaxed binary when the host validates it.
@@ -28,7 +29,18 @@ const here = dirname(fileURLToPath(import.meta.url))
 const watPath = join(here, "kernels.wat")
 const outPath = join(here, "kernels.wasm.ts")
 
-const MADD = "(f32x4.relaxed_madd"
+/**
+ * The relaxed-SIMD operations kernels.wat uses and their baseline lowering: each folded `(op a b [c])`
+ * becomes the template with its operands lowered recursively. The integer dot products become calls of
+ * plain-SIMD functions defined in kernels.wat itself ($plainDotI8x16I7x16 and its i32 twin), which compute
+ * exactly what the relaxed op computes for a second operand in 0..127 (the only inputs the kernels give
+ * it), so the lanes, and the kernels' results, are the same in both binaries up to the FMA.
+ */
+const RELAXED = [
+  { op: "(f32x4.relaxed_madd", arity: 3, lower: ([a, b, c]) => `(f32x4.add (f32x4.mul ${a} ${b}) ${c})` },
+  { op: "(i16x8.relaxed_dot_i8x16_i7x16_s", arity: 2, lower: ([a, b]) => `(call $plainDotI8x16I7x16 ${a} ${b})` },
+  { op: "(i32x4.relaxed_dot_i8x16_i7x16_add_s", arity: 3, lower: ([a, b, c]) => `(i32x4.add (call $plainDotI8x16I7x16AddS ${a} ${b}) ${c})` }
+]
 
 /** Index just past the s-expression or atom starting at `i` (skips `;;` line comments inside parens). */
 const skipExpr = (s, i) => {
@@ -57,36 +69,45 @@ const skipSpace = (s, i) => {
   }
 }
 
+/** The first relaxed operation at or after `from` outside a `;;` comment: [index, rule], or undefined. */
+const nextRelaxed = (source, from) => {
+  let best
+  for (const rule of RELAXED) {
+    let at = source.indexOf(rule.op, from)
+    while (at >= 0) {
+      const inComment = source.slice(source.lastIndexOf("\n", at) + 1, at).includes(";;")
+      if (!inComment && /[\s;]/.test(source[at + rule.op.length] ?? "")) break
+      at = source.indexOf(rule.op, at + rule.op.length)
+    }
+    if (at >= 0 && (best === undefined || at < best[0])) best = [at, rule]
+  }
+  return best
+}
+
 /**
- * The baseline source: every folded `(f32x4.relaxed_madd a b c)` (= a·b + c) becomes
- * `(f32x4.add (f32x4.mul a b) c)`, operands lowered recursively (`;;` comments are left alone). Only
- * the folded form is supported: a flat (stack-form) relaxed_madd stays and fails the baseline's validation.
+ * The baseline source: every folded relaxed operation of RELAXED rewritten to plain SIMD, operands lowered
+ * recursively (`;;` comments are left alone). Only the folded form is supported: a flat (stack-form)
+ * relaxed op stays and fails the baseline's validation.
  */
 export const lowerRelaxed = (source) => {
   let out = ""
   let i = 0
   for (;;) {
-    const at = source.indexOf(MADD, i)
-    if (at < 0) return out + source.slice(i)
-    const opEnd = at + MADD.length
-    const inComment = source.slice(source.lastIndexOf("\n", at) + 1, at).includes(";;")
-    if (inComment || !/[\s;]/.test(source[opEnd] ?? "")) {
-      out += source.slice(i, opEnd)
-      i = opEnd
-      continue
-    }
+    const found = nextRelaxed(source, i)
+    if (found === undefined) return out + source.slice(i)
+    const [at, rule] = found
     const operands = []
-    let j = opEnd
-    for (let k = 0; k < 3; k++) {
+    let j = at + rule.op.length
+    for (let k = 0; k < rule.arity; k++) {
       j = skipSpace(source, j)
       const end = skipExpr(source, j)
-      if (end === j) throw new Error(`kernels.wat: relaxed_madd at ${at} needs 3 folded operands`)
+      if (end === j) throw new Error(`kernels.wat: ${rule.op.slice(1)} at ${at} needs ${rule.arity} folded operands`)
       operands.push(lowerRelaxed(source.slice(j, end)))
       j = end
     }
     j = skipSpace(source, j)
-    if (source[j] !== ")") throw new Error(`kernels.wat: relaxed_madd at ${at} has more than 3 operands`)
-    out += source.slice(i, at) + `(f32x4.add (f32x4.mul ${operands[0]} ${operands[1]}) ${operands[2]})`
+    if (source[j] !== ")") throw new Error(`kernels.wat: ${rule.op.slice(1)} at ${at} has more than ${rule.arity} operands`)
+    out += source.slice(i, at) + rule.lower(operands)
     i = j + 1
   }
 }
@@ -124,7 +145,7 @@ export const renderModule = ({ relaxed, baseline }) =>
     "export const kernelsRelaxedWasmBase64: string =",
     base64Lines(relaxed),
     "",
-    `// baseline: each relaxed_madd lowered to f32x4.mul + f32x4.add; features simd + threads, ${baseline.length} bytes of wasm.`,
+    `// baseline: relaxed_madd lowered to f32x4.mul + f32x4.add, relaxed int8 dots to plain SIMD; features simd + threads, ${baseline.length} bytes of wasm.`,
     "export const kernelsBaselineWasmBase64: string =",
     base64Lines(baseline),
     ""

@@ -50,9 +50,14 @@ import {
   type Vector
 } from "../src/Kernels.ts"
 import { aboveThreshold, silu, topK } from "../src/Sparsity.ts"
-import { type RawTensor, toFloat32, widenQuantized } from "../src/Tensor.ts"
+import { transpose } from "../src/Tensor.ts"
+import { dequantize, quantize as quantizeBlocks } from "../src/Quant.ts"
+import { isQuantized, type RawTensor, toFloat32 } from "../src/Tensor.ts"
 import {
+  activationFormat,
+  activationRecordBytes,
   columnOffsets,
+  isQuantStorage,
   matrixLayout,
   MAX_CHUNKS,
   type MatrixLayout,
@@ -61,6 +66,12 @@ import {
   OP_MATMUL,
   OP_TRANSPOSED,
   packMatrix,
+  packQuantRow,
+  QTILE,
+  quantRowBlocks,
+  quantRowBytes,
+  type QuantStorage,
+  quantTypeOf,
   roundUp,
   type Storage,
   storageCode,
@@ -86,6 +97,11 @@ export interface SimdOptions {
 interface SimdMatrix extends Matrix {
   readonly layout: MatrixLayout
   readonly address: number
+  /**
+   * Set on the `transposed` handle of a quantized matrix W (D, F): this handle stands for Wᵀ (F, D) and is
+   * W itself, un-transposed (matmulTransposedRows then runs W's dense kernel on h scattered to F columns).
+   */
+  readonly transposeOf?: SimdMatrix
 }
 
 /** A vector (norm weights, bias) as f32 in the wasm memory. */
@@ -165,6 +181,8 @@ export const SimdKernels = { make, layer } as const
  * freed together when the scope closes. Nothing is zeroed here: every op writes the bytes it hands out.
  */
 class Arena {
+  /** The quantized records made from this arena's activations (kernels.wat `quantize`), by format. */
+  readonly quantized = new WeakMap<object, Map<number, number>>()
   private readonly blocks: Array<number> = []
   private at = 0
   private end = 0
@@ -252,20 +270,33 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
 
   // ---- weights ----
 
-  const matrix = (raw: RawTensor): Effect.Effect<Matrix, KernelError> =>
+  /** Upload a matrix in its own storage (quantized weights stay quantized: integer kernels). */
+  const upload1 = (raw: RawTensor): SimdMatrix => {
+    const known = uploaded.get(raw)
+    if (known) return known
+    const storage = storageOf[raw.dtype]
+    const layout = matrixLayout(raw.shape[0]!, raw.shape[1]!, storage)
+    const address = rt.alloc(layout.bytes)
+    packMatrix(raw.data, layout, rt.u8.subarray(address, address + layout.bytes))
+    storages.add(storage)
+    const m: SimdMatrix = { rows: layout.rows, cols: layout.cols, bytes: layout.bytes, layout, address }
+    uploaded.set(raw, m)
+    return m
+  }
+  const matrix = (raw: RawTensor): Effect.Effect<Matrix, KernelError> => attempt("matrix", () => upload1(raw))
+
+  /**
+   * Wᵀ for matmulTransposedRows. A float W is transposed and uploaded (one more copy). A quantized W stays
+   * quantized and is not copied: the handle is W itself (resident once, shared with the dense down_proj),
+   * and matmulTransposedRows runs W's dense integer kernel on h scattered into F columns (zeros elsewhere).
+   * It reads all of W rather than the selected rows, but a quantized W is 3.6–7.5× smaller than the f32
+   * transpose a block format would otherwise need (blocks run along W's rows, not its columns).
+   */
+  const transposed = (raw: RawTensor): Effect.Effect<Matrix, KernelError> =>
     attempt("matrix", () => {
-      const known = uploaded.get(raw)
-      if (known) return known
-      // No integer kernels here yet: quantized weights (Q8_0, Q4_0, Q4_K, Q6_K) are widened to f32 exactly.
-      const t = widenQuantized(raw)
-      const storage = storageOf[t.dtype]
-      const layout = matrixLayout(t.shape[0]!, t.shape[1]!, storage)
-      const address = rt.alloc(layout.bytes)
-      packMatrix(t.data, layout, rt.u8.subarray(address, address + layout.bytes))
-      storages.add(storage)
-      const m: SimdMatrix = { rows: layout.rows, cols: layout.cols, bytes: layout.bytes, layout, address }
-      uploaded.set(raw, m)
-      return m
+      if (!isQuantized(raw.dtype)) return upload1(transpose(raw))
+      const w = upload1(raw)
+      return { rows: w.cols, cols: w.rows, bytes: 0, layout: w.layout, address: w.address, transposeOf: w } satisfies SimdMatrix
     })
 
   const vector = (t: RawTensor): Effect.Effect<Vector, KernelError> =>
@@ -286,6 +317,7 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
     Effect.acquireRelease(
       attempt("gather", (): SimdMatrix => {
         const { layout: from, address: src } = w as SimdMatrix
+        if (axis === "columns" && isQuantStorage(from.storage)) return gatherQuantColumns(from, src, indices)
         const n = indices.length
         const layout = axis === "rows" ? matrixLayout(n, from.cols, from.storage) : matrixLayout(from.rows, n, from.storage)
         const address = rt.alloc(layout.bytes, { zeroed: false })
@@ -298,12 +330,43 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
           rt.i32.set(columnOffsets(from.storage, indices), aAt! / 4)
           rt.i32.set(columnOffsets(from.storage, indices.map((_, j) => j)), bAt! / 4)
         }
-        rt.run(OP_GATHER, Math.ceil(rows / perChunk), [axis === "rows" ? 0 : 1, elementBytes, src, address, aAt!, bAt!, rows, perChunk, from.tiles, layout.tiles, n])
+        rt.run(OP_GATHER, Math.ceil(rows / perChunk), [axis === "rows" ? 0 : 1, elementBytes, src, address, aAt!, bAt!, rows, perChunk, from.tiles, layout.tiles, n, from.runBytes])
+        // a quantized row's scale record follows its runs
+        if (layout.scaleRowBytes > 0)
+          indices.forEach((r, i) =>
+            rt.u8.copyWithin(address + layout.scalesAt + i * layout.scaleRowBytes, src + from.scalesAt + r * from.scaleRowBytes, src + from.scalesAt + (r + 1) * from.scaleRowBytes)
+          )
         zeroPaddingRows(rt.u8, layout, address)
         return { rows: layout.rows, cols: layout.cols, bytes: layout.bytes, layout, address }
       }),
       (m) => Effect.sync(() => rt.free(m.address))
     )
+
+  /**
+   * Kept columns of a quantized matrix, re-blocked: ggml blocks run along a row, so a column subset is not
+   * a block subset. Each row is dequantized exactly (ggml's dequantize_row_*), its kept values requantized
+   * as Q8_0 (ggml's quantize_row_q8_0_ref, blocks of 32, zeros up to a multiple of 32) into a Q8_0 matrix:
+   * the error is one more Q8_0 rounding per weight (≤ d/2 with d = amax/127 of its new block), and Q8_0
+   * keeps 8 bits where re-quantizing to the source's 4 or 6 would compound its error.
+   */
+  const gatherQuantColumns = (from: MatrixLayout, src: number, indices: Int32Array): SimdMatrix => {
+    const n = indices.length
+    const layout = matrixLayout(from.rows, roundUp(n, 32), "q8_0")
+    const address = rt.alloc(layout.bytes)
+    const packed = rt.u8.subarray(src, src + from.bytes)
+    const rowBlocks = new Uint8Array(quantRowBytes(from))
+    const row = new Float32Array(from.cols)
+    const kept = new Float32Array(layout.cols)
+    const type = quantTypeOf[from.storage as QuantStorage]
+    const dst = rt.u8.subarray(address, address + layout.bytes)
+    for (let r = 0; r < from.rows; r++) {
+      dequantize(type, quantRowBlocks(packed, from, r, rowBlocks), from.cols, row)
+      for (let j = 0; j < n; j++) kept[j] = row[indices[j]!]!
+      packQuantRow(quantizeBlocks("Q8_0", kept), layout, r, dst)
+    }
+    storages.add("q8_0")
+    return { rows: layout.rows, cols: n, bytes: layout.bytes, layout, address }
+  }
 
   // ---- moving data ----
 
@@ -395,6 +458,36 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
   const blockRows = (l: MatrixLayout, n: number, T: number): number =>
     T === 1 ? n : Math.max(4, Math.floor(BLOCK_BYTES / (l.groupBytes / 4) / 4) * 4)
 
+  /**
+   * x's rows as a quantized matmul's input: the activation records of the matrix's format (kernels.wat
+   * `quantize`), made once per activation and format in its arena (q/k/v and gate/up share theirs).
+   */
+  const quantizedInput = (arena: Arena, x: SimdActivation, l: MatrixLayout): { readonly at: number; readonly stride: number } => {
+    const format = activationFormat[l.storage as QuantStorage]
+    const P = l.tiles * QTILE
+    const stride = activationRecordBytes(format, P)
+    let byFormat = arena.quantized.get(x)
+    const known = byFormat?.get(format)
+    if (known !== undefined) return { at: known, stride }
+    const at = arena.alloc(x.rows * stride)
+    // l.cols (a whole number of blocks) may pass x.cols (a gathered Q8_0 matrix pads its kept columns
+    // to 32): x's padding columns are zeros up to its stride
+    let src = x.address
+    let srcStride = x.stride
+    if (x.stride < l.cols) {
+      ;[src] = rt.scratch([x.rows * l.cols * 4])
+      srcStride = l.cols
+      for (let t = 0; t < x.rows; t++) {
+        rt.f32.copyWithin(src! / 4 + t * l.cols, x.address / 4 + t * x.stride, x.address / 4 + t * x.stride + x.cols)
+        rt.f32.fill(0, src! / 4 + t * l.cols + x.cols, src! / 4 + (t + 1) * l.cols)
+      }
+    }
+    rt.exports.quantize(src!, srcStride * 4, x.rows, l.cols, P, at, stride, format)
+    if (byFormat === undefined) arena.quantized.set(x, (byFormat = new Map()))
+    byFormat.set(format, at)
+    return { at, stride }
+  }
+
   /** out (T, n) = x · W[rows]ᵀ for rows 0..n-1 (no selection) or the selection's: one job, chunks of rows. */
   const rowsProduct = (arena: Arena, w: Matrix, x: SimdActivation, sel: SimdSelection | undefined): SimdActivation => {
     const { layout: l, address } = w as SimdMatrix
@@ -404,6 +497,16 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
     if (n === 0) return out
     const n4 = roundUp(n, 4)
     const bounds = chunkBounds(l, n4)
+    if (isQuantStorage(l.storage)) {
+      // the records first: the arena may allocate, and scratch lies above every allocation
+      const q = quantizedInput(arena, x, l)
+      const [boundsAt] = rt.scratch([bounds.length * 4])
+      rt.i32.set(bounds, boundsAt! / 4)
+      const args = [storageCode[l.storage], address, q.at, out.address, n4, boundsAt!, l.tiles, T, q.stride, out.stride * 4, sel ? sel.address : 0, blockRows(l, n4, T), address + l.scalesAt, l.scaleRowBytes]
+      rt.run(OP_MATMUL, bounds.length - 1, args)
+      zeroPadding(out)
+      return out
+    }
     const [boundsAt, copyAt] = rt.scratch([bounds.length * 4, tilesBytes(x, l.tiles)])
     const xAt = asTiles(x, l.tiles, copyAt)
     rt.i32.set(bounds, boundsAt! / 4)
@@ -432,11 +535,23 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
 
   const matmulTransposedRows: KernelsShape["matmulTransposedRows"] = (wT, h, rows) =>
     scoped("matmulTransposedRows", (arena) => {
-      const { layout: l, address } = wT as SimdMatrix
+      const { layout: l, address, transposeOf } = wT as SimdMatrix
       const sel = rows as SimdSelection
       const hb = act(h)
       const n = sel.count
       const T = hb.rows
+      if (transposeOf !== undefined) {
+        // quantized W (D, F) kept as it is: out = W · h with h scattered to its F columns (exact zeros elsewhere)
+        const F = transposeOf.layout.cols
+        const full = activation(arena, T, F)
+        const idx = rt.i32.subarray(sel.address / 4, sel.address / 4 + n)
+        for (let t = 0; t < T; t++) {
+          const row = full.address / 4 + t * full.stride
+          rt.f32.fill(0, row, row + F)
+          for (let i = 0; i < n; i++) rt.f32[row + idx[i]!] = rt.f32[hb.address / 4 + t * hb.stride + i]!
+        }
+        return rowsProduct(arena, transposeOf, full, undefined) as Activation
+      }
       const out = activation(arena, T, l.cols, l.tiles * TILE)
       rt.f32.fill(0, out.address / 4, out.address / 4 + T * out.stride)
       if (n === 0) return out as Activation
@@ -704,6 +819,7 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
     matmul,
     matmulRows,
     matmulTransposedRows,
+    transposed,
     rope,
     attention,
     swiglu,

@@ -93,14 +93,16 @@
   ;;     selected source rows (i32 per output row); columns: source element offset of each kept column
   ;;     inside a row  5 columns: destination element offset of each kept column  6 rows to write (rows:
   ;;     the selected count; columns: the matrix's rows)  7 rows per chunk  8 tiles of src  9 tiles of dst
-  ;;     10 columns: kept column count
-  ;; rows: each output row's runs are copied whole (v128 by v128). columns: each row's last run is zeroed
+  ;;     10 columns: kept column count  11 run bytes (a multiple of 16: 64 elements of a float matrix, a
+  ;;     quantized tile's quants)
+  ;; rows: each output row's runs are copied whole (v128 by v128; a quantized row's scale record is copied
+  ;; by the TS side). columns (float matrices only): each row's last run is zeroed
   ;; (its padding columns), then the kept elements are copied one by one. Padding rows: the TS side.
   (func $gatherChunk (param $idx i32)
     (local $i i32) (local $i1 i32) (local $eb i32) (local $run i32) (local $src i32) (local $dst i32)
     (local $s i32) (local $d i32) (local $j i32) (local $k i32) (local $n i32) (local $so i32) (local $do i32)
     (local.set $eb (call $arg (i32.const 1)))
-    (local.set $run (i32.shl (local.get $eb) (i32.const 6))) ;; 64 elements per run
+    (local.set $run (call $arg (i32.const 11)))
     (local.set $src (call $arg (i32.const 2)))
     (local.set $dst (call $arg (i32.const 3)))
     (local.set $i (i32.mul (local.get $idx) (call $arg (i32.const 7))))
@@ -204,6 +206,8 @@
     (local.set $xs (call $arg (i32.const 8)))
     (local.set $os (call $arg (i32.const 9)))
     (local.set $sel (call $arg (i32.const 10)))
+    (if (i32.ge_u (local.get $dtype) (i32.const 3))
+      (then (call $qBlock (local.get $i0) (local.get $i1)) (return)))
     ;; bf16 with ≥ 4 tokens: 4 tokens per pass over the block (each widened weight feeds 4 tokens)
     (if (i32.eq (local.get $dtype) (i32.const 1))
       (then
@@ -508,6 +512,904 @@
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $rows))))
 
+  ;; ==== quantized weights (Q8_0, Q4_0, Q4_K, Q6_K) on integer dot products ====
+  ;;
+  ;; Weight layout (layout.ts): the float layout's groups of 4 rows, with column tiles of 256 (one K-quant
+  ;; super-block, eight Q8_0/Q4_0 blocks); row r's RUN of a tile holds its quants only, in ggml's own byte
+  ;; order: Q8_0 256 B (i8 codes), Q4_0 128 B (each block's 16 bytes: low nibbles columns 0..15, high
+  ;; nibbles 16..31), Q4_K 128 B (ggml `qs`: bytes l of 32-byte chunk c hold column 64c + l in the low
+  ;; nibble and 64c + 32 + l in the high one), Q6_K 192 B (ggml `ql` then `qh`). The scales live apart, one
+  ;; record per row (row r's at scales + r·record bytes), per tile: Q8_0/Q4_0 8 × f16 d; Q4_K f16 d, f16
+  ;; dmin, u8 sc[8], u8 m[8] (ggml's 6-bit packing undone at load); Q6_K i8 sc[16], f16 d.
+  ;;
+  ;; Activations are quantized per matmul input first (`quantize`), as llama.cpp's CPU path does
+  ;; (ggml-cpu `vec_dot_type`): Q8_0 blocks of 32 for Q8_0/Q4_0 weights, Q8_K blocks of 256 with block
+  ;; sums for the K-quants. One record per token (P = tiles·256 padded columns; zero past the columns):
+  ;;   A16 (Q8_0 weights)  i16 q[P] · f32 d[P/32]
+  ;;   A8  (Q4_0 weights)  i8 q[P] · f32 d[P/32] · i32 8·Σq[P/32]
+  ;;   AK  (Q4_K, Q6_K)    i8 q[P] · f32 d[P/256] · i16 Σq per 16 [P/16] · i16 Σq per 32 [P/32]
+  ;;
+  ;; Integer dot products: `i16x8.relaxed_dot_i8x16_i7x16_s` (pmaddubsw on x64 without VNNI) takes the
+  ;; signed activation codes first and the unsigned weight codes (0..15 or 0..63, inside its 0..127
+  ;; second-operand range) second; the pairs it yields are multiplied by the sub-block scale (or by 1)
+  ;; with `i32x4.dot_i16x8_s` (pmaddwd), which folds the K-quant scales into the reduction at no cost.
+  ;; (`i32x4.relaxed_dot_i8x16_i7x16_add_s` would be one instruction with AVX-VNNI, but without it V8
+  ;; lowers it to pmaddubsw + pmaddwd against an all-ones constant it rematerialises on every use:
+  ;; measured 20% slower here.) Offsets are corrected with the activation block sums: Q4_0's −8
+  ;; (8·Σq, subtracted in lane 0), Q4_K's mins (Σ m_j·Σq_j), Q6_K's −32 (32·Σ sc_j·Σq_j). Q8_0 weights
+  ;; are signed on both sides, outside the i7 range: they take the plain path, both sides widened to
+  ;; i16 and multiplied with `i32x4.dot_i16x8_s` (measured as fast as the relaxed path with llama.cpp's
+  ;; sign transfer, and exact for a −128 code). No integer sum overflows i32 (bounds in each kernel).
+  ;;
+  ;; Reduction order, the same in every kernel, so a row's result depends neither on T, nor on the kernel
+  ;; that ran it, nor on the thread: per (row, token) one f32x4 accumulator; per block in column order its
+  ;; exact i32x4 integer sum s (lane k: the products of its columns ≡ 4k..4k+3 mod 16 within each 16-column
+  ;; vector), then acc = madd(f32(s), splat(d_w·d_x), acc) (Q4_K: then acc = madd(f32(Σm·Σq), splat(−dmin_w·d_x), acc));
+  ;; result = (a0 + a1) + (a2 + a3). Integer sums are exact in any order; what rounds is fixed per element.
+
+  ;; f16 bits → f32, exact (normal, subnormal, inf, NaN): the scalar twin of $f16hi.
+  (func $h2f (param $h i32) (result f32)
+    (local $m i32)
+    (local.set $m (i32.and (local.get $h) (i32.const 0x7fff)))
+    (f32.reinterpret_i32 (i32.or
+      (i32.or
+        (i32.reinterpret_f32 (f32.mul (f32.reinterpret_i32 (i32.shl (local.get $m) (i32.const 13))) (f32.const 0x1p112)))
+        (select (i32.const 0x7f800000) (i32.const 0) (i32.ge_u (local.get $m) (i32.const 0x7c00))))
+      (i32.shl (i32.and (local.get $h) (i32.const 0x8000)) (i32.const 16)))))
+
+  ;; v ≥ 0 rounded to the nearest f16 value (ties to even), as f32: ggml's FP32_TO_FP16 of a block scale.
+  (func $f16round (param $v f32) (result f32)
+    (local $b i32)
+    (if (f32.ge (local.get $v) (f32.const 65520)) (then (return (f32.const inf))))
+    ;; below 2⁻¹⁴ the f16 grid is the multiples of 2⁻²⁴
+    (if (f32.lt (local.get $v) (f32.const 0x1p-14))
+      (then (return (f32.mul (f32.nearest (f32.mul (local.get $v) (f32.const 0x1p24))) (f32.const 0x1p-24)))))
+    (local.set $b (i32.reinterpret_f32 (local.get $v)))
+    (f32.reinterpret_i32 (i32.and
+      (i32.add (i32.add (local.get $b) (i32.const 0xfff)) (i32.and (i32.shr_u (local.get $b) (i32.const 13)) (i32.const 1)))
+      (i32.const 0xffffe000))))
+
+  ;; (a0 + a1) + (a2 + a3) of an i32x4 (a block sum, exact).
+  (func $isum (param $a v128) (result i32)
+    (i32.add
+      (i32.add (i32x4.extract_lane 0 (local.get $a)) (i32x4.extract_lane 1 (local.get $a)))
+      (i32.add (i32x4.extract_lane 2 (local.get $a)) (i32x4.extract_lane 3 (local.get $a)))))
+
+  ;; Quantize T rows of f32 activations (row t at x + t·xs bytes, `cols` valid columns, a multiple of the
+  ;; block) into records at out + t·os (layouts above), zero from `cols` to P. Main thread, once per matmul
+  ;; input. fmt 0: A16, 1: A8 (both llama.cpp's x86 quantize_row_q8_0: d = fp16(amax/127), q =
+  ;; round-half-even(x·(127/amax))), 2: AK (quantize_row_q8_K_ref: max = the first largest-magnitude value,
+  ;; iscale = −127/max, q = min(127, nearest(iscale·x)), d = 1/iscale, f32).
+  (func $quantize (export "quantize") (param $x i32) (param $xs i32) (param $T i32) (param $cols i32) (param $P i32)
+    (param $out i32) (param $os i32) (param $fmt i32)
+    (local $t i32) (local $row i32) (local $rec i32) (local $b i32) (local $nb i32) (local $j i32) (local $k i32) (local $src i32)
+    (local $amax f32) (local $max f32) (local $id f32) (local $d f32) (local $s i32)
+    (local $v v128) (local $m v128) (local $q0 v128) (local $q1 v128) (local $q2 v128) (local $q3 v128) (local $acc v128)
+    (block $tokens (loop $token
+      (br_if $tokens (i32.ge_u (local.get $t) (local.get $T)))
+      (local.set $row (i32.add (local.get $x) (i32.mul (local.get $t) (local.get $xs))))
+      (local.set $rec (i32.add (local.get $out) (i32.mul (local.get $t) (local.get $os))))
+      (memory.fill (local.get $rec) (i32.const 0) (local.get $os))
+      (if (i32.lt_u (local.get $fmt) (i32.const 2))
+        (then
+          ;; Q8_0 blocks of 32
+          (local.set $nb (i32.shr_u (local.get $cols) (i32.const 5)))
+          (local.set $b (i32.const 0))
+          (block $blocksDone (loop $blocks
+            (br_if $blocksDone (i32.ge_u (local.get $b) (local.get $nb)))
+            (local.set $src (i32.add (local.get $row) (i32.shl (local.get $b) (i32.const 7))))
+            (local.set $m (v128.const i32x4 0 0 0 0))
+            (local.set $k (i32.const 0))
+            (loop $amaxLoop
+              (local.set $m (f32x4.max (local.get $m) (f32x4.abs (v128.load (i32.add (local.get $src) (local.get $k))))))
+              (local.set $k (i32.add (local.get $k) (i32.const 16)))
+              (br_if $amaxLoop (i32.lt_u (local.get $k) (i32.const 128))))
+            (local.set $amax (f32.max
+              (f32.max (f32x4.extract_lane 0 (local.get $m)) (f32x4.extract_lane 1 (local.get $m)))
+              (f32.max (f32x4.extract_lane 2 (local.get $m)) (f32x4.extract_lane 3 (local.get $m)))))
+            (local.set $d (call $f16round (f32.div (local.get $amax) (f32.const 127))))
+            (local.set $id (select (f32.div (f32.const 127) (local.get $amax)) (f32.const 0) (f32.ne (local.get $amax) (f32.const 0))))
+            (local.set $acc (v128.const i32x4 0 0 0 0))
+            ;; 8 columns per step: two i32x4 → one i16x8
+            (local.set $k (i32.const 0))
+            (loop $eights
+              (local.set $q0 (i32x4.trunc_sat_f32x4_s (f32x4.nearest (f32x4.mul (v128.load (i32.add (local.get $src) (i32.shl (local.get $k) (i32.const 2)))) (f32x4.splat (local.get $id))))))
+              (local.set $q1 (i32x4.trunc_sat_f32x4_s (f32x4.nearest (f32x4.mul (v128.load offset=16 (i32.add (local.get $src) (i32.shl (local.get $k) (i32.const 2)))) (f32x4.splat (local.get $id))))))
+              (local.set $acc (i32x4.add (local.get $acc) (i32x4.add (local.get $q0) (local.get $q1))))
+              (local.set $v (i16x8.narrow_i32x4_s (local.get $q0) (local.get $q1)))
+              (if (i32.eqz (local.get $fmt))
+                (then (v128.store (i32.add (local.get $rec) (i32.shl (i32.add (i32.shl (local.get $b) (i32.const 5)) (local.get $k)) (i32.const 1))) (local.get $v)))
+                (else (v128.store64_lane 0 (i32.add (local.get $rec) (i32.add (i32.shl (local.get $b) (i32.const 5)) (local.get $k)))
+                  (i8x16.narrow_i16x8_s (local.get $v) (local.get $v)))))
+              (local.set $k (i32.add (local.get $k) (i32.const 8)))
+              (br_if $eights (i32.lt_u (local.get $k) (i32.const 32))))
+            (if (i32.eqz (local.get $fmt))
+              (then (f32.store (i32.add (i32.add (local.get $rec) (i32.shl (local.get $P) (i32.const 1))) (i32.shl (local.get $b) (i32.const 2))) (local.get $d)))
+              (else
+                (f32.store (i32.add (i32.add (local.get $rec) (local.get $P)) (i32.shl (local.get $b) (i32.const 2))) (local.get $d))
+                (i32.store (i32.add (i32.add (local.get $rec) (i32.add (local.get $P) (i32.shr_u (local.get $P) (i32.const 3)))) (i32.shl (local.get $b) (i32.const 2)))
+                  (i32.shl (call $isum (local.get $acc)) (i32.const 3)))))
+            (local.set $b (i32.add (local.get $b) (i32.const 1)))
+            (br $blocks))))
+        (else
+          ;; Q8_K super-blocks of 256
+          (local.set $nb (i32.shr_u (local.get $cols) (i32.const 8)))
+          (local.set $b (i32.const 0))
+          (block $superDone (loop $supers
+            (br_if $superDone (i32.ge_u (local.get $b) (local.get $nb)))
+            (local.set $src (i32.add (local.get $row) (i32.shl (local.get $b) (i32.const 10))))
+            (local.set $m (v128.const i32x4 0 0 0 0))
+            (local.set $k (i32.const 0))
+            (loop $amaxLoop
+              (local.set $m (f32x4.max (local.get $m) (f32x4.abs (v128.load (i32.add (local.get $src) (local.get $k))))))
+              (local.set $k (i32.add (local.get $k) (i32.const 16)))
+              (br_if $amaxLoop (i32.lt_u (local.get $k) (i32.const 1024))))
+            (local.set $amax (f32.max
+              (f32.max (f32x4.extract_lane 0 (local.get $m)) (f32x4.extract_lane 1 (local.get $m)))
+              (f32.max (f32x4.extract_lane 2 (local.get $m)) (f32x4.extract_lane 3 (local.get $m)))))
+            (if (f32.ne (local.get $amax) (f32.const 0))
+              (then
+                ;; the signed value of the first element of largest magnitude
+                (local.set $k (i32.const 0))
+                (loop $first
+                  (local.set $max (f32.load (i32.add (local.get $src) (local.get $k))))
+                  (local.set $k (i32.add (local.get $k) (i32.const 4)))
+                  (br_if $first (f32.ne (f32.abs (local.get $max)) (local.get $amax))))
+                (local.set $id (f32.div (f32.const -127) (local.get $max)))
+                (local.set $d (f32.div (f32.const 1) (local.get $id)))
+                (f32.store (i32.add (i32.add (local.get $rec) (local.get $P)) (i32.shl (local.get $b) (i32.const 2))) (local.get $d))
+                ;; 16 columns per step: four i32x4 → 16 bytes, and their sum (a Σq per 16)
+                (local.set $j (i32.const 0))
+                (loop $sixteens
+                  (local.set $k (i32.add (local.get $src) (i32.shl (local.get $j) (i32.const 6))))
+                  (local.set $q0 (i32x4.min_s (i32x4.trunc_sat_f32x4_s (f32x4.nearest (f32x4.mul (v128.load (local.get $k)) (f32x4.splat (local.get $id))))) (v128.const i32x4 127 127 127 127)))
+                  (local.set $q1 (i32x4.min_s (i32x4.trunc_sat_f32x4_s (f32x4.nearest (f32x4.mul (v128.load offset=16 (local.get $k)) (f32x4.splat (local.get $id))))) (v128.const i32x4 127 127 127 127)))
+                  (local.set $q2 (i32x4.min_s (i32x4.trunc_sat_f32x4_s (f32x4.nearest (f32x4.mul (v128.load offset=32 (local.get $k)) (f32x4.splat (local.get $id))))) (v128.const i32x4 127 127 127 127)))
+                  (local.set $q3 (i32x4.min_s (i32x4.trunc_sat_f32x4_s (f32x4.nearest (f32x4.mul (v128.load offset=48 (local.get $k)) (f32x4.splat (local.get $id))))) (v128.const i32x4 127 127 127 127)))
+                  (v128.store (i32.add (local.get $rec) (i32.add (i32.shl (local.get $b) (i32.const 8)) (i32.shl (local.get $j) (i32.const 4))))
+                    (i8x16.narrow_i16x8_s (i16x8.narrow_i32x4_s (local.get $q0) (local.get $q1)) (i16x8.narrow_i32x4_s (local.get $q2) (local.get $q3))))
+                  (local.set $s (call $isum (i32x4.add (i32x4.add (local.get $q0) (local.get $q1)) (i32x4.add (local.get $q2) (local.get $q3)))))
+                  ;; Σq per 16 at P + P/64 + 2·(16b + j); per 32 at P + P/64 + P/8 + 2·(8b + j/2)
+                  (local.set $k (i32.add (local.get $rec) (i32.add (local.get $P) (i32.shr_u (local.get $P) (i32.const 6)))))
+                  (i32.store16 (i32.add (local.get $k) (i32.shl (i32.add (i32.shl (local.get $b) (i32.const 4)) (local.get $j)) (i32.const 1))) (local.get $s))
+                  (local.set $k (i32.add (i32.add (local.get $k) (i32.shr_u (local.get $P) (i32.const 3)))
+                    (i32.shl (i32.add (i32.shl (local.get $b) (i32.const 3)) (i32.shr_u (local.get $j) (i32.const 1))) (i32.const 1))))
+                  (i32.store16 (local.get $k) (i32.add (i32.load16_s (local.get $k)) (local.get $s)))
+                  (local.set $j (i32.add (local.get $j) (i32.const 1)))
+                  (br_if $sixteens (i32.lt_u (local.get $j) (i32.const 16))))))
+            (local.set $b (i32.add (local.get $b) (i32.const 1)))
+            (br $supers)))))
+      (local.set $t (i32.add (local.get $t) (i32.const 1)))
+      (br $token))))
+
+  ;; Q8_0 block dot (plain path): the 32 i8 codes at p widened to i16 against 32 i16 activations, as an
+  ;; i32x4 (lane k: columns 2k, 2k+1 of each 8). |lane| ≤ 4 · 2 · 128 · 127 < 2³¹.
+  (func $q8dot (param $p i32) (param $x0 v128) (param $x1 v128) (param $x2 v128) (param $x3 v128) (result v128)
+    (i32x4.add
+      (i32x4.add (i32x4.dot_i16x8_s (v128.load8x8_s (local.get $p)) (local.get $x0))
+                 (i32x4.dot_i16x8_s (v128.load8x8_s offset=8 (local.get $p)) (local.get $x1)))
+      (i32x4.add (i32x4.dot_i16x8_s (v128.load8x8_s offset=16 (local.get $p)) (local.get $x2))
+                 (i32x4.dot_i16x8_s (v128.load8x8_s offset=24 (local.get $p)) (local.get $x3)))))
+
+  ;; Q8_0, one token (A16 record at x), outputs i0..i1, 4 rows per pass (each activation vector feeds 4 rows).
+  ;; Per block of 32: acc_r = madd(f32(q8dot), splat(d_r·d_x), acc_r).
+  (func $mv_q8 (param $w i32) (param $sc i32) (param $srow i32) (param $x i32) (param $out i32) (param $i0 i32) (param $i1 i32)
+    (param $tiles i32) (param $sel i32)
+    (local $i i32) (local $r i32) (local $p0 i32) (local $p1 i32) (local $p2 i32) (local $p3 i32)
+    (local $s0 i32) (local $s1 i32) (local $s2 i32) (local $s3 i32)
+    (local $xp i32) (local $dp i32) (local $xend i32) (local $b i32) (local $o i32) (local $dx f32)
+    (local $x0 v128) (local $x1 v128) (local $x2 v128) (local $x3 v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    ;; 256 i16 activations per tile, then the f32 block scales
+    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $tiles) (i32.const 9))))
+    (local.set $i (local.get $i0))
+    (block $end
+      (loop $rows
+        (br_if $end (i32.ge_u (local.get $i) (local.get $i1)))
+        (local.set $r (call $pick (local.get $sel) (local.get $i)))
+        (local.set $p0 (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 256)))
+        (local.set $s0 (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $r (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 1))))
+        (local.set $p1 (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 256)))
+        (local.set $s1 (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $r (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 2))))
+        (local.set $p2 (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 256)))
+        (local.set $s2 (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $r (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 3))))
+        (local.set $p3 (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 256)))
+        (local.set $s3 (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
+        (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
+        (local.set $xp (local.get $x))
+        (local.set $dp (local.get $xend))
+        (loop $tile
+          (local.set $b (i32.const 0))
+          (loop $blocks
+            (local.set $x0 (v128.load (local.get $xp)))
+            (local.set $x1 (v128.load offset=16 (local.get $xp)))
+            (local.set $x2 (v128.load offset=32 (local.get $xp)))
+            (local.set $x3 (v128.load offset=48 (local.get $xp)))
+            (local.set $dx (f32.load (local.get $dp)))
+            (local.set $a0 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q8dot (local.get $p0) (local.get $x0) (local.get $x1) (local.get $x2) (local.get $x3)))
+              (f32x4.splat (f32.mul (call $h2f (i32.load16_u (local.get $s0))) (local.get $dx))) (local.get $a0)))
+            (local.set $a1 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q8dot (local.get $p1) (local.get $x0) (local.get $x1) (local.get $x2) (local.get $x3)))
+              (f32x4.splat (f32.mul (call $h2f (i32.load16_u (local.get $s1))) (local.get $dx))) (local.get $a1)))
+            (local.set $a2 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q8dot (local.get $p2) (local.get $x0) (local.get $x1) (local.get $x2) (local.get $x3)))
+              (f32x4.splat (f32.mul (call $h2f (i32.load16_u (local.get $s2))) (local.get $dx))) (local.get $a2)))
+            (local.set $a3 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q8dot (local.get $p3) (local.get $x0) (local.get $x1) (local.get $x2) (local.get $x3)))
+              (f32x4.splat (f32.mul (call $h2f (i32.load16_u (local.get $s3))) (local.get $dx))) (local.get $a3)))
+            (local.set $p0 (i32.add (local.get $p0) (i32.const 32)))
+            (local.set $p1 (i32.add (local.get $p1) (i32.const 32)))
+            (local.set $p2 (i32.add (local.get $p2) (i32.const 32)))
+            (local.set $p3 (i32.add (local.get $p3) (i32.const 32)))
+            (local.set $s0 (i32.add (local.get $s0) (i32.const 2)))
+            (local.set $s1 (i32.add (local.get $s1) (i32.const 2)))
+            (local.set $s2 (i32.add (local.get $s2) (i32.const 2)))
+            (local.set $s3 (i32.add (local.get $s3) (i32.const 2)))
+            (local.set $xp (i32.add (local.get $xp) (i32.const 64)))
+            (local.set $dp (i32.add (local.get $dp) (i32.const 4)))
+            (local.set $b (i32.add (local.get $b) (i32.const 1)))
+            (br_if $blocks (i32.lt_u (local.get $b) (i32.const 8))))
+          ;; next tile: skip the other 3 rows' runs
+          (local.set $p0 (i32.add (local.get $p0) (i32.const 768)))
+          (local.set $p1 (i32.add (local.get $p1) (i32.const 768)))
+          (local.set $p2 (i32.add (local.get $p2) (i32.const 768)))
+          (local.set $p3 (i32.add (local.get $p3) (i32.const 768)))
+          (br_if $tile (i32.lt_u (local.get $xp) (local.get $xend))))
+        (local.set $o (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 2))))
+        (f32.store (local.get $o) (call $finish (local.get $a0)))
+        (f32.store offset=4 (local.get $o) (call $finish (local.get $a1)))
+        (f32.store offset=8 (local.get $o) (call $finish (local.get $a2)))
+        (f32.store offset=12 (local.get $o) (call $finish (local.get $a3)))
+        (local.set $i (i32.add (local.get $i) (i32.const 4)))
+        (br $rows))))
+
+  ;; Q8_0, four tokens (A16 records at x, x + xs, ...), outputs i0..i1, one row per pass: each widened
+  ;; weight vector feeds 4 tokens. Writes out[t·os + 4i].
+  (func $mm4_q8 (param $w i32) (param $sc i32) (param $srow i32) (param $x i32) (param $xs i32) (param $out i32) (param $os i32)
+    (param $i0 i32) (param $i1 i32) (param $tiles i32) (param $sel i32)
+    (local $i i32) (local $r i32) (local $p i32) (local $s i32) (local $xp i32) (local $dp i32) (local $xend i32) (local $b i32) (local $o i32)
+    (local $xs2 i32) (local $xs3 i32) (local $dw f32)
+    (local $w0 v128) (local $w1 v128) (local $w2 v128) (local $w3 v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local.set $xs2 (i32.shl (local.get $xs) (i32.const 1)))
+    (local.set $xs3 (i32.add (local.get $xs2) (local.get $xs)))
+    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $tiles) (i32.const 9))))
+    (local.set $i (local.get $i0))
+    (block $end
+      (loop $rows
+        (br_if $end (i32.ge_u (local.get $i) (local.get $i1)))
+        (local.set $r (call $pick (local.get $sel) (local.get $i)))
+        (local.set $p (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 256)))
+        (local.set $s (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
+        (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
+        (local.set $xp (local.get $x))
+        (local.set $dp (local.get $xend))
+        (loop $tile
+          (local.set $b (i32.const 0))
+          (loop $blocks
+            (local.set $w0 (v128.load8x8_s (local.get $p)))
+            (local.set $w1 (v128.load8x8_s offset=8 (local.get $p)))
+            (local.set $w2 (v128.load8x8_s offset=16 (local.get $p)))
+            (local.set $w3 (v128.load8x8_s offset=24 (local.get $p)))
+            (local.set $dw (call $h2f (i32.load16_u (local.get $s))))
+            (local.set $a0 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q8dotw (local.get $w0) (local.get $w1) (local.get $w2) (local.get $w3) (local.get $xp)))
+              (f32x4.splat (f32.mul (local.get $dw) (f32.load (local.get $dp)))) (local.get $a0)))
+            (local.set $a1 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q8dotw (local.get $w0) (local.get $w1) (local.get $w2) (local.get $w3) (i32.add (local.get $xp) (local.get $xs))))
+              (f32x4.splat (f32.mul (local.get $dw) (f32.load (i32.add (local.get $dp) (local.get $xs))))) (local.get $a1)))
+            (local.set $a2 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q8dotw (local.get $w0) (local.get $w1) (local.get $w2) (local.get $w3) (i32.add (local.get $xp) (local.get $xs2))))
+              (f32x4.splat (f32.mul (local.get $dw) (f32.load (i32.add (local.get $dp) (local.get $xs2))))) (local.get $a2)))
+            (local.set $a3 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q8dotw (local.get $w0) (local.get $w1) (local.get $w2) (local.get $w3) (i32.add (local.get $xp) (local.get $xs3))))
+              (f32x4.splat (f32.mul (local.get $dw) (f32.load (i32.add (local.get $dp) (local.get $xs3))))) (local.get $a3)))
+            (local.set $p (i32.add (local.get $p) (i32.const 32)))
+            (local.set $s (i32.add (local.get $s) (i32.const 2)))
+            (local.set $xp (i32.add (local.get $xp) (i32.const 64)))
+            (local.set $dp (i32.add (local.get $dp) (i32.const 4)))
+            (local.set $b (i32.add (local.get $b) (i32.const 1)))
+            (br_if $blocks (i32.lt_u (local.get $b) (i32.const 8))))
+          (local.set $p (i32.add (local.get $p) (i32.const 768)))
+          (br_if $tile (i32.lt_u (local.get $xp) (local.get $xend))))
+        (local.set $o (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 2))))
+        (f32.store (local.get $o) (call $finish (local.get $a0)))
+        (f32.store (i32.add (local.get $o) (local.get $os)) (call $finish (local.get $a1)))
+        (f32.store (i32.add (local.get $o) (i32.shl (local.get $os) (i32.const 1))) (call $finish (local.get $a2)))
+        (f32.store (i32.add (local.get $o) (i32.mul (local.get $os) (i32.const 3))) (call $finish (local.get $a3)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $rows))))
+
+  ;; $q8dot with the weights already widened and the 32 i16 activations at xp.
+  (func $q8dotw (param $w0 v128) (param $w1 v128) (param $w2 v128) (param $w3 v128) (param $xp i32) (result v128)
+    (i32x4.add
+      (i32x4.add (i32x4.dot_i16x8_s (local.get $w0) (v128.load (local.get $xp)))
+                 (i32x4.dot_i16x8_s (local.get $w1) (v128.load offset=16 (local.get $xp))))
+      (i32x4.add (i32x4.dot_i16x8_s (local.get $w2) (v128.load offset=32 (local.get $xp)))
+                 (i32x4.dot_i16x8_s (local.get $w3) (v128.load offset=48 (local.get $xp))))))
+
+  ;; Q4_0 block dot: the 16 packed bytes at p (low nibbles columns 0..15, high 16..31, codes 0..15 in the
+  ;; i7 operand) against the block's signed activation codes xa (columns 0..15) and xb (16..31), minus
+  ;; 8·Σq in lane 0 (the −8 of every code). Pair sums ≤ 2 · 15 · 127 each, two of them < 2¹⁵.
+  (func $q4dot (param $v v128) (param $xa v128) (param $xb v128) (param $ones v128) (param $off v128) (result v128)
+    (i32x4.sub
+      (i32x4.dot_i16x8_s
+        (i16x8.add
+          (i16x8.relaxed_dot_i8x16_i7x16_s (local.get $xa) (v128.and (local.get $v) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15)))
+          (i16x8.relaxed_dot_i8x16_i7x16_s (local.get $xb) (v128.and (i16x8.shr_u (local.get $v) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))))
+        (local.get $ones))
+      (local.get $off)))
+
+  ;; Q4_0, one token (A8 record at x), outputs i0..i1, 4 rows per pass.
+  (func $mv_q4 (param $w i32) (param $sc i32) (param $srow i32) (param $x i32) (param $out i32) (param $i0 i32) (param $i1 i32)
+    (param $tiles i32) (param $sel i32)
+    (local $i i32) (local $r i32) (local $p0 i32) (local $p1 i32) (local $p2 i32) (local $p3 i32)
+    (local $s0 i32) (local $s1 i32) (local $s2 i32) (local $s3 i32)
+    (local $xp i32) (local $dp i32) (local $xend i32) (local $b i32) (local $o i32) (local $dx f32) (local $P i32)
+    (local $xa v128) (local $xb v128) (local $off v128) (local $ones v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local.set $ones (i16x8.splat (i32.const 1)))
+    (local.set $P (i32.shl (local.get $tiles) (i32.const 8)))
+    (local.set $xend (i32.add (local.get $x) (local.get $P)))
+    (local.set $i (local.get $i0))
+    (block $end
+      (loop $rows
+        (br_if $end (i32.ge_u (local.get $i) (local.get $i1)))
+        (local.set $r (call $pick (local.get $sel) (local.get $i)))
+        (local.set $p0 (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 128)))
+        (local.set $s0 (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $r (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 1))))
+        (local.set $p1 (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 128)))
+        (local.set $s1 (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $r (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 2))))
+        (local.set $p2 (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 128)))
+        (local.set $s2 (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $r (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 3))))
+        (local.set $p3 (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 128)))
+        (local.set $s3 (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
+        (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
+        (local.set $xp (local.get $x))
+        (local.set $dp (local.get $xend))
+        (loop $tile
+          (local.set $b (i32.const 0))
+          (loop $blocks
+            (local.set $xa (v128.load (local.get $xp)))
+            (local.set $xb (v128.load offset=16 (local.get $xp)))
+            (local.set $dx (f32.load (local.get $dp)))
+            ;; 8·Σq of this block, P/8 bytes after its d
+            (local.set $off (v128.load32_zero (i32.add (local.get $dp) (i32.shr_u (local.get $P) (i32.const 3)))))
+            (local.set $a0 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q4dot (v128.load (local.get $p0)) (local.get $xa) (local.get $xb) (local.get $ones) (local.get $off)))
+              (f32x4.splat (f32.mul (call $h2f (i32.load16_u (local.get $s0))) (local.get $dx))) (local.get $a0)))
+            (local.set $a1 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q4dot (v128.load (local.get $p1)) (local.get $xa) (local.get $xb) (local.get $ones) (local.get $off)))
+              (f32x4.splat (f32.mul (call $h2f (i32.load16_u (local.get $s1))) (local.get $dx))) (local.get $a1)))
+            (local.set $a2 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q4dot (v128.load (local.get $p2)) (local.get $xa) (local.get $xb) (local.get $ones) (local.get $off)))
+              (f32x4.splat (f32.mul (call $h2f (i32.load16_u (local.get $s2))) (local.get $dx))) (local.get $a2)))
+            (local.set $a3 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q4dot (v128.load (local.get $p3)) (local.get $xa) (local.get $xb) (local.get $ones) (local.get $off)))
+              (f32x4.splat (f32.mul (call $h2f (i32.load16_u (local.get $s3))) (local.get $dx))) (local.get $a3)))
+            (local.set $p0 (i32.add (local.get $p0) (i32.const 16)))
+            (local.set $p1 (i32.add (local.get $p1) (i32.const 16)))
+            (local.set $p2 (i32.add (local.get $p2) (i32.const 16)))
+            (local.set $p3 (i32.add (local.get $p3) (i32.const 16)))
+            (local.set $s0 (i32.add (local.get $s0) (i32.const 2)))
+            (local.set $s1 (i32.add (local.get $s1) (i32.const 2)))
+            (local.set $s2 (i32.add (local.get $s2) (i32.const 2)))
+            (local.set $s3 (i32.add (local.get $s3) (i32.const 2)))
+            (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
+            (local.set $dp (i32.add (local.get $dp) (i32.const 4)))
+            (local.set $b (i32.add (local.get $b) (i32.const 1)))
+            (br_if $blocks (i32.lt_u (local.get $b) (i32.const 8))))
+          (local.set $p0 (i32.add (local.get $p0) (i32.const 384)))
+          (local.set $p1 (i32.add (local.get $p1) (i32.const 384)))
+          (local.set $p2 (i32.add (local.get $p2) (i32.const 384)))
+          (local.set $p3 (i32.add (local.get $p3) (i32.const 384)))
+          (br_if $tile (i32.lt_u (local.get $xp) (local.get $xend))))
+        (local.set $o (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 2))))
+        (f32.store (local.get $o) (call $finish (local.get $a0)))
+        (f32.store offset=4 (local.get $o) (call $finish (local.get $a1)))
+        (f32.store offset=8 (local.get $o) (call $finish (local.get $a2)))
+        (f32.store offset=12 (local.get $o) (call $finish (local.get $a3)))
+        (local.set $i (i32.add (local.get $i) (i32.const 4)))
+        (br $rows))))
+
+  ;; Q4_0, four tokens, one row per pass.
+  (func $mm4_q4 (param $w i32) (param $sc i32) (param $srow i32) (param $x i32) (param $xs i32) (param $out i32) (param $os i32)
+    (param $i0 i32) (param $i1 i32) (param $tiles i32) (param $sel i32)
+    (local $i i32) (local $r i32) (local $p i32) (local $s i32) (local $xp i32) (local $dp i32) (local $xend i32) (local $b i32) (local $o i32)
+    (local $xs2 i32) (local $xs3 i32) (local $P8 i32) (local $dw f32)
+    (local $v v128) (local $ones v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local.set $ones (i16x8.splat (i32.const 1)))
+    (local.set $xs2 (i32.shl (local.get $xs) (i32.const 1)))
+    (local.set $xs3 (i32.add (local.get $xs2) (local.get $xs)))
+    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $tiles) (i32.const 8))))
+    (local.set $P8 (i32.shl (local.get $tiles) (i32.const 5)))
+    (local.set $i (local.get $i0))
+    (block $end
+      (loop $rows
+        (br_if $end (i32.ge_u (local.get $i) (local.get $i1)))
+        (local.set $r (call $pick (local.get $sel) (local.get $i)))
+        (local.set $p (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 128)))
+        (local.set $s (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
+        (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
+        (local.set $xp (local.get $x))
+        (local.set $dp (local.get $xend))
+        (loop $tile
+          (local.set $b (i32.const 0))
+          (loop $blocks
+            (local.set $v (v128.load (local.get $p)))
+            (local.set $dw (call $h2f (i32.load16_u (local.get $s))))
+            (local.set $a0 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q4dot (local.get $v) (v128.load (local.get $xp)) (v128.load offset=16 (local.get $xp)) (local.get $ones)
+                (v128.load32_zero (i32.add (local.get $dp) (local.get $P8)))))
+              (f32x4.splat (f32.mul (local.get $dw) (f32.load (local.get $dp)))) (local.get $a0)))
+            (local.set $a1 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q4dot (local.get $v) (v128.load (i32.add (local.get $xp) (local.get $xs))) (v128.load offset=16 (i32.add (local.get $xp) (local.get $xs))) (local.get $ones)
+                (v128.load32_zero (i32.add (i32.add (local.get $dp) (local.get $xs)) (local.get $P8)))))
+              (f32x4.splat (f32.mul (local.get $dw) (f32.load (i32.add (local.get $dp) (local.get $xs))))) (local.get $a1)))
+            (local.set $a2 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q4dot (local.get $v) (v128.load (i32.add (local.get $xp) (local.get $xs2))) (v128.load offset=16 (i32.add (local.get $xp) (local.get $xs2))) (local.get $ones)
+                (v128.load32_zero (i32.add (i32.add (local.get $dp) (local.get $xs2)) (local.get $P8)))))
+              (f32x4.splat (f32.mul (local.get $dw) (f32.load (i32.add (local.get $dp) (local.get $xs2))))) (local.get $a2)))
+            (local.set $a3 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q4dot (local.get $v) (v128.load (i32.add (local.get $xp) (local.get $xs3))) (v128.load offset=16 (i32.add (local.get $xp) (local.get $xs3))) (local.get $ones)
+                (v128.load32_zero (i32.add (i32.add (local.get $dp) (local.get $xs3)) (local.get $P8)))))
+              (f32x4.splat (f32.mul (local.get $dw) (f32.load (i32.add (local.get $dp) (local.get $xs3))))) (local.get $a3)))
+            (local.set $p (i32.add (local.get $p) (i32.const 16)))
+            (local.set $s (i32.add (local.get $s) (i32.const 2)))
+            (local.set $xp (i32.add (local.get $xp) (i32.const 32)))
+            (local.set $dp (i32.add (local.get $dp) (i32.const 4)))
+            (local.set $b (i32.add (local.get $b) (i32.const 1)))
+            (br_if $blocks (i32.lt_u (local.get $b) (i32.const 8))))
+          (local.set $p (i32.add (local.get $p) (i32.const 384)))
+          (br_if $tile (i32.lt_u (local.get $xp) (local.get $xend))))
+        (local.set $o (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 2))))
+        (f32.store (local.get $o) (call $finish (local.get $a0)))
+        (f32.store (i32.add (local.get $o) (local.get $os)) (call $finish (local.get $a1)))
+        (f32.store (i32.add (local.get $o) (i32.shl (local.get $os) (i32.const 1))) (call $finish (local.get $a2)))
+        (f32.store (i32.add (local.get $o) (i32.mul (local.get $os) (i32.const 3))) (call $finish (local.get $a3)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $rows))))
+
+  ;; ---- Q4_K ----
+  ;; One 64-column chunk of a Q4_K super-block for one token: unpacked codes l0 (columns 0..15), l1 (16..31)
+  ;; of sub-block 2c and h0 (32..47), h1 (48..63) of sub-block 2c+1, signed activation codes at xp, the two
+  ;; sub-block scales splatted to i16 lanes. Pair sums ≤ 2·15·127, two added < 2¹⁵; × sc ≤ 63.
+  (func $q4kc (param $l0 v128) (param $l1 v128) (param $h0 v128) (param $h1 v128) (param $xp i32) (param $sa v128) (param $sb v128) (result v128)
+    (i32x4.add
+      (i32x4.dot_i16x8_s
+        (i16x8.add (i16x8.relaxed_dot_i8x16_i7x16_s (v128.load (local.get $xp)) (local.get $l0))
+                   (i16x8.relaxed_dot_i8x16_i7x16_s (v128.load offset=16 (local.get $xp)) (local.get $l1)))
+        (local.get $sa))
+      (i32x4.dot_i16x8_s
+        (i16x8.add (i16x8.relaxed_dot_i8x16_i7x16_s (v128.load offset=32 (local.get $xp)) (local.get $h0))
+                   (i16x8.relaxed_dot_i8x16_i7x16_s (v128.load offset=48 (local.get $xp)) (local.get $h1)))
+        (local.get $sb))))
+
+  ;; One row's Q4_K super-block (quants at p, 20-byte scale record at s) against one token's activation
+  ;; codes at xp (d_x = dx, Σq per 32 at bs): returns acc + its two terms (see the reduction order above).
+  ;; |sumi lane| ≤ 8 · 2 · 63 · 2 · 2 · 15 · 127 < 2³¹.
+  (func $q4ksb (param $p i32) (param $s i32) (param $xp i32) (param $dx f32) (param $bs i32) (param $acc v128) (result v128)
+    (local $sc v128) (local $v0 v128) (local $v1 v128) (local $sumi v128)
+    (local.set $sc (v128.load8x8_u offset=4 (local.get $s)))
+    (local.set $v0 (v128.load (local.get $p))) (local.set $v1 (v128.load offset=16 (local.get $p)))
+    (local.set $sumi (call $q4kc (v128.and (local.get $v0) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+      (v128.and (local.get $v1) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+      (v128.and (i16x8.shr_u (local.get $v0) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+      (v128.and (i16x8.shr_u (local.get $v1) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+      (local.get $xp)
+      (i8x16.shuffle 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 (local.get $sc) (local.get $sc))
+      (i8x16.shuffle 2 3 2 3 2 3 2 3 2 3 2 3 2 3 2 3 (local.get $sc) (local.get $sc))))
+    (local.set $v0 (v128.load offset=32 (local.get $p))) (local.set $v1 (v128.load offset=48 (local.get $p)))
+    (local.set $sumi (i32x4.add (local.get $sumi) (call $q4kc (v128.and (local.get $v0) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+      (v128.and (local.get $v1) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+      (v128.and (i16x8.shr_u (local.get $v0) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+      (v128.and (i16x8.shr_u (local.get $v1) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+      (i32.add (local.get $xp) (i32.const 64))
+      (i8x16.shuffle 4 5 4 5 4 5 4 5 4 5 4 5 4 5 4 5 (local.get $sc) (local.get $sc))
+      (i8x16.shuffle 6 7 6 7 6 7 6 7 6 7 6 7 6 7 6 7 (local.get $sc) (local.get $sc)))))
+    (local.set $v0 (v128.load offset=64 (local.get $p))) (local.set $v1 (v128.load offset=80 (local.get $p)))
+    (local.set $sumi (i32x4.add (local.get $sumi) (call $q4kc (v128.and (local.get $v0) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+      (v128.and (local.get $v1) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+      (v128.and (i16x8.shr_u (local.get $v0) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+      (v128.and (i16x8.shr_u (local.get $v1) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+      (i32.add (local.get $xp) (i32.const 128))
+      (i8x16.shuffle 8 9 8 9 8 9 8 9 8 9 8 9 8 9 8 9 (local.get $sc) (local.get $sc))
+      (i8x16.shuffle 10 11 10 11 10 11 10 11 10 11 10 11 10 11 10 11 (local.get $sc) (local.get $sc)))))
+    (local.set $v0 (v128.load offset=96 (local.get $p))) (local.set $v1 (v128.load offset=112 (local.get $p)))
+    (local.set $sumi (i32x4.add (local.get $sumi) (call $q4kc (v128.and (local.get $v0) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+      (v128.and (local.get $v1) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+      (v128.and (i16x8.shr_u (local.get $v0) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+      (v128.and (i16x8.shr_u (local.get $v1) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+      (i32.add (local.get $xp) (i32.const 192))
+      (i8x16.shuffle 12 13 12 13 12 13 12 13 12 13 12 13 12 13 12 13 (local.get $sc) (local.get $sc))
+      (i8x16.shuffle 14 15 14 15 14 15 14 15 14 15 14 15 14 15 14 15 (local.get $sc) (local.get $sc)))))
+    (call $q4kfinish (local.get $sumi) (local.get $s) (local.get $dx) (local.get $bs) (local.get $acc)))
+
+  ;; acc + f32(sumi)·(d·d_x) + f32(Σ m_j·Σq_j)·(−dmin·d_x): the end of a Q4_K super-block for one (row, token).
+  ;; |Σ m·Σq lane| ≤ 2 · 63 · 32 · 127.
+  (func $q4kfinish (param $sumi v128) (param $s i32) (param $dx f32) (param $bs i32) (param $acc v128) (result v128)
+    (f32x4.relaxed_madd
+      (f32x4.convert_i32x4_s (i32x4.dot_i16x8_s (v128.load8x8_u offset=12 (local.get $s)) (v128.load (local.get $bs))))
+      (f32x4.splat (f32.neg (f32.mul (call $h2f (i32.load16_u offset=2 (local.get $s))) (local.get $dx))))
+      (f32x4.relaxed_madd (f32x4.convert_i32x4_s (local.get $sumi))
+        (f32x4.splat (f32.mul (call $h2f (i32.load16_u (local.get $s))) (local.get $dx)))
+        (local.get $acc))))
+
+  ;; Q4_K, one token (AK record at x), outputs i0..i1, 4 rows per pass (the group's 4 runs of a tile are
+  ;; read one after the other: one stream).
+  (func $mv_q4k (param $w i32) (param $sc i32) (param $srow i32) (param $x i32) (param $out i32) (param $i0 i32) (param $i1 i32)
+    (param $tiles i32) (param $sel i32)
+    (local $i i32) (local $r i32) (local $p0 i32) (local $p1 i32) (local $p2 i32) (local $p3 i32)
+    (local $s0 i32) (local $s1 i32) (local $s2 i32) (local $s3 i32)
+    (local $xp i32) (local $dp i32) (local $bs i32) (local $xend i32) (local $o i32) (local $dx f32)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $tiles) (i32.const 8))))
+    (local.set $i (local.get $i0))
+    (block $end
+      (loop $rows
+        (br_if $end (i32.ge_u (local.get $i) (local.get $i1)))
+        (local.set $r (call $pick (local.get $sel) (local.get $i)))
+        (local.set $p0 (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 128)))
+        (local.set $s0 (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $r (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 1))))
+        (local.set $p1 (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 128)))
+        (local.set $s1 (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $r (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 2))))
+        (local.set $p2 (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 128)))
+        (local.set $s2 (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $r (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 3))))
+        (local.set $p3 (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 128)))
+        (local.set $s3 (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
+        (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
+        (local.set $xp (local.get $x))
+        ;; d_x per super-block at P, Σq per 32 at P + P/64 + P/8 (16 bytes per super-block)
+        (local.set $dp (local.get $xend))
+        (local.set $bs (i32.add (local.get $xend) (i32.mul (local.get $tiles) (i32.const 36))))
+        (loop $tile
+          (local.set $dx (f32.load (local.get $dp)))
+          (local.set $a0 (call $q4ksb (local.get $p0) (local.get $s0) (local.get $xp) (local.get $dx) (local.get $bs) (local.get $a0)))
+          (local.set $a1 (call $q4ksb (local.get $p1) (local.get $s1) (local.get $xp) (local.get $dx) (local.get $bs) (local.get $a1)))
+          (local.set $a2 (call $q4ksb (local.get $p2) (local.get $s2) (local.get $xp) (local.get $dx) (local.get $bs) (local.get $a2)))
+          (local.set $a3 (call $q4ksb (local.get $p3) (local.get $s3) (local.get $xp) (local.get $dx) (local.get $bs) (local.get $a3)))
+          ;; next tile: this run and the other 3 rows' (4 × 128 B); scale records 20 B per tile
+          (local.set $p0 (i32.add (local.get $p0) (i32.const 512)))
+          (local.set $p1 (i32.add (local.get $p1) (i32.const 512)))
+          (local.set $p2 (i32.add (local.get $p2) (i32.const 512)))
+          (local.set $p3 (i32.add (local.get $p3) (i32.const 512)))
+          (local.set $s0 (i32.add (local.get $s0) (i32.const 20)))
+          (local.set $s1 (i32.add (local.get $s1) (i32.const 20)))
+          (local.set $s2 (i32.add (local.get $s2) (i32.const 20)))
+          (local.set $s3 (i32.add (local.get $s3) (i32.const 20)))
+          (local.set $xp (i32.add (local.get $xp) (i32.const 256)))
+          (local.set $dp (i32.add (local.get $dp) (i32.const 4)))
+          (local.set $bs (i32.add (local.get $bs) (i32.const 16)))
+          (br_if $tile (i32.lt_u (local.get $xp) (local.get $xend))))
+        (local.set $o (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 2))))
+        (f32.store (local.get $o) (call $finish (local.get $a0)))
+        (f32.store offset=4 (local.get $o) (call $finish (local.get $a1)))
+        (f32.store offset=8 (local.get $o) (call $finish (local.get $a2)))
+        (f32.store offset=12 (local.get $o) (call $finish (local.get $a3)))
+        (local.set $i (i32.add (local.get $i) (i32.const 4)))
+        (br $rows))))
+
+  ;; Q4_K, four tokens, one row per pass: each chunk's codes are unpacked once for the 4 tokens.
+  (func $mm4_q4k (param $w i32) (param $sc i32) (param $srow i32) (param $x i32) (param $xs i32) (param $out i32) (param $os i32)
+    (param $i0 i32) (param $i1 i32) (param $tiles i32) (param $sel i32)
+    (local $i i32) (local $r i32) (local $p i32) (local $s i32) (local $xp i32) (local $dp i32) (local $bs i32) (local $xend i32) (local $o i32)
+    (local $xs2 i32) (local $xs3 i32) (local $c i32) (local $scv v128) (local $sa v128) (local $sb v128)
+    (local $l0 v128) (local $l1 v128) (local $h0 v128) (local $h1 v128)
+    (local $t0 v128) (local $t1 v128) (local $t2 v128) (local $t3 v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local.set $xs2 (i32.shl (local.get $xs) (i32.const 1)))
+    (local.set $xs3 (i32.add (local.get $xs2) (local.get $xs)))
+    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $tiles) (i32.const 8))))
+    (local.set $i (local.get $i0))
+    (block $end
+      (loop $rows
+        (br_if $end (i32.ge_u (local.get $i) (local.get $i1)))
+        (local.set $r (call $pick (local.get $sel) (local.get $i)))
+        (local.set $p (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 128)))
+        (local.set $s (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
+        (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
+        (local.set $xp (local.get $x))
+        (local.set $dp (local.get $xend))
+        (local.set $bs (i32.add (local.get $xend) (i32.mul (local.get $tiles) (i32.const 36))))
+        (loop $tile
+          (local.set $scv (v128.load8x8_u offset=4 (local.get $s)))
+          (local.set $t0 (v128.const i32x4 0 0 0 0)) (local.set $t1 (v128.const i32x4 0 0 0 0))
+          (local.set $t2 (v128.const i32x4 0 0 0 0)) (local.set $t3 (v128.const i32x4 0 0 0 0))
+          ;; chunks c = 0..3 (64 columns, 32 bytes each): sub-blocks 2c and 2c+1
+          (local.set $c (i32.const 0))
+          (loop $chunks
+            (local.set $l0 (v128.load (local.get $p)))
+            (local.set $l1 (v128.load offset=16 (local.get $p)))
+            (local.set $h0 (v128.and (i16x8.shr_u (local.get $l0) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15)))
+            (local.set $h1 (v128.and (i16x8.shr_u (local.get $l1) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15)))
+            (local.set $l0 (v128.and (local.get $l0) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15)))
+            (local.set $l1 (v128.and (local.get $l1) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15)))
+            ;; sub-block scales 2c, 2c+1 as i16 splats: bytes 4c..4c+3 of the i16 scale vector
+            (local.set $sa (i8x16.swizzle (local.get $scv) (i8x16.add (v128.const i8x16 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1) (i8x16.splat (i32.shl (local.get $c) (i32.const 2))))))
+            (local.set $sb (i8x16.swizzle (local.get $scv) (i8x16.add (v128.const i8x16 2 3 2 3 2 3 2 3 2 3 2 3 2 3 2 3) (i8x16.splat (i32.shl (local.get $c) (i32.const 2))))))
+            (local.set $t0 (i32x4.add (local.get $t0) (call $q4kc (local.get $l0) (local.get $l1) (local.get $h0) (local.get $h1) (local.get $xp) (local.get $sa) (local.get $sb))))
+            (local.set $t1 (i32x4.add (local.get $t1) (call $q4kc (local.get $l0) (local.get $l1) (local.get $h0) (local.get $h1) (i32.add (local.get $xp) (local.get $xs)) (local.get $sa) (local.get $sb))))
+            (local.set $t2 (i32x4.add (local.get $t2) (call $q4kc (local.get $l0) (local.get $l1) (local.get $h0) (local.get $h1) (i32.add (local.get $xp) (local.get $xs2)) (local.get $sa) (local.get $sb))))
+            (local.set $t3 (i32x4.add (local.get $t3) (call $q4kc (local.get $l0) (local.get $l1) (local.get $h0) (local.get $h1) (i32.add (local.get $xp) (local.get $xs3)) (local.get $sa) (local.get $sb))))
+            (local.set $p (i32.add (local.get $p) (i32.const 32)))
+            (local.set $xp (i32.add (local.get $xp) (i32.const 64)))
+            (local.set $c (i32.add (local.get $c) (i32.const 1)))
+            (br_if $chunks (i32.lt_u (local.get $c) (i32.const 4))))
+          (local.set $a0 (call $q4kfinish (local.get $t0) (local.get $s) (f32.load (local.get $dp)) (local.get $bs) (local.get $a0)))
+          (local.set $a1 (call $q4kfinish (local.get $t1) (local.get $s) (f32.load (i32.add (local.get $dp) (local.get $xs))) (i32.add (local.get $bs) (local.get $xs)) (local.get $a1)))
+          (local.set $a2 (call $q4kfinish (local.get $t2) (local.get $s) (f32.load (i32.add (local.get $dp) (local.get $xs2))) (i32.add (local.get $bs) (local.get $xs2)) (local.get $a2)))
+          (local.set $a3 (call $q4kfinish (local.get $t3) (local.get $s) (f32.load (i32.add (local.get $dp) (local.get $xs3))) (i32.add (local.get $bs) (local.get $xs3)) (local.get $a3)))
+          ;; next tile: skip the other 3 rows' runs (the chunk loop advanced p by one run)
+          (local.set $p (i32.add (local.get $p) (i32.const 384)))
+          (local.set $s (i32.add (local.get $s) (i32.const 20)))
+          (local.set $dp (i32.add (local.get $dp) (i32.const 4)))
+          (local.set $bs (i32.add (local.get $bs) (i32.const 16)))
+          (br_if $tile (i32.lt_u (local.get $xp) (local.get $xend))))
+        (local.set $o (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 2))))
+        (f32.store (local.get $o) (call $finish (local.get $a0)))
+        (f32.store (i32.add (local.get $o) (local.get $os)) (call $finish (local.get $a1)))
+        (f32.store (i32.add (local.get $o) (i32.shl (local.get $os) (i32.const 1))) (call $finish (local.get $a2)))
+        (f32.store (i32.add (local.get $o) (i32.mul (local.get $os) (i32.const 3))) (call $finish (local.get $a3)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $rows))))
+
+  ;; ---- Q6_K ----
+  ;; 64 columns of a Q6_K half-block for one token: 4 vectors of 16 unpacked codes (0..63, in the i7
+  ;; operand) for columns 0..15, 32..47, 64..79, 96..111 of the half (c1..c4), the activation codes at xp
+  ;; (column 0 of the half's group), the 4 sub-block scales as i16 splats. Pair sums ≤ 2·63·127 < 2¹⁵;
+  ;; × |sc| ≤ 128.
+  (func $q6kd (param $c1 v128) (param $c2 v128) (param $c3 v128) (param $c4 v128) (param $xp i32)
+    (param $s1 v128) (param $s2 v128) (param $s3 v128) (param $s4 v128) (result v128)
+    (i32x4.add
+      (i32x4.add
+        (i32x4.dot_i16x8_s (i16x8.relaxed_dot_i8x16_i7x16_s (v128.load (local.get $xp)) (local.get $c1)) (local.get $s1))
+        (i32x4.dot_i16x8_s (i16x8.relaxed_dot_i8x16_i7x16_s (v128.load offset=32 (local.get $xp)) (local.get $c2)) (local.get $s2)))
+      (i32x4.add
+        (i32x4.dot_i16x8_s (i16x8.relaxed_dot_i8x16_i7x16_s (v128.load offset=64 (local.get $xp)) (local.get $c3)) (local.get $s3))
+        (i32x4.dot_i16x8_s (i16x8.relaxed_dot_i8x16_i7x16_s (v128.load offset=96 (local.get $xp)) (local.get $c4)) (local.get $s4)))))
+
+  ;; ggml's Q6_K codes from 16 bytes of ql at qa (columns l: low nibble, l + 64: high nibble), 16 at qb
+  ;; (l + 32, l + 96) and 16 of qh (the 2 high bits of l, l + 32, l + 64, l + 96 in bits 0-1, 2-3, 4-5,
+  ;; 6-7), as $q6kd's c1 .. c4 (k = 0 .. 3).
+  (func $q6kcode (param $qa v128) (param $qb v128) (param $qh v128) (param $k i32) (result v128)
+    (block $c4 (block $c3 (block $c2 (block $c1
+      (br_table $c1 $c2 $c3 $c4 (local.get $k)))
+      (return (v128.or (v128.and (local.get $qa) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+                       (v128.and (i16x8.shl (local.get $qh) (i32.const 4)) (v128.const i8x16 48 48 48 48 48 48 48 48 48 48 48 48 48 48 48 48)))))
+      (return (v128.or (v128.and (local.get $qb) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+                       (v128.and (i16x8.shl (local.get $qh) (i32.const 2)) (v128.const i8x16 48 48 48 48 48 48 48 48 48 48 48 48 48 48 48 48)))))
+      (return (v128.or (v128.and (i16x8.shr_u (local.get $qa) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+                       (v128.and (local.get $qh) (v128.const i8x16 48 48 48 48 48 48 48 48 48 48 48 48 48 48 48 48)))))
+    (v128.or (v128.and (i16x8.shr_u (local.get $qb) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+             (v128.and (i16x8.shr_u (local.get $qh) (i32.const 2)) (v128.const i8x16 48 48 48 48 48 48 48 48 48 48 48 48 48 48 48 48))))
+
+  ;; $q6kd on raw ql/qh bytes (one token: the codes are used once).
+  (func $q6kg (param $qa v128) (param $qb v128) (param $qh v128) (param $xp i32)
+    (param $s1 v128) (param $s2 v128) (param $s3 v128) (param $s4 v128) (result v128)
+    (call $q6kd
+      (call $q6kcode (local.get $qa) (local.get $qb) (local.get $qh) (i32.const 0))
+      (call $q6kcode (local.get $qa) (local.get $qb) (local.get $qh) (i32.const 1))
+      (call $q6kcode (local.get $qa) (local.get $qb) (local.get $qh) (i32.const 2))
+      (call $q6kcode (local.get $qa) (local.get $qb) (local.get $qh) (i32.const 3))
+      (local.get $xp) (local.get $s1) (local.get $s2) (local.get $s3) (local.get $s4)))
+
+  ;; acc + f32(sumi − 32·Σ_j sc_j·Σq_j)·(d·d_x): the end of a Q6_K super-block for one (row, token); the
+  ;; −32 of every code comes back through the Σq per 16 at bs. |lanes| < 2³¹ (16 · 2 · 128 · 2 · 63 · 127
+  ;; for sumi, 32 · 2 · 2 · 128 · 16 · 127 for the offset).
+  (func $q6kfinish (param $sumi v128) (param $s i32) (param $dx f32) (param $bs i32) (param $acc v128) (result v128)
+    (f32x4.relaxed_madd
+      (f32x4.convert_i32x4_s (i32x4.sub (local.get $sumi) (i32x4.shl
+        (i32x4.add (i32x4.dot_i16x8_s (v128.load8x8_s (local.get $s)) (v128.load (local.get $bs)))
+                   (i32x4.dot_i16x8_s (v128.load8x8_s offset=8 (local.get $s)) (v128.load offset=16 (local.get $bs))))
+        (i32.const 5))))
+      (f32x4.splat (f32.mul (call $h2f (i32.load16_u offset=16 (local.get $s))) (local.get $dx)))
+      (local.get $acc)))
+
+  ;; One row's Q6_K super-block (ql at p, qh at p + 128, 18-byte record at s) against one token: returns acc
+  ;; plus its term.
+  (func $q6ksb (param $p i32) (param $s i32) (param $xp i32) (param $dx f32) (param $bs i32) (param $acc v128) (result v128)
+    (local $lo v128) (local $hi v128) (local $sumi v128)
+    (local.set $lo (v128.load8x8_s (local.get $s)))
+    (local.set $hi (v128.load8x8_s offset=8 (local.get $s)))
+    ;; half 0 (columns 0..127): sub-blocks g, 2+g, 4+g, 6+g for g = 0, 1
+    (local.set $sumi (i32x4.add
+      (call $q6kg (v128.load (local.get $p)) (v128.load offset=32 (local.get $p)) (v128.load offset=128 (local.get $p)) (local.get $xp)
+        (i8x16.shuffle 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 (local.get $lo) (local.get $lo)) (i8x16.shuffle 4 5 4 5 4 5 4 5 4 5 4 5 4 5 4 5 (local.get $lo) (local.get $lo))
+        (i8x16.shuffle 8 9 8 9 8 9 8 9 8 9 8 9 8 9 8 9 (local.get $lo) (local.get $lo)) (i8x16.shuffle 12 13 12 13 12 13 12 13 12 13 12 13 12 13 12 13 (local.get $lo) (local.get $lo)))
+      (call $q6kg (v128.load offset=16 (local.get $p)) (v128.load offset=48 (local.get $p)) (v128.load offset=144 (local.get $p)) (i32.add (local.get $xp) (i32.const 16))
+        (i8x16.shuffle 2 3 2 3 2 3 2 3 2 3 2 3 2 3 2 3 (local.get $lo) (local.get $lo)) (i8x16.shuffle 6 7 6 7 6 7 6 7 6 7 6 7 6 7 6 7 (local.get $lo) (local.get $lo))
+        (i8x16.shuffle 10 11 10 11 10 11 10 11 10 11 10 11 10 11 10 11 (local.get $lo) (local.get $lo)) (i8x16.shuffle 14 15 14 15 14 15 14 15 14 15 14 15 14 15 14 15 (local.get $lo) (local.get $lo)))))
+    ;; half 1 (columns 128..255): ql at +64, qh at +160, sub-blocks 8 + ...
+    (local.set $sumi (i32x4.add (local.get $sumi) (i32x4.add
+      (call $q6kg (v128.load offset=64 (local.get $p)) (v128.load offset=96 (local.get $p)) (v128.load offset=160 (local.get $p)) (i32.add (local.get $xp) (i32.const 128))
+        (i8x16.shuffle 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 (local.get $hi) (local.get $hi)) (i8x16.shuffle 4 5 4 5 4 5 4 5 4 5 4 5 4 5 4 5 (local.get $hi) (local.get $hi))
+        (i8x16.shuffle 8 9 8 9 8 9 8 9 8 9 8 9 8 9 8 9 (local.get $hi) (local.get $hi)) (i8x16.shuffle 12 13 12 13 12 13 12 13 12 13 12 13 12 13 12 13 (local.get $hi) (local.get $hi)))
+      (call $q6kg (v128.load offset=80 (local.get $p)) (v128.load offset=112 (local.get $p)) (v128.load offset=176 (local.get $p)) (i32.add (local.get $xp) (i32.const 144))
+        (i8x16.shuffle 2 3 2 3 2 3 2 3 2 3 2 3 2 3 2 3 (local.get $hi) (local.get $hi)) (i8x16.shuffle 6 7 6 7 6 7 6 7 6 7 6 7 6 7 6 7 (local.get $hi) (local.get $hi))
+        (i8x16.shuffle 10 11 10 11 10 11 10 11 10 11 10 11 10 11 10 11 (local.get $hi) (local.get $hi)) (i8x16.shuffle 14 15 14 15 14 15 14 15 14 15 14 15 14 15 14 15 (local.get $hi) (local.get $hi))))))
+    (call $q6kfinish (local.get $sumi) (local.get $s) (local.get $dx) (local.get $bs) (local.get $acc)))
+
+  ;; Q6_K, one token (AK record at x), outputs i0..i1, 4 rows per pass.
+  (func $mv_q6k (param $w i32) (param $sc i32) (param $srow i32) (param $x i32) (param $out i32) (param $i0 i32) (param $i1 i32)
+    (param $tiles i32) (param $sel i32)
+    (local $i i32) (local $r i32) (local $p0 i32) (local $p1 i32) (local $p2 i32) (local $p3 i32)
+    (local $s0 i32) (local $s1 i32) (local $s2 i32) (local $s3 i32)
+    (local $xp i32) (local $dp i32) (local $bs i32) (local $xend i32) (local $o i32) (local $dx f32)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $tiles) (i32.const 8))))
+    (local.set $i (local.get $i0))
+    (block $end
+      (loop $rows
+        (br_if $end (i32.ge_u (local.get $i) (local.get $i1)))
+        (local.set $r (call $pick (local.get $sel) (local.get $i)))
+        (local.set $p0 (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 192)))
+        (local.set $s0 (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $r (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 1))))
+        (local.set $p1 (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 192)))
+        (local.set $s1 (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $r (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 2))))
+        (local.set $p2 (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 192)))
+        (local.set $s2 (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $r (call $pick (local.get $sel) (i32.add (local.get $i) (i32.const 3))))
+        (local.set $p3 (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 192)))
+        (local.set $s3 (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
+        (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
+        (local.set $xp (local.get $x))
+        ;; d_x per super-block at P, Σq per 16 at P + P/64 (32 bytes per super-block)
+        (local.set $dp (local.get $xend))
+        (local.set $bs (i32.add (local.get $xend) (i32.shl (local.get $tiles) (i32.const 2))))
+        (loop $tile
+          (local.set $dx (f32.load (local.get $dp)))
+          (local.set $a0 (call $q6ksb (local.get $p0) (local.get $s0) (local.get $xp) (local.get $dx) (local.get $bs) (local.get $a0)))
+          (local.set $a1 (call $q6ksb (local.get $p1) (local.get $s1) (local.get $xp) (local.get $dx) (local.get $bs) (local.get $a1)))
+          (local.set $a2 (call $q6ksb (local.get $p2) (local.get $s2) (local.get $xp) (local.get $dx) (local.get $bs) (local.get $a2)))
+          (local.set $a3 (call $q6ksb (local.get $p3) (local.get $s3) (local.get $xp) (local.get $dx) (local.get $bs) (local.get $a3)))
+          (local.set $p0 (i32.add (local.get $p0) (i32.const 768)))
+          (local.set $p1 (i32.add (local.get $p1) (i32.const 768)))
+          (local.set $p2 (i32.add (local.get $p2) (i32.const 768)))
+          (local.set $p3 (i32.add (local.get $p3) (i32.const 768)))
+          (local.set $s0 (i32.add (local.get $s0) (i32.const 18)))
+          (local.set $s1 (i32.add (local.get $s1) (i32.const 18)))
+          (local.set $s2 (i32.add (local.get $s2) (i32.const 18)))
+          (local.set $s3 (i32.add (local.get $s3) (i32.const 18)))
+          (local.set $xp (i32.add (local.get $xp) (i32.const 256)))
+          (local.set $dp (i32.add (local.get $dp) (i32.const 4)))
+          (local.set $bs (i32.add (local.get $bs) (i32.const 32)))
+          (br_if $tile (i32.lt_u (local.get $xp) (local.get $xend))))
+        (local.set $o (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 2))))
+        (f32.store (local.get $o) (call $finish (local.get $a0)))
+        (f32.store offset=4 (local.get $o) (call $finish (local.get $a1)))
+        (f32.store offset=8 (local.get $o) (call $finish (local.get $a2)))
+        (f32.store offset=12 (local.get $o) (call $finish (local.get $a3)))
+        (local.set $i (i32.add (local.get $i) (i32.const 4)))
+        (br $rows))))
+
+  ;; Q6_K, four tokens, one row per pass: each group's codes and scale splats are made once for the 4 tokens.
+  (func $mm4_q6k (param $w i32) (param $sc i32) (param $srow i32) (param $x i32) (param $xs i32) (param $out i32) (param $os i32)
+    (param $i0 i32) (param $i1 i32) (param $tiles i32) (param $sel i32)
+    (local $i i32) (local $r i32) (local $p i32) (local $s i32) (local $xp i32) (local $dp i32) (local $bs i32) (local $xend i32) (local $o i32)
+    (local $xs2 i32) (local $xs3 i32) (local $g i32) (local $q i32) (local $scv v128)
+    (local $qa v128) (local $qb v128) (local $qh v128) (local $idx v128)
+    (local $c1 v128) (local $c2 v128) (local $c3 v128) (local $c4 v128)
+    (local $s1 v128) (local $s2 v128) (local $s3 v128) (local $s4 v128)
+    (local $t0 v128) (local $t1 v128) (local $t2 v128) (local $t3 v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local.set $xs2 (i32.shl (local.get $xs) (i32.const 1)))
+    (local.set $xs3 (i32.add (local.get $xs2) (local.get $xs)))
+    (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $tiles) (i32.const 8))))
+    (local.set $i (local.get $i0))
+    (block $end
+      (loop $rows
+        (br_if $end (i32.ge_u (local.get $i) (local.get $i1)))
+        (local.set $r (call $pick (local.get $sel) (local.get $i)))
+        (local.set $p (call $rowAt (local.get $w) (local.get $r) (local.get $tiles) (i32.const 192)))
+        (local.set $s (i32.add (local.get $sc) (i32.mul (local.get $r) (local.get $srow))))
+        (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
+        (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
+        (local.set $xp (local.get $x))
+        (local.set $dp (local.get $xend))
+        (local.set $bs (i32.add (local.get $xend) (i32.shl (local.get $tiles) (i32.const 2))))
+        (loop $tile
+          (local.set $t0 (v128.const i32x4 0 0 0 0)) (local.set $t1 (v128.const i32x4 0 0 0 0))
+          (local.set $t2 (v128.const i32x4 0 0 0 0)) (local.set $t3 (v128.const i32x4 0 0 0 0))
+          ;; 4 groups: half h = g >> 1, g & 1 = which 16 of its 32 ql/qh bytes; ql at 64h + 16(g&1), qh at
+          ;; 128 + 32h + 16(g&1); columns from 128h + 16(g&1); scales 8h + (g&1) + {0, 2, 4, 6}
+          (local.set $g (i32.const 0))
+          (loop $groups
+            (local.set $q (i32.add (local.get $p) (i32.add (i32.shl (i32.shr_u (local.get $g) (i32.const 1)) (i32.const 6)) (i32.shl (i32.and (local.get $g) (i32.const 1)) (i32.const 4)))))
+            (local.set $qa (v128.load (local.get $q)))
+            (local.set $qb (v128.load offset=32 (local.get $q)))
+            (local.set $qh (v128.load (i32.add (local.get $p)
+              (i32.add (i32.const 128) (i32.add (i32.shl (i32.shr_u (local.get $g) (i32.const 1)) (i32.const 5)) (i32.shl (i32.and (local.get $g) (i32.const 1)) (i32.const 4)))))))
+            (local.set $scv (v128.load8x8_s (i32.add (local.get $s) (i32.shl (i32.shr_u (local.get $g) (i32.const 1)) (i32.const 3)))))
+            (local.set $idx (i8x16.splat (i32.shl (i32.and (local.get $g) (i32.const 1)) (i32.const 1))))
+            (local.set $s1 (i8x16.swizzle (local.get $scv) (i8x16.add (local.get $idx) (v128.const i8x16 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1))))
+            (local.set $s2 (i8x16.swizzle (local.get $scv) (i8x16.add (local.get $idx) (v128.const i8x16 4 5 4 5 4 5 4 5 4 5 4 5 4 5 4 5))))
+            (local.set $s3 (i8x16.swizzle (local.get $scv) (i8x16.add (local.get $idx) (v128.const i8x16 8 9 8 9 8 9 8 9 8 9 8 9 8 9 8 9))))
+            (local.set $s4 (i8x16.swizzle (local.get $scv) (i8x16.add (local.get $idx) (v128.const i8x16 12 13 12 13 12 13 12 13 12 13 12 13 12 13 12 13))))
+            (local.set $c1 (call $q6kcode (local.get $qa) (local.get $qb) (local.get $qh) (i32.const 0)))
+            (local.set $c2 (call $q6kcode (local.get $qa) (local.get $qb) (local.get $qh) (i32.const 1)))
+            (local.set $c3 (call $q6kcode (local.get $qa) (local.get $qb) (local.get $qh) (i32.const 2)))
+            (local.set $c4 (call $q6kcode (local.get $qa) (local.get $qb) (local.get $qh) (i32.const 3)))
+            (local.set $q (i32.add (local.get $xp) (i32.add (i32.shl (i32.shr_u (local.get $g) (i32.const 1)) (i32.const 7)) (i32.shl (i32.and (local.get $g) (i32.const 1)) (i32.const 4)))))
+            (local.set $t0 (i32x4.add (local.get $t0) (call $q6kd (local.get $c1) (local.get $c2) (local.get $c3) (local.get $c4) (local.get $q) (local.get $s1) (local.get $s2) (local.get $s3) (local.get $s4))))
+            (local.set $t1 (i32x4.add (local.get $t1) (call $q6kd (local.get $c1) (local.get $c2) (local.get $c3) (local.get $c4) (i32.add (local.get $q) (local.get $xs)) (local.get $s1) (local.get $s2) (local.get $s3) (local.get $s4))))
+            (local.set $t2 (i32x4.add (local.get $t2) (call $q6kd (local.get $c1) (local.get $c2) (local.get $c3) (local.get $c4) (i32.add (local.get $q) (local.get $xs2)) (local.get $s1) (local.get $s2) (local.get $s3) (local.get $s4))))
+            (local.set $t3 (i32x4.add (local.get $t3) (call $q6kd (local.get $c1) (local.get $c2) (local.get $c3) (local.get $c4) (i32.add (local.get $q) (local.get $xs3)) (local.get $s1) (local.get $s2) (local.get $s3) (local.get $s4))))
+            (local.set $g (i32.add (local.get $g) (i32.const 1)))
+            (br_if $groups (i32.lt_u (local.get $g) (i32.const 4))))
+          (local.set $a0 (call $q6kfinish (local.get $t0) (local.get $s) (f32.load (local.get $dp)) (local.get $bs) (local.get $a0)))
+          (local.set $a1 (call $q6kfinish (local.get $t1) (local.get $s) (f32.load (i32.add (local.get $dp) (local.get $xs))) (i32.add (local.get $bs) (local.get $xs)) (local.get $a1)))
+          (local.set $a2 (call $q6kfinish (local.get $t2) (local.get $s) (f32.load (i32.add (local.get $dp) (local.get $xs2))) (i32.add (local.get $bs) (local.get $xs2)) (local.get $a2)))
+          (local.set $a3 (call $q6kfinish (local.get $t3) (local.get $s) (f32.load (i32.add (local.get $dp) (local.get $xs3))) (i32.add (local.get $bs) (local.get $xs3)) (local.get $a3)))
+          (local.set $p (i32.add (local.get $p) (i32.const 768)))
+          (local.set $s (i32.add (local.get $s) (i32.const 18)))
+          (local.set $xp (i32.add (local.get $xp) (i32.const 256)))
+          (local.set $dp (i32.add (local.get $dp) (i32.const 4)))
+          (local.set $bs (i32.add (local.get $bs) (i32.const 32)))
+          (br_if $tile (i32.lt_u (local.get $xp) (local.get $xend))))
+        (local.set $o (i32.add (local.get $out) (i32.shl (local.get $i) (i32.const 2))))
+        (f32.store (local.get $o) (call $finish (local.get $a0)))
+        (f32.store (i32.add (local.get $o) (local.get $os)) (call $finish (local.get $a1)))
+        (f32.store (i32.add (local.get $o) (i32.shl (local.get $os) (i32.const 1))) (call $finish (local.get $a2)))
+        (f32.store (i32.add (local.get $o) (i32.mul (local.get $os) (i32.const 3))) (call $finish (local.get $a3)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $rows))))
+
+  ;; Outputs i0..i1 (multiples of 4) of every token of a quantized matmul (dtype 3 Q8_0, 4 Q4_0, 5 Q4_K,
+  ;; 6 Q6_K): groups of 4 tokens through the mm4 kernel, the rest one at a time through the mv kernel
+  ;; (both compute each element with the same instruction sequence).
+  ;; ARG 2 x: the first token's activation record (A16, A8 or AK)  8 x stride: bytes per record
+  ;; 12 scales: row 0's scale record  13 scale record bytes per row
+  (func $qBlock (param $i0 i32) (param $i1 i32)
+    (local $k i32) (local $w i32) (local $x i32) (local $out i32) (local $tiles i32) (local $T i32) (local $xs i32) (local $os i32)
+    (local $sel i32) (local $sc i32) (local $srow i32) (local $t i32) (local $xt i32) (local $ot i32)
+    (local.set $k (i32.sub (call $arg (i32.const 0)) (i32.const 3)))
+    (local.set $w (call $arg (i32.const 1)))
+    (local.set $x (call $arg (i32.const 2)))
+    (local.set $out (call $arg (i32.const 3)))
+    (local.set $tiles (call $arg (i32.const 6)))
+    (local.set $T (call $arg (i32.const 7)))
+    (local.set $xs (call $arg (i32.const 8)))
+    (local.set $os (call $arg (i32.const 9)))
+    (local.set $sel (call $arg (i32.const 10)))
+    (local.set $sc (call $arg (i32.const 12)))
+    (local.set $srow (call $arg (i32.const 13)))
+    (block $done4
+      (loop $four
+        (br_if $done4 (i32.gt_u (i32.add (local.get $t) (i32.const 4)) (local.get $T)))
+        (local.set $xt (i32.add (local.get $x) (i32.mul (local.get $t) (local.get $xs))))
+        (local.set $ot (i32.add (local.get $out) (i32.mul (local.get $t) (local.get $os))))
+        (block $next4 (block $q6k (block $q4k (block $q4 (block $q8
+          (br_table $q8 $q4 $q4k $q6k (local.get $k)))
+          (call $mm4_q8 (local.get $w) (local.get $sc) (local.get $srow) (local.get $xt) (local.get $xs) (local.get $ot) (local.get $os) (local.get $i0) (local.get $i1) (local.get $tiles) (local.get $sel))
+          (br $next4))
+          (call $mm4_q4 (local.get $w) (local.get $sc) (local.get $srow) (local.get $xt) (local.get $xs) (local.get $ot) (local.get $os) (local.get $i0) (local.get $i1) (local.get $tiles) (local.get $sel))
+          (br $next4))
+          (call $mm4_q4k (local.get $w) (local.get $sc) (local.get $srow) (local.get $xt) (local.get $xs) (local.get $ot) (local.get $os) (local.get $i0) (local.get $i1) (local.get $tiles) (local.get $sel))
+          (br $next4))
+          (call $mm4_q6k (local.get $w) (local.get $sc) (local.get $srow) (local.get $xt) (local.get $xs) (local.get $ot) (local.get $os) (local.get $i0) (local.get $i1) (local.get $tiles) (local.get $sel)))
+        (local.set $t (i32.add (local.get $t) (i32.const 4)))
+        (br $four)))
+    (block $done
+      (loop $one
+        (br_if $done (i32.ge_u (local.get $t) (local.get $T)))
+        (local.set $xt (i32.add (local.get $x) (i32.mul (local.get $t) (local.get $xs))))
+        (local.set $ot (i32.add (local.get $out) (i32.mul (local.get $t) (local.get $os))))
+        (block $next (block $q6k (block $q4k (block $q4 (block $q8
+          (br_table $q8 $q4 $q4k $q6k (local.get $k)))
+          (call $mv_q8 (local.get $w) (local.get $sc) (local.get $srow) (local.get $xt) (local.get $ot) (local.get $i0) (local.get $i1) (local.get $tiles) (local.get $sel))
+          (br $next))
+          (call $mv_q4 (local.get $w) (local.get $sc) (local.get $srow) (local.get $xt) (local.get $ot) (local.get $i0) (local.get $i1) (local.get $tiles) (local.get $sel))
+          (br $next))
+          (call $mv_q4k (local.get $w) (local.get $sc) (local.get $srow) (local.get $xt) (local.get $ot) (local.get $i0) (local.get $i1) (local.get $tiles) (local.get $sel))
+          (br $next))
+          (call $mv_q6k (local.get $w) (local.get $sc) (local.get $srow) (local.get $xt) (local.get $ot) (local.get $i0) (local.get $i1) (local.get $tiles) (local.get $sel)))
+        (local.set $t (i32.add (local.get $t) (i32.const 1)))
+        (br $one))))
+
   ;; ---- transposed rows (sparse down_proj): out (T, D) = Σ_i h[t, i] · wT[sel[i], :] ----
   ;; ARG 0 dtype  1 wT (F, D) in the matrix layout  2 h (T, n) f32  3 out (T, tiles·64) f32, zeroed by
   ;;     the caller  4 n  5 sel (n i32 row indices)  6 tiles of wT  7 T  8 tiles per chunk
@@ -663,7 +1565,28 @@
     (v128.store offset=48 (local.get $at)
       (f32x4.relaxed_madd (v128.load (local.get $at)) (v128.load offset=16 (local.get $at)) (v128.load offset=32 (local.get $at)))))
 
-  ;; ---- exp, softmax-free elementwise ops ----
+;; The relaxed int8 dot-product probe (the self-test's second known answer): reads a (i8x16), b (i8x16,
+  ;; 0..127) and c (i32x4) at $at, $at + 16, $at + 32 and writes i16x8.relaxed_dot_i8x16_i7x16_s(a, b) at
+  ;; $at + 48 and i32x4.relaxed_dot_i8x16_i7x16_add_s(a, b, c) at $at + 64. V8's baseline compiler has
+  ;; computed the latter wrongly on some versions and CPUs (2× for constants, garbage for data).
+  (func $relaxedDotProbe (export "relaxedDotProbe") (param $at i32)
+    (v128.store offset=48 (local.get $at)
+      (i16x8.relaxed_dot_i8x16_i7x16_s (v128.load (local.get $at)) (v128.load offset=16 (local.get $at))))
+    (v128.store offset=64 (local.get $at)
+      (i32x4.relaxed_dot_i8x16_i7x16_add_s (v128.load (local.get $at)) (v128.load offset=16 (local.get $at)) (v128.load offset=32 (local.get $at)))))
+
+  ;; Plain-SIMD twins of the relaxed int8 dot products, called by the baseline binary (build.mjs rewrites
+  ;; each relaxed dot into a call; unused in the relaxed one). For b in 0..127 they compute exactly what
+  ;; the relaxed ops compute: lane j of the i16 one is a[2j]·b[2j] + a[2j+1]·b[2j+1] (|·| ≤ 2·128·127 < 2¹⁵),
+  ;; lane i of the i32 one a[4i]·b[4i] + ... + a[4i+3]·b[4i+3].
+  (func $plainDotI8x16I7x16 (param $a v128) (param $b v128) (result v128)
+    (i16x8.narrow_i32x4_s
+      (i32x4.extadd_pairwise_i16x8_s (i16x8.mul (i16x8.extend_low_i8x16_s (local.get $a)) (i16x8.extend_low_i8x16_s (local.get $b))))
+      (i32x4.extadd_pairwise_i16x8_s (i16x8.mul (i16x8.extend_high_i8x16_s (local.get $a)) (i16x8.extend_high_i8x16_s (local.get $b))))))
+  (func $plainDotI8x16I7x16AddS (param $a v128) (param $b v128) (result v128)
+    (i32x4.extadd_pairwise_i16x8_s (call $plainDotI8x16I7x16 (local.get $a) (local.get $b))))
+
+    ;; ---- exp, softmax-free elementwise ops ----
 
 ;; e^x per lane (Cephes expf: x = n·ln2 + r, |r| ≤ ln2/2, degree-6 polynomial; about 1 ulp).
   ;; Above ln(FLT_MAX) = 88.7228 the result is +inf, like an f32 exp. Below -86.5 it is e^-86.5 ≈ 2.7e-38

@@ -1,11 +1,13 @@
 /**
  * The memory layout shared by kernels.wat and the TS side of the simd/ backend: the control block at
  * address 0 (byte offsets, mirrored in the comments of kernels.wat), where weights start, and how a
- * weight matrix is laid out (row groups of 4, column tiles of 64, one row's 64-column run after the
- * other; 16-bit weights permuted inside each 8-column block so one load widens to two f32x4). Pure
- * functions and constants only; no wasm here.
+ * weight matrix is laid out (row groups of 4, column tiles, one row's run of a tile after the other;
+ * 16-bit weights permuted inside each 8-column block so one load widens to two f32x4; quantized
+ * weights as ggml's quants in runs of 256 columns with their scales in a record per row), and the
+ * quantized activation records the integer kernels read. Pure functions and constants only; no wasm here.
  */
-import type { FloatDType } from "../src/Tensor.ts"
+import { dequantize, q4kScaleMin, type QuantType, quantLayouts } from "../src/Quant.ts"
+import type { DType } from "../src/Tensor.ts"
 import { f16ToF32 } from "../src/Tensor.ts"
 
 // ---- control block (byte addresses) ----
@@ -36,15 +38,30 @@ export const OP_PROBE = 2
 export const OP_TRANSPOSED = 3
 export const OP_GATHER = 4
 
-export type Storage = "f32" | "bf16" | "f16"
-export const storageOf: Record<FloatDType, Storage> = { F32: "f32", BF16: "bf16", F16: "f16" }
-export const storageCode: Record<Storage, number> = { f32: 0, bf16: 1, f16: 2 }
+export type FloatStorage = "f32" | "bf16" | "f16"
+export type QuantStorage = "q8_0" | "q4_0" | "q4_k" | "q6_k"
+export type Storage = FloatStorage | QuantStorage
+export const storageOf: Record<DType, Storage> = { F32: "f32", BF16: "bf16", F16: "f16", Q8_0: "q8_0", Q4_0: "q4_0", Q4_K: "q4_k", Q6_K: "q6_k" }
+/** The dtype code of the matmul job (kernels.wat `matmulBlock`, `qBlock`). */
+export const storageCode: Record<Storage, number> = { f32: 0, bf16: 1, f16: 2, q8_0: 3, q4_0: 4, q4_k: 5, q6_k: 6 }
+export const quantTypeOf: Record<QuantStorage, QuantType> = { q8_0: "Q8_0", q4_0: "Q4_0", q4_k: "Q4_K", q6_k: "Q6_K" }
+export const isQuantStorage = (s: Storage): s is QuantStorage => s.startsWith("q")
 
 // ---- matrix layout ----
 export const roundUp = (n: number, m: number): number => Math.ceil(n / m) * m
 
-/** Columns per tile: a row's run of a tile is 8 blocks of 8 columns (128 B in 16-bit, 256 B in f32). */
+/** Columns per tile of a float matrix: a row's run of a tile is 8 blocks of 8 columns (128 B in 16-bit, 256 B in f32). */
 export const TILE = 64
+/** Columns per tile of a quantized matrix: one K-quant super-block, eight Q8_0/Q4_0 blocks. */
+export const QTILE = 256
+
+/** Bytes of a row's run of one quantized tile (its quants, in ggml's byte order). */
+const quantRunBytes: Record<QuantStorage, number> = { q8_0: 256, q4_0: 128, q4_k: 128, q6_k: 192 }
+/**
+ * Bytes of a row's scale record per quantized tile: Q8_0/Q4_0 eight f16 d; Q4_K f16 d, f16 dmin, u8 sc[8],
+ * u8 m[8] (ggml's 6-bit packing undone: 20 bytes for ggml's 16); Q6_K i8 sc[16], f16 d (as ggml).
+ */
+const quantScaleBytes: Record<QuantStorage, number> = { q8_0: 16, q4_0: 16, q4_k: 20, q6_k: 18 }
 
 export interface MatrixLayout {
   readonly rows: number
@@ -52,22 +69,156 @@ export interface MatrixLayout {
   readonly storage: Storage
   /** Row groups of 4 (rows padded with zero rows). */
   readonly groups: number
-  /** Column tiles of 64 (cols padded with zeros). */
+  /** Column tiles of `tileCols` (cols padded with zeros). */
   readonly tiles: number
+  /** TILE (float storage) or QTILE (quantized). */
+  readonly tileCols: number
   /** Bytes of one row's run of one tile. */
   readonly runBytes: number
   /** Bytes of one group (4 rows × all tiles). */
   readonly groupBytes: number
+  /** Quantized: bytes of one row's scale record (all tiles), stored after the runs at `scalesAt`; else 0. */
+  readonly scaleRowBytes: number
+  /** Offset of the scale records (row r's at scalesAt + r·scaleRowBytes), after the runs; = bytes if none. */
+  readonly scalesAt: number
+  /** Total bytes: runs, then the scale records of every row, padding rows included. */
   readonly bytes: number
 }
 
 export const matrixLayout = (rows: number, cols: number, storage: Storage): MatrixLayout => {
   const groups = Math.ceil(rows / 4)
-  const tiles = Math.ceil(cols / TILE)
-  const runBytes = storage === "f32" ? 256 : 128
+  const quant = isQuantStorage(storage)
+  const tileCols = quant ? QTILE : TILE
+  const tiles = Math.ceil(cols / tileCols)
+  const runBytes = quant ? quantRunBytes[storage] : storage === "f32" ? 256 : 128
   const groupBytes = tiles * 4 * runBytes
-  return { rows, cols, storage, groups, tiles, runBytes, groupBytes, bytes: groups * groupBytes }
+  const scaleRowBytes = quant ? tiles * quantScaleBytes[storage] : 0
+  const scalesAt = groups * groupBytes
+  return { rows, cols, storage, groups, tiles, tileCols, runBytes, groupBytes, scaleRowBytes, scalesAt, bytes: roundUp(scalesAt + 4 * groups * scaleRowBytes, 64) }
 }
+
+/** Byte offset of row r's run of tile j inside the matrix. */
+export const runAt = (l: MatrixLayout, r: number, j: number): number => (r >> 2) * l.groupBytes + j * 4 * l.runBytes + (r & 3) * l.runBytes
+
+// ---- quantized matrices ----
+
+/**
+ * Write a quantized tensor's bytes (ggml blocks, row by row, `cols` a multiple of the block size) into
+ * `dst` (zero-filled, `layout.bytes` long): each block's quants into its row's run of the tile (ggml's
+ * byte order, unchanged), its scales into the row's scale record.
+ */
+export const packQuantMatrix = (src: Uint8Array, layout: MatrixLayout, dst: Uint8Array): void => {
+  const bytes = quantRowBytes(layout)
+  for (let r = 0; r < layout.rows; r++) packQuantRow(src.subarray(r * bytes, (r + 1) * bytes), layout, r, dst)
+}
+
+/** Row r's ggml blocks (`blocks`) into its runs and scale record in `dst` (the matrix's bytes). */
+export const packQuantRow = (blocks: Uint8Array, layout: MatrixLayout, r: number, dst: Uint8Array): void => {
+  const storage = layout.storage as QuantStorage
+  const { blockSize, blockBytes } = quantLayouts[quantTypeOf[storage]]
+  const rec = layout.scalesAt + r * layout.scaleRowBytes
+  for (let b = 0; b < layout.cols / blockSize; b++) {
+    const at = b * blockBytes
+    switch (storage) {
+      case "q8_0": {
+        // block b: tile b >> 3, 32 bytes at (b & 7)·32 of the run; d at record 2b
+        dst.set(blocks.subarray(at + 2, at + 34), runAt(layout, r, b >> 3) + (b & 7) * 32)
+        dst[rec + 2 * b] = blocks[at]!
+        dst[rec + 2 * b + 1] = blocks[at + 1]!
+        break
+      }
+      case "q4_0": {
+        dst.set(blocks.subarray(at + 2, at + 18), runAt(layout, r, b >> 3) + (b & 7) * 16)
+        dst[rec + 2 * b] = blocks[at]!
+        dst[rec + 2 * b + 1] = blocks[at + 1]!
+        break
+      }
+      case "q4_k": {
+        // ggml: f16 d, f16 dmin, u8 scales[12], u8 qs[128]
+        dst.set(blocks.subarray(at + 16, at + 144), runAt(layout, r, b))
+        const o = rec + 20 * b
+        dst.set(blocks.subarray(at, at + 4), o)
+        for (let j = 0; j < 8; j++) {
+          const [sc, m] = q4kScaleMin(blocks, at + 4, j)
+          dst[o + 4 + j] = sc
+          dst[o + 12 + j] = m
+        }
+        break
+      }
+      case "q6_k": {
+        // ggml: u8 ql[128], u8 qh[64], i8 scales[16], f16 d
+        dst.set(blocks.subarray(at, at + 192), runAt(layout, r, b))
+        dst.set(blocks.subarray(at + 192, at + 210), rec + 18 * b)
+        break
+      }
+    }
+  }
+}
+
+/** Row r of a packed quantized matrix as ggml blocks again (the inverse of packQuantMatrix), into `out`. */
+export const quantRowBlocks = (packed: Uint8Array, layout: MatrixLayout, r: number, out: Uint8Array): Uint8Array => {
+  const storage = layout.storage as QuantStorage
+  const { blockSize, blockBytes } = quantLayouts[quantTypeOf[storage]]
+  const blocks = layout.cols / blockSize
+  const rec = layout.scalesAt + r * layout.scaleRowBytes
+  for (let b = 0; b < blocks; b++) {
+    const at = b * blockBytes
+    switch (storage) {
+      case "q8_0":
+      case "q4_0": {
+        const n = storage === "q8_0" ? 32 : 16
+        out[at] = packed[rec + 2 * b]!
+        out[at + 1] = packed[rec + 2 * b + 1]!
+        const run = runAt(layout, r, b >> 3) + (b & 7) * n
+        out.set(packed.subarray(run, run + n), at + 2)
+        break
+      }
+      case "q4_k": {
+        const o = rec + 20 * b
+        out.set(packed.subarray(o, o + 4), at)
+        // ggml's 6-bit packing (quantize_row_q4_K_ref)
+        out.fill(0, at + 4, at + 16)
+        for (let j = 0; j < 8; j++) {
+          const sc = packed[o + 4 + j]!
+          const m = packed[o + 12 + j]!
+          if (j < 4) {
+            out[at + 4 + j] = sc
+            out[at + 8 + j] = m
+          } else {
+            out[at + 8 + j] = (sc & 0xf) | ((m & 0xf) << 4)
+            out[at + j] = out[at + j]! | ((sc >> 4) << 6)
+            out[at + 4 + j] = out[at + 4 + j]! | ((m >> 4) << 6)
+          }
+        }
+        const run = runAt(layout, r, b)
+        out.set(packed.subarray(run, run + 128), at + 16)
+        break
+      }
+      case "q6_k": {
+        const run = runAt(layout, r, b)
+        out.set(packed.subarray(run, run + 192), at)
+        out.set(packed.subarray(rec + 18 * b, rec + 18 * b + 18), at + 192)
+        break
+      }
+    }
+  }
+  return out
+}
+
+/** Bytes of one quantized row as ggml blocks. */
+export const quantRowBytes = (layout: MatrixLayout): number => {
+  const { blockSize, blockBytes } = quantLayouts[quantTypeOf[layout.storage as QuantStorage]]
+  return (layout.cols / blockSize) * blockBytes
+}
+
+// ---- quantized activations (kernels.wat `quantize`) ----
+
+/** The activation record a weight type's integer kernel reads: A16 (Q8_0), A8 (Q4_0), AK (Q4_K, Q6_K). */
+export const activationFormat: Record<QuantStorage, 0 | 1 | 2> = { q8_0: 0, q4_0: 1, q4_k: 2, q6_k: 2 }
+
+/** Bytes of one token's activation record for P = tiles·256 padded columns, rounded up to a cache line. */
+export const activationRecordBytes = (format: 0 | 1 | 2, P: number): number =>
+  roundUp(format === 0 ? 2 * P + P / 8 : format === 1 ? P + P / 4 : P + P / 64 + P / 8 + P / 16, 64)
 
 /** Position (u16 index inside a row-block) of column j of the block, for 16-bit storage: [0 4 1 5 2 6 3 7]. */
 const slot16 = (j: number): number => (j < 4 ? 2 * j : 2 * (j - 4) + 1)
@@ -84,6 +235,7 @@ const colOffset = (c: number, runElements: number): number => (c >> 6) * 4 * run
  */
 export const packMatrix = (src: Uint8Array, layout: MatrixLayout, dst: Uint8Array): void => {
   const { rows, cols, storage } = layout
+  if (isQuantStorage(storage)) return packQuantMatrix(src, layout, dst)
   if (storage === "f32") {
     const s = aligned(src, 4)
     const s32 = new Uint32Array(s.buffer, s.byteOffset, rows * cols)
@@ -127,9 +279,13 @@ export const packMatrix = (src: Uint8Array, layout: MatrixLayout, dst: Uint8Arra
   }
 }
 
-/** Row r of a packed matrix, widened to f32, into out[0..cols). */
+/** Row r of a packed matrix, widened to f32 (quantized: ggml's exact dequantization), into out[0..cols). */
 export const unpackRow = (packed: Uint8Array, layout: MatrixLayout, r: number, out: Float32Array): void => {
   const { cols, storage } = layout
+  if (isQuantStorage(storage)) {
+    dequantize(quantTypeOf[storage], quantRowBlocks(packed, layout, r, new Uint8Array(quantRowBytes(layout))), cols, out)
+    return
+  }
   if (storage === "f32") {
     const p32 = new Float32Array(packed.buffer, packed.byteOffset, layout.bytes / 4)
     const d = runStart(layout, r, 4)
@@ -155,11 +311,13 @@ const columnOffset = (storage: Storage, c: number): number => (storage === "f32"
 /** Element offsets inside a row of the given columns (for the gather kernel: its column tables). */
 export const columnOffsets = (storage: Storage, columns: ArrayLike<number>): Int32Array => Int32Array.from(columns, (c) => columnOffset(storage, c))
 
-/** Zero the runs of the padding rows (rows..4·groups) of the matrix at byte address `at` of `memory`. */
+/** Zero the runs (and scale records) of the padding rows (rows..4·groups) of the matrix at byte address `at` of `memory`. */
 export const zeroPaddingRows = (memory: Uint8Array, l: MatrixLayout, at: number): void => {
-  for (let r = l.rows; r < 4 * l.groups; r++)
+  for (let r = l.rows; r < 4 * l.groups; r++) {
     for (let j = 0; j < l.tiles; j++) {
       const run = at + runStart(l, r, 1) + j * 4 * l.runBytes
       memory.fill(0, run, run + l.runBytes)
     }
+    if (l.scaleRowBytes > 0) memory.fill(0, at + l.scalesAt + r * l.scaleRowBytes, at + l.scalesAt + (r + 1) * l.scaleRowBytes)
+  }
 }

@@ -104,6 +104,12 @@ export interface KernelsShape {
   // ---- weights, once per model ----
   /** Make a weight matrix resident. Accepts every DType; a backend without integer kernels widens quantized ones exactly (Tensor.widenQuantized). */
   readonly matrix: (t: RawTensor) => Effect.Effect<Matrix, KernelError>
+  /**
+   * Make tᵀ resident for `matmulTransposedRows` (fine sparsity's down_proj, one neuron's weights per row).
+   * Optional: without it the caller uploads `Tensor.transpose(t)` with `matrix`, which widens quantized
+   * weights to f32. A backend with quantized kernels may keep t quantized and un-transposed instead (simd).
+   */
+  readonly transposed?: (t: RawTensor) => Effect.Effect<Matrix, KernelError>
   /** Make a norm weight or a bias resident. */
   readonly vector: (t: RawTensor) => Effect.Effect<Vector, KernelError>
   /**

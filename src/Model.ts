@@ -63,6 +63,8 @@ export const fromWeights = Effect.fn("Model.fromWeights")(function* (config: Lla
   }
   const matrix = (t: RawTensor) => Effect.tap(kernels.matrix(t), () => Effect.sync(() => report(t)))
   const vector = (t: RawTensor) => Effect.tap(kernels.vector(t), () => Effect.sync(() => report(t)))
+  /** down_proj transposed for fine sparsity: the backend's own way when it has one (simd keeps quantized weights as they are). */
+  const transposed = (t: RawTensor) => Effect.tap(kernels.transposed ? kernels.transposed(t) : kernels.matrix(transpose(t)), () => Effect.sync(() => report(t)))
   const layers: Array<LayerHandles> = []
   for (const w of weights.layers) {
     layers.push({
@@ -75,7 +77,7 @@ export const fromWeights = Effect.fn("Model.fromWeights")(function* (config: Lla
       gateProj: yield* matrix(w.gateProj),
       upProj: yield* matrix(w.upProj),
       downProj: yield* matrix(w.downProj),
-      downProjT: options.sparse === true ? yield* matrix(transpose(w.downProj)) : undefined,
+      downProjT: options.sparse === true ? yield* transposed(w.downProj) : undefined,
       // Qwen2's q/k/v biases (Weights: present exactly when config.attentionBias), added by matmul.
       ...(w.qProjBias === undefined ? {} : { qBias: yield* vector(w.qProjBias) }),
       ...(w.kProjBias === undefined ? {} : { kBias: yield* vector(w.kProjBias) }),
