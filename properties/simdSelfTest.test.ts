@@ -2,7 +2,7 @@
 // come out right; a wrong known answer (injected here, as a miscompiling host would produce) makes the
 // runtime fall back to the baseline binary and say why.
 import { describe, expect, it } from "vitest"
-import { type ProbeCase, passesSelfTest, relaxedKnownAnswers, selectKernels } from "../simd/SimdRuntime.ts"
+import { dotCase, type ProbeCase, passesSelfTest, relaxedDotKnownAnswers, relaxedKnownAnswers, selectKernels } from "../simd/SimdRuntime.ts"
 
 describe("relaxed SIMD self-test", () => {
   it("picks the relaxed binary on this host (Node ≥ 22 accepts relaxed SIMD) and it passes its known answers", () => {
@@ -29,5 +29,20 @@ describe("relaxed SIMD self-test", () => {
     const baseline = selectKernels([{ a: [0, 0, 0, 0], b: [0, 0, 0, 0], c: [0, 0, 0, 0], fused: [1, 1, 1, 1], unfused: [1, 1, 1, 1] }])
     expect(baseline.relaxed).toBe(false)
     expect(passesSelfTest(baseline.module)).toBe(true)
+  })
+
+  it("checks the relaxed int8 dot products too: a wrong known dot answer picks the baseline, which passes them (its plain-SIMD twins)", () => {
+    const wrong = relaxedDotKnownAnswers.map((k, i) => (i === 1 ? { ...k, dot32: [k.dot32[0] * 2, k.dot32[1], k.dot32[2], k.dot32[3]] as const } : k))
+    const chosen = selectKernels(relaxedKnownAnswers, wrong)
+    expect(chosen.relaxed).toBe(false)
+    expect(chosen.fallbackReason).toBe("the relaxed-SIMD binary failed its known-answer self-test")
+    const lanes = relaxedDotKnownAnswers.map((k) => ({ ...k, dot16: [...k.dot16.slice(1), k.dot16[0]!] }))
+    expect(passesSelfTest(selectKernels().module, relaxedKnownAnswers, lanes)).toBe(false)
+    // the baseline binary's emulation gives the same answers, random bytes included
+    const random = Array.from({ length: 20 }, (_, s) =>
+      dotCase(Array.from({ length: 16 }, (_, i) => ((s * 131 + i * 97) % 256) - 128), Array.from({ length: 16 }, (_, i) => (s * 53 + i * 31) % 128), [s, -s, 1000 * s, -1])
+    )
+    expect(passesSelfTest(chosen.module, relaxedKnownAnswers, random)).toBe(true)
+    expect(passesSelfTest(selectKernels().module, relaxedKnownAnswers, random)).toBe(true)
   })
 })

@@ -70,14 +70,59 @@ export const relaxedKnownAnswers: ReadonlyArray<ProbeCase> = [
 ]
 
 /**
- * Does this compiled module compute the known answers? Runs the probe on a fresh instance with its own
- * small memory (before any thread exists) and requires every lane to be the fused or the unfused result,
- * and all lanes of all cases to agree on which. Any trap or mismatch answers false.
+ * One known-answer case of the relaxed int8 dot-product probe (kernels.wat `relaxedDotProbe`): a (signed
+ * bytes), b (bytes in 0..127, the range the kernels give the second operand) and c (i32 lanes), and what
+ * relaxed SIMD defines for those inputs (no implementation choice is left when b ≤ 127 and nothing
+ * saturates): `i16x8.relaxed_dot_i8x16_i7x16_s(a, b)` lane j = a[2j]·b[2j] + a[2j+1]·b[2j+1], and
+ * `i32x4.relaxed_dot_i8x16_i7x16_add_s(a, b, c)` lane i = Σ_k<4 a[4i+k]·b[4i+k] + c[i].
  */
-export const passesSelfTest = (module: WebAssembly.Module, cases: ReadonlyArray<ProbeCase> = relaxedKnownAnswers): boolean => {
+export interface DotProbeCase {
+  readonly a: ReadonlyArray<number>
+  readonly b: ReadonlyArray<number>
+  readonly c: readonly [number, number, number, number]
+  readonly dot16: ReadonlyArray<number>
+  readonly dot32: readonly [number, number, number, number]
+}
+
+/** A dot case with its answers computed here, in plain integer arithmetic. */
+export const dotCase = (a: ReadonlyArray<number>, b: ReadonlyArray<number>, c: readonly [number, number, number, number]): DotProbeCase => {
+  const dot16 = Array.from({ length: 8 }, (_, j) => a[2 * j]! * b[2 * j]! + a[2 * j + 1]! * b[2 * j + 1]!)
+  const dot32 = c.map((ci, i) => ci + dot16[2 * i]! + dot16[2 * i + 1]!) as unknown as readonly [number, number, number, number]
+  return { a, b, c, dot16, dot32 }
+}
+
+/**
+ * The dot self-test's cases: the extremes the kernels meet (a = −128 and 127 against b = 127, Q4/Q6 codes
+ * 0..63 against signed activations), lanes that differ so a lane mix-up shows, and random bytes (V8's
+ * baseline compiler has returned twice the answer for constants and garbage for data).
+ */
+export const relaxedDotKnownAnswers: ReadonlyArray<DotProbeCase> = [
+  dotCase([-128, -128, 127, 127, -1, 2, -3, 4, 5, -6, 7, -8, 0, 100, -100, 1], [127, 127, 127, 127, 1, 2, 3, 4, 0, 15, 63, 1, 127, 0, 64, 3], [0, 1, -1, 1 << 20]),
+  dotCase(
+    Array.from({ length: 16 }, (_, i) => ((i * 73 + 41) % 256) - 128),
+    Array.from({ length: 16 }, (_, i) => (i * 29 + 7) % 128),
+    [-7, 123456, -98765, 3]
+  )
+]
+
+/**
+ * Does this compiled module compute the known answers? Runs the probes on a fresh instance with its own
+ * small memory (before any thread exists): every multiply-add lane must be the fused or the unfused result,
+ * all lanes of all cases agreeing on which, and every int8 dot-product lane must be exact. Any trap or
+ * mismatch answers false.
+ */
+export const passesSelfTest = (
+  module: WebAssembly.Module,
+  cases: ReadonlyArray<ProbeCase> = relaxedKnownAnswers,
+  dotCases: ReadonlyArray<DotProbeCase> = relaxedDotKnownAnswers
+): boolean => {
   try {
     const memory = new WebAssembly.Memory({ initial: 2, maximum: 2, shared: true })
-    const probe = (new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as { relaxedProbe: (at: number) => void }).relaxedProbe
+    const exports = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as {
+      relaxedProbe: (at: number) => void
+      relaxedDotProbe: (at: number) => void
+    }
+    const probe = exports.relaxedProbe
     const f32 = new Float32Array(memory.buffer)
     const at = 65536 // above the control block, like any scratch
     let mode: "fused" | "unfused" | undefined
@@ -92,6 +137,17 @@ export const passesSelfTest = (module: WebAssembly.Module, cases: ReadonlyArray<
       if (seen === undefined || (mode !== undefined && mode !== seen)) return false
       mode = seen
     }
+    const i8 = new Int8Array(memory.buffer)
+    const i16 = new Int16Array(memory.buffer)
+    const i32 = new Int32Array(memory.buffer)
+    for (const k of dotCases) {
+      i8.set(k.a, at)
+      i8.set(k.b, at + 16)
+      i32.set(k.c, (at + 32) / 4)
+      exports.relaxedDotProbe(at)
+      if (!k.dot16.every((v, j) => i16[(at + 48) / 2 + j] === v)) return false
+      if (!k.dot32.every((v, j) => i32[(at + 64) / 4 + j] === v)) return false
+    }
     return true
   } catch {
     return false
@@ -99,12 +155,13 @@ export const passesSelfTest = (module: WebAssembly.Module, cases: ReadonlyArray<
 }
 
 /**
- * Choose the binary: the relaxed one when the host validates it AND it passes the known-answer self-test,
- * else the baseline, with the reason. (Node ≥ 22 ships relaxed SIMD on by default; validation alone is not
- * enough: V8's baseline compiler has computed relaxed int8 dot products wrongly on some versions and CPUs.)
- * `cases` lets a test inject a wrong expectation and see the baseline chosen.
+ * Choose the binary: the relaxed one when the host validates it AND it passes the known-answer self-test
+ * (multiply-adds and int8 dot products), else the baseline, with the reason. (Node ≥ 22 ships relaxed SIMD
+ * on by default; validation alone is not enough: V8's baseline compiler has computed relaxed int8 dot
+ * products wrongly on some versions and CPUs.) `cases` and `dotCases` let a test inject a wrong
+ * expectation and see the baseline chosen.
  */
-export const selectKernels = (cases: ReadonlyArray<ProbeCase> = relaxedKnownAnswers): KernelsModule => {
+export const selectKernels = (cases: ReadonlyArray<ProbeCase> = relaxedKnownAnswers, dotCases: ReadonlyArray<DotProbeCase> = relaxedDotKnownAnswers): KernelsModule => {
   const relaxedBytes = Buffer.from(kernelsRelaxedWasmBase64, "base64")
   const baseline = (fallbackReason: string): KernelsModule => ({
     module: new WebAssembly.Module(Buffer.from(kernelsBaselineWasmBase64, "base64")),
@@ -113,7 +170,7 @@ export const selectKernels = (cases: ReadonlyArray<ProbeCase> = relaxedKnownAnsw
   })
   if (!WebAssembly.validate(relaxedBytes)) return baseline("this host does not accept relaxed SIMD")
   const module = new WebAssembly.Module(relaxedBytes)
-  return passesSelfTest(module, cases) ? { module, relaxed: true } : baseline("the relaxed-SIMD binary failed its known-answer self-test")
+  return passesSelfTest(module, cases, dotCases) ? { module, relaxed: true } : baseline("the relaxed-SIMD binary failed its known-answer self-test")
 }
 
 let compiled: KernelsModule | undefined
