@@ -49,6 +49,7 @@
   ;; 196 NCHUNKS    chunks in the current job (≤ 65534)
   ;; 200 + 4i       ARG i
 
+  ;; @inline
   (func $arg (param $i i32) (result i32)
     (i32.load offset=200 (i32.shl (local.get $i) (i32.const 2))))
 
@@ -161,6 +162,7 @@
         (br $rows))))
 
   ;; Address of row r's first run in a matrix of `tiles` tiles with runs of `run` bytes (layout.ts).
+  ;; @inline
   (func $rowAt (param $w i32) (param $r i32) (param $tiles i32) (param $run i32) (result i32)
     (i32.add (local.get $w) (i32.add
       (i32.mul (i32.shr_u (local.get $r) (i32.const 2)) (i32.mul (local.get $tiles) (i32.shl (local.get $run) (i32.const 2))))
@@ -248,24 +250,28 @@
         (br $one))))
 
   ;; The i-th row to compute: sel[i] for a selection, else i itself.
+  ;; @inline
   (func $pick (param $sel i32) (param $i i32) (result i32)
     (if (result i32) (local.get $sel)
       (then (i32.load (i32.add (local.get $sel) (i32.shl (local.get $i) (i32.const 2)))))
       (else (local.get $i))))
 
   ;; Address of row r's first run: 16-bit storage (runs of 128 B, group-tiles of 512 B).
+  ;; @inline
   (func $row16 (param $w i32) (param $r i32) (param $tiles i32) (result i32)
     (i32.add (local.get $w) (i32.add
       (i32.mul (i32.shr_u (local.get $r) (i32.const 2)) (i32.shl (local.get $tiles) (i32.const 9)))
       (i32.shl (i32.and (local.get $r) (i32.const 3)) (i32.const 7)))))
 
   ;; Address of row r's first run: f32 storage (runs of 256 B, group-tiles of 1 KiB).
+  ;; @inline
   (func $row32 (param $w i32) (param $r i32) (param $tiles i32) (result i32)
     (i32.add (local.get $w) (i32.add
       (i32.mul (i32.shr_u (local.get $r) (i32.const 2)) (i32.shl (local.get $tiles) (i32.const 10)))
       (i32.shl (i32.and (local.get $r) (i32.const 3)) (i32.const 8)))))
 
   ;; (a0 + a1) + (a2 + a3): the one final reduction of every matmul row.
+  ;; @inline
   (func $finish (param $a v128) (result f32)
     (f32.add
       (f32.add (f32x4.extract_lane 0 (local.get $a)) (f32x4.extract_lane 1 (local.get $a)))
@@ -472,6 +478,7 @@
   ;; IEEE half → f32 for the half in the HIGH 16 bits of each i32 lane (low bits ignored). Table-free: the
   ;; 15 magnitude bits moved to the f32 position (>> 3) and scaled by 2^112, which also turns f16
   ;; subnormals into the right f32 normals; exponent 31 (inf/NaN) forced to f32 exponent 255; sign copied.
+  ;; @inline
   (func $f16hi (param $t v128) (result v128)
     (local $m v128)
     (local.set $m (i32x4.shr_u (v128.and (local.get $t) (v128.const i32x4 0x7fff0000 0x7fff0000 0x7fff0000 0x7fff0000)) (i32.const 3)))
@@ -548,6 +555,7 @@
   ;; result = (a0 + a1) + (a2 + a3). Integer sums are exact in any order; what rounds is fixed per element.
 
   ;; f16 bits → f32, exact (normal, subnormal, inf, NaN): the scalar twin of $f16hi.
+  ;; @inline
   (func $h2f (param $h i32) (result f32)
     (local $m i32)
     (local.set $m (i32.and (local.get $h) (i32.const 0x7fff)))
@@ -570,6 +578,7 @@
       (i32.const 0xffffe000))))
 
   ;; (a0 + a1) + (a2 + a3) of an i32x4 (a block sum, exact).
+  ;; @inline
   (func $isum (param $a v128) (result i32)
     (i32.add
       (i32.add (i32x4.extract_lane 0 (local.get $a)) (i32x4.extract_lane 1 (local.get $a)))
@@ -684,6 +693,7 @@
 
   ;; Q8_0 block dot (plain path): the 32 i8 codes at p widened to i16 against 32 i16 activations, as an
   ;; i32x4 (lane k: columns 2k, 2k+1 of each 8). |lane| ≤ 4 · 2 · 128 · 127 < 2³¹.
+  ;; @inline
   (func $q8dot (param $p i32) (param $x0 v128) (param $x1 v128) (param $x2 v128) (param $x3 v128) (result v128)
     (i32x4.add
       (i32x4.add (i32x4.dot_i16x8_s (v128.load8x8_s (local.get $p)) (local.get $x0))
@@ -819,6 +829,7 @@
         (br $rows))))
 
   ;; $q8dot with the weights already widened and the 32 i16 activations at xp.
+  ;; @inline
   (func $q8dotw (param $w0 v128) (param $w1 v128) (param $w2 v128) (param $w3 v128) (param $xp i32) (result v128)
     (i32x4.add
       (i32x4.add (i32x4.dot_i16x8_s (local.get $w0) (v128.load (local.get $xp)))
@@ -829,6 +840,7 @@
   ;; Q4_0 block dot: the 16 packed bytes at p (low nibbles columns 0..15, high 16..31, codes 0..15 in the
   ;; i7 operand) against the block's signed activation codes xa (columns 0..15) and xb (16..31), minus
   ;; 8·Σq in lane 0 (the −8 of every code). Pair sums ≤ 2 · 15 · 127 each, two of them < 2¹⁵.
+  ;; @inline
   (func $q4dot (param $v v128) (param $xa v128) (param $xb v128) (param $ones v128) (param $off v128) (result v128)
     (i32x4.sub
       (i32x4.dot_i16x8_s
@@ -970,6 +982,7 @@
   ;; One 64-column chunk of a Q4_K super-block for one token: unpacked codes l0 (columns 0..15), l1 (16..31)
   ;; of sub-block 2c and h0 (32..47), h1 (48..63) of sub-block 2c+1, signed activation codes at xp, the two
   ;; sub-block scales splatted to i16 lanes. Pair sums ≤ 2·15·127, two added < 2¹⁵; × sc ≤ 63.
+  ;; @inline
   (func $q4kc (param $l0 v128) (param $l1 v128) (param $h0 v128) (param $h1 v128) (param $xp i32) (param $sa v128) (param $sb v128) (result v128)
     (i32x4.add
       (i32x4.dot_i16x8_s
@@ -984,6 +997,7 @@
   ;; One row's Q4_K super-block (quants at p, 20-byte scale record at s) against one token's activation
   ;; codes at xp (d_x = dx, Σq per 32 at bs): returns acc + its two terms (see the reduction order above).
   ;; |sumi lane| ≤ 8 · 2 · 63 · 2 · 2 · 15 · 127 < 2³¹.
+  ;; @inline
   (func $q4ksb (param $p i32) (param $s i32) (param $xp i32) (param $dx f32) (param $bs i32) (param $acc v128) (result v128)
     (local $sc v128) (local $v0 v128) (local $v1 v128) (local $sumi v128)
     (local.set $sc (v128.load8x8_u offset=4 (local.get $s)))
@@ -1023,6 +1037,7 @@
 
   ;; acc + f32(sumi)·(d·d_x) + f32(Σ m_j·Σq_j)·(−dmin·d_x): the end of a Q4_K super-block for one (row, token).
   ;; |Σ m·Σq lane| ≤ 2 · 63 · 32 · 127.
+  ;; @inline
   (func $q4kfinish (param $sumi v128) (param $s i32) (param $dx f32) (param $bs i32) (param $acc v128) (result v128)
     (f32x4.relaxed_madd
       (f32x4.convert_i32x4_s (i32x4.dot_i16x8_s (v128.load8x8_u offset=12 (local.get $s)) (v128.load (local.get $bs))))
@@ -1159,6 +1174,7 @@
   ;; operand) for columns 0..15, 32..47, 64..79, 96..111 of the half (c1..c4), the activation codes at xp
   ;; (column 0 of the half's group), the 4 sub-block scales as i16 splats. Pair sums ≤ 2·63·127 < 2¹⁵;
   ;; × |sc| ≤ 128.
+  ;; @inline
   (func $q6kd (param $c1 v128) (param $c2 v128) (param $c3 v128) (param $c4 v128) (param $xp i32)
     (param $s1 v128) (param $s2 v128) (param $s3 v128) (param $s4 v128) (result v128)
     (i32x4.add
@@ -1172,6 +1188,7 @@
   ;; ggml's Q6_K codes from 16 bytes of ql at qa (columns l: low nibble, l + 64: high nibble), 16 at qb
   ;; (l + 32, l + 96) and 16 of qh (the 2 high bits of l, l + 32, l + 64, l + 96 in bits 0-1, 2-3, 4-5,
   ;; 6-7), as $q6kd's c1 .. c4 (k = 0 .. 3).
+  ;; @inline
   (func $q6kcode (param $qa v128) (param $qb v128) (param $qh v128) (param $k i32) (result v128)
     (block $c4 (block $c3 (block $c2 (block $c1
       (br_table $c1 $c2 $c3 $c4 (local.get $k)))
@@ -1185,6 +1202,7 @@
              (v128.and (i16x8.shr_u (local.get $qh) (i32.const 2)) (v128.const i8x16 48 48 48 48 48 48 48 48 48 48 48 48 48 48 48 48))))
 
   ;; $q6kd on raw ql/qh bytes (one token: the codes are used once).
+  ;; @inline
   (func $q6kg (param $qa v128) (param $qb v128) (param $qh v128) (param $xp i32)
     (param $s1 v128) (param $s2 v128) (param $s3 v128) (param $s4 v128) (result v128)
     (call $q6kd
@@ -1197,6 +1215,7 @@
   ;; acc + f32(sumi − 32·Σ_j sc_j·Σq_j)·(d·d_x): the end of a Q6_K super-block for one (row, token); the
   ;; −32 of every code comes back through the Σq per 16 at bs. |lanes| < 2³¹ (16 · 2 · 128 · 2 · 63 · 127
   ;; for sumi, 32 · 2 · 2 · 128 · 16 · 127 for the offset).
+  ;; @inline
   (func $q6kfinish (param $sumi v128) (param $s i32) (param $dx f32) (param $bs i32) (param $acc v128) (result v128)
     (f32x4.relaxed_madd
       (f32x4.convert_i32x4_s (i32x4.sub (local.get $sumi) (i32x4.shl
@@ -1208,6 +1227,7 @@
 
   ;; One row's Q6_K super-block (ql at p, qh at p + 128, 18-byte record at s) against one token: returns acc
   ;; plus its term.
+  ;; @inline
   (func $q6ksb (param $p i32) (param $s i32) (param $xp i32) (param $dx f32) (param $bs i32) (param $acc v128) (result v128)
     (local $lo v128) (local $hi v128) (local $sumi v128)
     (local.set $lo (v128.load8x8_s (local.get $s)))
@@ -1579,10 +1599,12 @@
   ;; each relaxed dot into a call; unused in the relaxed one). For b in 0..127 they compute exactly what
   ;; the relaxed ops compute: lane j of the i16 one is a[2j]·b[2j] + a[2j+1]·b[2j+1] (|·| ≤ 2·128·127 < 2¹⁵),
   ;; lane i of the i32 one a[4i]·b[4i] + ... + a[4i+3]·b[4i+3].
+  ;; @inline
   (func $plainDotI8x16I7x16 (param $a v128) (param $b v128) (result v128)
     (i16x8.narrow_i32x4_s
       (i32x4.extadd_pairwise_i16x8_s (i16x8.mul (i16x8.extend_low_i8x16_s (local.get $a)) (i16x8.extend_low_i8x16_s (local.get $b))))
       (i32x4.extadd_pairwise_i16x8_s (i16x8.mul (i16x8.extend_high_i8x16_s (local.get $a)) (i16x8.extend_high_i8x16_s (local.get $b))))))
+  ;; @inline
   (func $plainDotI8x16I7x16AddS (param $a v128) (param $b v128) (result v128)
     (i32x4.extadd_pairwise_i16x8_s (call $plainDotI8x16I7x16 (local.get $a) (local.get $b))))
 
