@@ -51,6 +51,8 @@ export interface BenchOptions {
   readonly promptTokens?: number
   /** Bytes summed by the bandwidth probe (default 1 GiB). */
   readonly bandwidthBytes?: number
+  /** Also time a prefill of this many tokens (and llama.cpp's, with compareLlamaCpp). */
+  readonly prefillTokens?: number
 }
 
 export interface LlamaCppRow {
@@ -65,6 +67,8 @@ export interface LlamaCppRow {
   /** k → llama.cpp's k-token batch evaluation / its decode step (the same windows as the backend's). */
   readonly verifyCostRatio: Readonly<Record<string, number>>
   readonly verifyMs: Readonly<Record<string, number>>
+  /** The prefill of `prefillTokens` tokens: ms and tokens/s. */
+  readonly prefill?: { readonly tokens: number; readonly ms: number; readonly tokensPerSecond: number }
 }
 
 export interface BenchReport {
@@ -107,6 +111,12 @@ export interface BenchReport {
   readonly verifyMs: Readonly<Record<string, number>>
   /** Every timed decode step (ms), for the curious. */
   readonly decodeStepsMs: ReadonlyArray<number>
+  /** Multiply-adds of the matrices one token goes through (every layer matrix and lm_head). */
+  readonly macsPerToken: number
+  /** G MAC/s of a decode step (macsPerToken × tokens/s) and of the largest verification window, in total and per thread. */
+  readonly gmacs: { readonly decode: number; readonly decodePerThread: number; readonly verify: number; readonly verifyPerThread: number }
+  /** The prefill of `prefillTokens` tokens ("all"-free: last logits only): ms and tokens/s. */
+  readonly prefill?: { readonly tokens: number; readonly ms: number; readonly tokensPerSecond: number }
   readonly llamaCpp?: LlamaCppRow
 }
 
@@ -120,6 +130,13 @@ export const weightBytesPerToken = (w: ModelWeights): number => {
   total += bytesOf(w.norm) + bytesOf(w.lmHead)
   total += w.embedTokens.shape[1]! * bytesPerElement[w.embedTokens.dtype] // one row
   return total
+}
+
+/** Multiply-adds one token goes through: every layer matrix and lm_head (the embedding is a lookup). */
+export const macsPerToken = (w: ModelWeights): number => {
+  let n = numel(w.lmHead.shape)
+  for (const l of w.layers) for (const t of [l.qProj, l.kProj, l.vProj, l.oProj, l.gateProj, l.upProj, l.downProj]) n += numel(t.shape)
+  return n
 }
 
 const parameters = (w: ModelWeights): number => {
@@ -201,7 +218,16 @@ export const runBench = async (options: BenchOptions): Promise<BenchReport> => {
           verifyMs[String(k)] = median(times)
         }
         KvCache.truncate(cache, pos)
-        return { name: model.kernels.name, loadSeconds, steps, verifyMs }
+        // the prefill of a long prompt into a fresh cache (last logits only, as generation does)
+        let prefillMs: number | undefined
+        if (options.prefillTokens !== undefined) {
+          const long = Int32Array.from(promptIds(options.prefillTokens, config.vocabSize))
+          const fresh = yield* KvCache.make(model.kernels, config, long.length + 1)
+          const s = performance.now()
+          yield* Forward.forward(model, fresh, long, 0, "last")
+          prefillMs = performance.now() - s
+        }
+        return { name: model.kernels.name, loadSeconds, steps, verifyMs, prefillMs }
       })
     ).pipe(Effect.provide(kernelsLayer(options) as Layer.Layer<Kernels, never>))
   )
@@ -219,7 +245,15 @@ export const runBench = async (options: BenchOptions): Promise<BenchReport> => {
     const { llamaCppDecode } = await import("./llamaCpp.ts").catch((e: unknown) => {
       throw new Error(`--compare-llama-cpp needs the optional package node-llama-cpp (npm install node-llama-cpp): ${e instanceof Error ? e.message.split("\n")[0] : String(e)}`)
     })
-    const row = await llamaCppDecode(checkpoint, { threads, tokens, warmup, prompt, batches: verifyK.filter((k) => k <= prompt.length) })
+    const row = await llamaCppDecode(checkpoint, {
+      threads,
+      tokens,
+      warmup,
+      prompt,
+      batches: verifyK.filter((k) => k <= prompt.length),
+      vocabSize: config.vocabSize,
+      ...(options.prefillTokens === undefined ? {} : { prefillTokens: options.prefillTokens })
+    })
     const bytes = weightBytesPerToken(weights) * (row.fileType === weights.embedTokens.dtype ? 1 : bytesPerElement[row.fileType] / bytesPerElement[weights.embedTokens.dtype])
     const gbps = (bytes * row.decodeTokensPerSecond) / 1e9
     llamaCpp = {
@@ -232,7 +266,8 @@ export const runBench = async (options: BenchOptions): Promise<BenchReport> => {
       achievedGBps: gbps,
       bandwidthFraction: gbps / bandwidth.readBandwidthGBps,
       verifyCostRatio: Object.fromEntries(Object.entries(row.batchMs).map(([k, ms]) => [k, ms / row.msPerToken])),
-      verifyMs: row.batchMs
+      verifyMs: row.batchMs,
+      ...(row.prefillMs === undefined ? {} : { prefill: { tokens: options.prefillTokens!, ms: row.prefillMs, tokensPerSecond: (1000 * options.prefillTokens!) / row.prefillMs } })
     }
   }
 
@@ -267,6 +302,15 @@ export const runBench = async (options: BenchOptions): Promise<BenchReport> => {
     verifyCostRatio,
     verifyMs: measured.verifyMs,
     decodeStepsMs: measured.steps,
+    macsPerToken: macsPerToken(weights),
+    gmacs: (() => {
+      const macs = macsPerToken(weights)
+      const k = Math.max(...verifyK)
+      const decode = (macs * decodeTokensPerSecond) / 1e9
+      const verify = (macs * k) / (measured.verifyMs[String(k)]! * 1e6)
+      return { decode, decodePerThread: decode / threads, verify, verifyPerThread: verify / threads }
+    })(),
+    ...(measured.prefillMs === undefined ? {} : { prefill: { tokens: options.prefillTokens!, ms: measured.prefillMs, tokensPerSecond: (1000 * options.prefillTokens!) / measured.prefillMs } }),
     ...(llamaCpp ? { llamaCpp } : {})
   }
 }
@@ -283,12 +327,15 @@ export const formatReport = (r: BenchReport): string => {
     `machine: ${r.machine.cpus}× ${r.machine.cpuModel}, node ${r.machine.node}, load ${r.machine.loadAverageBefore.map((x) => f(x, 2)).join(" ")}`,
     `read bandwidth (${r.threads} thread${r.threads === 1 ? "" : "s"}): ${f(r.readBandwidthGBps)} GB/s`,
     `${r.backend}: ${f(r.decodeTokensPerSecond, 2)} tok/s (${f(r.msPerToken)} ms/token), ${f(r.weightBytesPerToken / 1e9, 2)} GB/token, ${f(r.achievedGBps)} GB/s = ${f(100 * r.bandwidthFraction)}% of read bandwidth`,
-    `verification / decode step: ${Object.entries(r.verifyCostRatio).map(([k, v]) => `k=${k} ${f(v, 2)}×`).join(", ")}`
+    `verification / decode step: ${Object.entries(r.verifyCostRatio).map(([k, v]) => `k=${k} ${f(v, 2)}×`).join(", ")}`,
+    `matrices: ${f(r.gmacs.decode)} G MAC/s decoding (${f(r.gmacs.decodePerThread)} per thread), ${f(r.gmacs.verify)} verifying (${f(r.gmacs.verifyPerThread)} per thread)`
   ]
+  if (r.prefill) lines.push(`prefill of ${r.prefill.tokens} tokens: ${f(r.prefill.ms / 1000, 2)} s (${f(r.prefill.tokensPerSecond)} tok/s)`)
   if (r.llamaCpp)
     lines.push(
       `llama.cpp (${r.llamaCpp.fileType} GGUF, ${r.llamaCpp.threads} threads): ${f(r.llamaCpp.decodeTokensPerSecond, 2)} tok/s, ${f(r.llamaCpp.achievedGBps)} GB/s = ${f(100 * r.llamaCpp.bandwidthFraction)}% of read bandwidth`,
       `llama.cpp batch / decode step: ${Object.entries(r.llamaCpp.verifyCostRatio).map(([k, v]) => `k=${k} ${f(v, 2)}×`).join(", ")}`
     )
+  if (r.llamaCpp?.prefill) lines.push(`llama.cpp prefill of ${r.llamaCpp.prefill.tokens} tokens: ${f(r.llamaCpp.prefill.ms / 1000, 2)} s (${f(r.llamaCpp.prefill.tokensPerSecond)} tok/s)`)
   return lines.join("\n")
 }

@@ -23,14 +23,19 @@ export interface LlamaCppDecode {
   readonly stepsMs: ReadonlyArray<number>
   /** k → median ms of evaluating a k-token batch after the context (llama.cpp's verification cost). */
   readonly batchMs: Readonly<Record<string, number>>
+  /** ms of evaluating a `prefillTokens`-token prompt into an empty context (llama.cpp's prompt processing), when asked. */
+  readonly prefillMs?: number
 }
 
 /**
- * The GGUF of the checkpoint: `DIR/model.gguf` (what scripts/make-bench-model.ts --gguf writes), written
- * with src/Gguf.ts if absent, in the checkpoint's 16-bit dtype (F32 checkpoints are written as F16 so
- * llama.cpp reads the same bytes per weight as a 16-bit sirius-ts model would; the row says which).
+ * The GGUF of the checkpoint: the file itself when the model was loaded from a .gguf (so both engines
+ * read the very same weights: quantized ones included), else `DIR/model.gguf` (what
+ * scripts/make-bench-model.ts --gguf writes), written with src/Gguf.ts if absent, in the checkpoint's
+ * 16-bit dtype (F32 checkpoints are written as F16 so llama.cpp reads the same bytes per weight as a
+ * 16-bit sirius-ts model would; the row says which).
  */
 export const ensureGguf = (checkpoint: Checkpoint): { path: string; wrote: boolean; fileType: DType } => {
+  if (checkpoint.path.endsWith(".gguf") && checkpoint.path !== checkpoint.dir) return { path: checkpoint.path, wrote: false, fileType: checkpoint.weights.layers[0]!.gateProj.dtype }
   const path = join(checkpoint.dir, "model.gguf")
   const dtype = checkpoint.weights.embedTokens.dtype
   const fileType: DType = dtype === "F32" ? "F16" : dtype
@@ -48,6 +53,9 @@ export const llamaCppDecode = async (
     readonly prompt: ReadonlyArray<number>
     /** Batch sizes to time (default none). */
     readonly batches?: ReadonlyArray<number>
+    /** Also time a prompt of this many tokens into an empty context (llama.cpp's default 512-token ubatches). */
+    readonly prefillTokens?: number
+    readonly vocabSize?: number
   }
 ): Promise<LlamaCppDecode> => {
   const { path, wrote, fileType } = ensureGguf(checkpoint)
@@ -89,8 +97,26 @@ export const llamaCppDecode = async (
       batchMs[String(k)] = median(times)
     }
     await context.dispose()
+    let prefillMs: number | undefined
+    if (options.prefillTokens !== undefined) {
+      const n = options.prefillTokens
+      const prefillContext = await model.createContext({
+        contextSize: Math.max(256, n + 8),
+        sequences: 1,
+        threads: options.threads,
+        batchSize: 512,
+        flashAttention: false,
+        experimentalKvCacheKeyType: "F16",
+        experimentalKvCacheValueType: "F16"
+      })
+      const ids = Array.from({ length: n }, (_, i) => (3 + ((i * 7919) % Math.max(1, (options.vocabSize ?? 32000) - 3))) as Token)
+      const t0 = performance.now()
+      await prefillContext.getSequence().evaluateWithoutGeneratingNewTokens(ids)
+      prefillMs = performance.now() - t0
+      await prefillContext.dispose()
+    }
     const ms = median(stepsMs)
-    return { gguf: path, wrote, fileType, decodeTokensPerSecond: 1000 / ms, msPerToken: ms, stepsMs, batchMs }
+    return { gguf: path, wrote, fileType, decodeTokensPerSecond: 1000 / ms, msPerToken: ms, stepsMs, batchMs, ...(prefillMs === undefined ? {} : { prefillMs }) }
   } finally {
     await model.dispose()
   }

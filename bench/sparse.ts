@@ -17,7 +17,7 @@ import * as KvCache from "../src/KvCache.ts"
 import * as Model from "../src/Model.ts"
 import { argmax } from "../src/Sampler.ts"
 import * as Sparsity from "../src/Sparsity.ts"
-import { bytesPerElement } from "../src/Tensor.ts"
+import { bytesPerElement, numel } from "../src/Tensor.ts"
 import { weightBytesPerToken } from "./index.ts"
 import { median } from "./bandwidth.ts"
 
@@ -70,8 +70,8 @@ export const runSparseBench = async (options: SparseBenchOptions): Promise<Spars
   const prompt = Int32Array.from({ length: 16 }, (_, i) => (i * 7919 + 3) % config.vocabSize)
   const capacity = prompt.length + warmup + tokens + k + 1
   const denseBytes = weightBytesPerToken(weights)
-  const element = bytesPerElement[weights.layers[0]!.gateProj.dtype]
-  const P_mlp = 3 * config.hiddenSize * config.intermediateSize
+  // the MLP matrices' bytes in their own storage (a Q4_K_M file mixes Q4_K gate/up with a Q6_K down)
+  const mlpBytes = weights.layers.reduce((n, l) => n + [l.gateProj, l.upProj, l.downProj].reduce((m, t) => m + numel(t.shape) * bytesPerElement[t.dtype], 0), 0)
 
   const measured = await Effect.runPromise(
     Effect.scoped(
@@ -129,7 +129,7 @@ export const runSparseBench = async (options: SparseBenchOptions): Promise<Spars
     verifyCostRatio: measured.dense.verifyMs / denseMs,
     rows: measured.sparse.map(({ granularity, ms, setupMs }) => {
       const f = granularity === "coarse" ? kept : 1 / 3 + (2 / 3) * kept
-      const bytes = denseBytes - (1 - f) * config.numHiddenLayers * P_mlp * element
+      const bytes = denseBytes - (1 - f) * mlpBytes
       const idealSpeedup = denseBytes / bytes
       const speedup = denseMs / ms
       const siriusTokensPerSecond = (aal * 1000) / ((k - 1) * ms + measured.dense.verifyMs)

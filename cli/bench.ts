@@ -18,7 +18,8 @@ export const flags = {
   backend: { type: "string", value: backendNames.join("|"), help: "compute backend", default: "simd" },
   threads: { type: "string", value: "N", help: "threads (simd, and llama.cpp with --compare-llama-cpp)", default: "2" },
   tokens: { type: "string", value: "N", help: "decode steps timed", default: "depends on the model's size" },
-  "compare-llama-cpp": { type: "boolean", help: "also time llama.cpp (node-llama-cpp) on the same weights, written as GGUF" },
+  "compare-llama-cpp": { type: "boolean", help: "also time llama.cpp (node-llama-cpp) on the same weights: the .gguf itself, else written as GGUF" },
+  prefill: { type: "string", value: "N", help: "also time the prefill of an N-token prompt (and llama.cpp's, with --compare-llama-cpp)" },
   sparsity: { type: "string", value: "coarse,fine", help: "also time sparse decoding at these granularities" },
   density: { type: "string", value: "ρ", help: "(--sparsity) fraction of MLP neurons kept", default: "0.5" },
   period: { type: "string", value: "k", help: "(--sparsity) verification window for the Sirius projection", default: "16" },
@@ -33,6 +34,7 @@ export const run = (argv: ReadonlyArray<string>, io: { out: (s: string) => void;
   const backend = oneOf("backend", v.backend, backendNames) ?? "simd"
   const threads = int("threads", v.threads, 1) ?? 2
   const tokens = int("tokens", v.tokens, 1)
+  const prefillTokens = int("prefill", v.prefill, 1)
   const granularities = (v.sparsity ?? "").split(",").filter((s) => s !== "")
   for (const g of granularities) if (g !== "fine" && g !== "coarse") throw new UsageError(`--sparsity takes coarse and/or fine, comma-separated (got "${g}")`)
   const density = float("density", v.density, Number.MIN_VALUE, 1, "a number in (0, 1]") ?? 0.5
@@ -48,6 +50,7 @@ export const run = (argv: ReadonlyArray<string>, io: { out: (s: string) => void;
       threads,
       kernels,
       compareLlamaCpp: v["compare-llama-cpp"] === true,
+      ...(prefillTokens !== undefined ? { prefillTokens } : {}),
       ...(tokens !== undefined ? { tokens } : {})
     })
     const sparse =

@@ -39,7 +39,10 @@ import { ReferenceKernels } from "../reference/index.ts"
 import { SimdKernels } from "../simd/index.ts"
 import { matrixLayout, packQuantMatrix, quantRowBlocks, quantRowBytes, storageOf } from "../simd/layout.ts"
 import type { SimdRuntime } from "../simd/SimdRuntime.ts"
-import type { KernelError, KernelsShape } from "../src/Kernels.ts"
+import { type KernelError, Kernels, type KernelsShape, type WeightShape } from "../src/Kernels.ts"
+import type { LlamaConfig } from "../src/Config.ts"
+import * as Model from "../src/Model.ts"
+import { randomWeights } from "../testing/RandomModel.ts"
 import { q4kScaleMin, type QuantType, quantLayouts } from "../src/Quant.ts"
 import { f16ToF32, fromFloat32, type RawTensor, toFloat32, transpose } from "../src/Tensor.ts"
 import { seeded } from "../testing/arbitraries.ts"
@@ -385,5 +388,61 @@ describe("simd quantized gathers and embedding", () => {
   it("names the quantized storages", async () => {
     await run(Effect.scoped(two.matrix(weights("Q4_K", 4, 256, 1))))
     expect(two.name).toMatch(/q4_k/)
+  })
+})
+
+describe("simd refuses models beyond its memory before allocating", () => {
+  /** Llama-3-8B as a Q4_K_M GGUF holds it (4.9 GB): Q4_K matrices, Q6_K attn_v, ffn_down and output. */
+  const llama3_8b: Array<WeightShape> = (() => {
+    const [D, F, V, L, kv] = [4096, 14336, 128256, 32, 1024]
+    const out: Array<WeightShape> = [{ name: "token_embd.weight", dtype: "Q4_K", shape: [V, D] }, { name: "output.weight", dtype: "Q6_K", shape: [V, D] }, { name: "output_norm.weight", dtype: "F32", shape: [D] }]
+    for (let l = 0; l < L; l++)
+      out.push(
+        { name: `blk.${l}.attn_q.weight`, dtype: "Q4_K", shape: [D, D] },
+        { name: `blk.${l}.attn_k.weight`, dtype: "Q4_K", shape: [kv, D] },
+        { name: `blk.${l}.attn_v.weight`, dtype: "Q6_K", shape: [kv, D] },
+        { name: `blk.${l}.attn_output.weight`, dtype: "Q4_K", shape: [D, D] },
+        { name: `blk.${l}.ffn_gate.weight`, dtype: "Q4_K", shape: [F, D] },
+        { name: `blk.${l}.ffn_up.weight`, dtype: "Q4_K", shape: [F, D] },
+        { name: `blk.${l}.ffn_down.weight`, dtype: "Q6_K", shape: [D, F] },
+        { name: `blk.${l}.attn_norm.weight`, dtype: "F32", shape: [D] },
+        { name: `blk.${l}.ffn_norm.weight`, dtype: "F32", shape: [D] }
+      )
+    return out
+  })()
+
+  it("an 8B Q4_K_M model is refused with its size and the 4 GiB limit, and nothing is allocated", async () => {
+    const before = two.runtime.allocatedBytes
+    const error = await run(Effect.flip(two.admit!(llama3_8b)))
+    expect(error._tag).toBe("KernelError")
+    expect(error.op).toBe("weights")
+    expect(error.limitBytes).toBe(2 ** 32)
+    expect(error.neededBytes).toBeGreaterThan(4.5 * 2 ** 30)
+    expect(error.message).toMatch(/needs 4\.\d\d GiB of wasm memory .* the limit is 4\.00 GiB \(one wasm32 memory\)/)
+    expect(two.runtime.allocatedBytes).toBe(before)
+  })
+
+  it("Model.fromWeights refuses before uploading anything; a model that fits is admitted", async () => {
+    const config: LlamaConfig = {
+      architecture: "llama", vocabSize: 512, hiddenSize: 256, intermediateSize: 512, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 64,
+      maxPositionEmbeddings: 256, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: undefined, tieWordEmbeddings: false, attentionBias: false, bosTokenId: undefined, eosTokenIds: []
+    }
+    const result = await run(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const small = yield* SimdKernels.make({ threads: 1, maxMemoryBytes: 4 << 20 })
+          const exit = yield* Effect.exit(Effect.provideService(Model.fromWeights(config, randomWeights(config, { seed: 1, dtype: "Q8_0" })), Kernels, small))
+          const roomy = yield* SimdKernels.make({ threads: 1, maxMemoryBytes: 256 << 20 })
+          const ok = yield* Effect.exit(Effect.provideService(Model.fromWeights(config, randomWeights(config, { seed: 1, dtype: "Q8_0" })), Kernels, roomy))
+          return { exit, allocated: small.runtime.allocatedBytes, ok: Exit.isSuccess(ok) }
+        })
+      )
+    )
+    expect(Exit.isFailure(result.exit)).toBe(true)
+    const failure = Exit.isFailure(result.exit) ? (result.exit.cause.reasons[0] as { error?: KernelError }).error : undefined
+    expect(failure?.op).toBe("weights")
+    expect(failure?.limitBytes).toBe(4 << 20)
+    expect(result.allocated).toBe(0)
+    expect(result.ok).toBe(true)
   })
 })

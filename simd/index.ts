@@ -47,12 +47,13 @@ import {
   type Matrix,
   type NeuronRule,
   type Selection,
-  type Vector
+  type Vector,
+  type WeightShape
 } from "../src/Kernels.ts"
 import { aboveThreshold, silu, topK } from "../src/Sparsity.ts"
 import { transpose } from "../src/Tensor.ts"
 import { dequantize, quantize as quantizeBlocks } from "../src/Quant.ts"
-import { isQuantized, type RawTensor, toFloat32 } from "../src/Tensor.ts"
+import { isQuantized, numel, type RawTensor, tensorBytes, toFloat32 } from "../src/Tensor.ts"
 import {
   activationFormat,
   activationRecordBytes,
@@ -78,6 +79,7 @@ import {
   storageOf,
   TILE,
   unpackRow,
+  WEIGHTS_BASE,
   zeroPaddingRows
 } from "./layout.ts"
 import { MAX_MEMORY_BYTES, OutOfMemory, SimdRuntime } from "./SimdRuntime.ts"
@@ -142,6 +144,11 @@ const BACKEND = "simd"
 const BLOCK_BYTES = 128 * 1024
 /** Activations are allocated from arena blocks of at least this size. */
 const ARENA_BLOCK = 1 << 20
+/**
+ * What `admit` keeps free beside the weights: a decode step's activations, scratch, the RoPE tables and a
+ * few thousand positions of KV cache for a small model (a request that needs more is refused when it asks).
+ */
+const WORKING_RESERVE = 64 << 20
 
 /**
  * Build the backend on a fresh runtime (memory + workers), released with the scope.
@@ -222,7 +229,7 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
       message:
         e instanceof OutOfMemory
           ? op === "matrix"
-            ? `${e.message}: the weights do not fit in one wasm32 memory (4 GiB at most); store the model in bf16 (half the bytes of f32)`
+            ? `${e.message}: the weights do not fit in one wasm32 memory (4 GiB at most); store the model in bf16 (half the bytes of f32) or quantize it (sirius quantize)`
             : op === "gather" || op === "kvStore"
               ? `${e.message}: this request's ${op === "gather" ? "coarse-sparsity copies" : "KV cache"} does not fit beside the weights and the other requests' (4 GiB at most); use a bf16 model, a shorter context, a lower density or fewer concurrent requests`
               : `${e.message}: the weights leave no room for this call's activations; use a bf16 model or a shorter context`
@@ -284,6 +291,39 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
     return m
   }
   const matrix = (raw: RawTensor): Effect.Effect<Matrix, KernelError> => attempt("matrix", () => upload1(raw))
+
+  /**
+   * Refuse weights that cannot fit one wasm32 memory before any is uploaded: the bytes of each in this
+   * backend's storage (layout.ts: padded tiles, scale records; f32 vectors; a float down_proj's transposed
+   * copy; nothing for a quantized one's), plus WORKING_RESERVE, against the memory's limit.
+   */
+  const admit = (shapes: ReadonlyArray<WeightShape>): Effect.Effect<void, KernelError> =>
+    Effect.suspend(() => {
+      let weights = 0
+      let file = 0
+      for (const w of shapes) {
+        if (!w.transposed) file += tensorBytes(w.dtype, w.shape)
+        if (w.shape.length !== 2) weights += roundUp(roundUp(numel(w.shape), 4) * 4, 64)
+        else if (!w.transposed) weights += matrixLayout(w.shape[0]!, w.shape[1]!, storageOf[w.dtype]).bytes
+        else if (!isQuantized(w.dtype)) weights += matrixLayout(w.shape[1]!, w.shape[0]!, storageOf[w.dtype]).bytes
+      }
+      const needed = WEIGHTS_BASE + rt.allocatedBytes + weights + WORKING_RESERVE
+      const limit = rt.options.maxBytes
+      if (needed <= limit) return Effect.void
+      const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`
+      return Effect.fail(
+        new KernelError({
+          op: "weights",
+          backend: name(),
+          neededBytes: needed,
+          limitBytes: limit,
+          message:
+            `this model needs ${gib(needed)} of wasm memory (${gib(weights)} of weights in simd's storage, ${gib(file)} in the file, ` +
+            `plus ${WORKING_RESERVE >> 20} MiB to run) and the limit is ${gib(limit)}${limit === MAX_MEMORY_BYTES ? " (one wasm32 memory)" : ""}: ` +
+            `simd keeps a model in one memory (simd/README.md, "Models beyond 4 GiB"); use a smaller model or a smaller quantization (sirius quantize)`
+        })
+      )
+    })
 
   /**
    * Wᵀ for matmulTransposedRows. A float W is transposed and uploaded (one more copy). A quantized W stays
@@ -805,6 +845,7 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
       return name()
     },
     runtime: rt,
+    admit,
     matrix,
     vector,
     gather,

@@ -243,6 +243,8 @@ export const open = async <E>(
   const onProgress = options.onProgress
   const loaded = await runtime.runPromiseExit(
     Effect.gen(function* () {
+      // a GGUF file too large for the backend is refused from its header, before its tensors are read
+      yield* Model.admitFile(path, { sparse: true })
       const checkpoint = yield* loadCheckpoint(path, onProgress === undefined ? {} : { onProgress })
       // the transposed down_proj lets sparse and Sirius requests of every granularity share the loaded model
       const model = yield* Model.fromCheckpoint(checkpoint, { sparse: true, ...(onProgress === undefined ? {} : { onProgress }) })

@@ -20,14 +20,30 @@
  */
 import { Context, Schema } from "effect"
 import type { Effect, Scope } from "effect"
-import type { RawTensor } from "./Tensor.ts"
+import type { DType, RawTensor } from "./Tensor.ts"
 
-/** A kernel failed to compile or run on its backend (GPU loss, wasm trap, out of memory, ...). */
+/**
+ * A kernel failed to compile or run on its backend (GPU loss, wasm trap, out of memory, ...). When the
+ * failure is a memory limit (a model or a request that does not fit), `neededBytes` and `limitBytes` say
+ * by how much (op "weights": the model was refused before anything was allocated).
+ */
 export class KernelError extends Schema.TaggedError<KernelError>()("KernelError", {
   op: Schema.String,
   backend: Schema.String,
-  message: Schema.String
+  message: Schema.String,
+  neededBytes: Schema.optionalKey(Schema.Number),
+  limitBytes: Schema.optionalKey(Schema.Number)
 }) {}
+
+/** A weight tensor as `admit` sees it: what `matrix`/`vector` (or `transposed`) will be asked to make resident. */
+export interface WeightShape {
+  readonly name: string
+  readonly dtype: DType
+  /** Row-major shape: [rows, cols] for a matrix, [n] for a vector. */
+  readonly shape: ReadonlyArray<number>
+  /** Made resident through `transposed` (fine sparsity's down_proj) as well as, or instead of, `matrix`. */
+  readonly transposed?: boolean
+}
 
 /**
  * A backend the caller demanded cannot run here (no GPU adapter, a missing optional package, ...). Never a
@@ -102,6 +118,14 @@ export interface KernelsShape {
   readonly name: string
 
   // ---- weights, once per model ----
+  /**
+   * Refuse a model that cannot fit, before any weight is made resident: fails with a KernelError of op
+   * "weights" whose `neededBytes` (the weights in this backend's storage, plus the least a forward pass
+   * needs) and `limitBytes` name the size and the limit. Optional: a backend in the host's memory has no
+   * such limit. Model.fromWeights calls it first; Client.open also calls it on a GGUF file's header,
+   * before reading the tensors.
+   */
+  readonly admit?: (weights: ReadonlyArray<WeightShape>) => Effect.Effect<void, KernelError>
   /** Make a weight matrix resident. Accepts every DType; a backend without integer kernels widens quantized ones exactly (Tensor.widenQuantized). */
   readonly matrix: (t: RawTensor) => Effect.Effect<Matrix, KernelError>
   /**

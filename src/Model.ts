@@ -6,7 +6,8 @@
 import { Effect } from "effect"
 import type { Checkpoint } from "./Checkpoint.ts"
 import type { LlamaConfig } from "./Config.ts"
-import { type KernelError, Kernels, type KernelsShape, type Matrix, type Vector } from "./Kernels.ts"
+import { type GgufError, readGgufHeader } from "./Gguf.ts"
+import { type KernelError, Kernels, type KernelsShape, type Matrix, type Vector, type WeightShape } from "./Kernels.ts"
 import type { OnProgress } from "./LoadProgress.ts"
 import { ropeInvFreq } from "./Rope.ts"
 import { type RawTensor, transpose } from "./Tensor.ts"
@@ -48,8 +49,39 @@ export interface LoadOptions {
   readonly onProgress?: OnProgress
 }
 
+/**
+ * What Model.fromWeights will make resident, as `Kernels.admit` sees it: every layer tensor, the
+ * embedding, the final norm, an untied lm_head, and (sparse) down_proj again, transposed.
+ */
+export const weightShapes = (weights: ModelWeights, options: { readonly sparse?: boolean } = {}): Array<WeightShape> => {
+  const shape = (t: RawTensor, transposed = false): WeightShape => ({ name: t.name, dtype: t.dtype, shape: t.shape, ...(transposed ? { transposed } : {}) })
+  const all = [...weights.layers.flatMap((w) => Object.values(w) as Array<RawTensor>), weights.embedTokens, weights.norm, ...(weights.lmHead === weights.embedTokens ? [] : [weights.lmHead])]
+  return [...all.map((t) => shape(t)), ...(options.sparse === true ? weights.layers.map((w) => shape(w.downProj, true)) : [])]
+}
+
+/**
+ * Refuse a GGUF file whose weights cannot fit the backend, from its header alone (before reading its
+ * tensors): `Kernels.admit` on the header's tensors (sparse: down_proj again, transposed). A directory,
+ * or a backend without `admit`, passes: Model.fromWeights checks again in any case.
+ */
+export const admitFile = (path: string, options: { readonly sparse?: boolean } = {}): Effect.Effect<void, KernelError | GgufError, Kernels> =>
+  Effect.gen(function* () {
+    const kernels = yield* Kernels
+    if (kernels.admit === undefined || !path.endsWith(".gguf")) return
+    const header = yield* readGgufHeader(path)
+    const shapes: Array<WeightShape> = []
+    for (const t of header.tensors)
+      if (t.dtype !== undefined) {
+        shapes.push({ name: t.name, dtype: t.dtype, shape: t.shape })
+        if (options.sparse === true && t.name.endsWith(".ffn_down.weight")) shapes.push({ name: t.name, dtype: t.dtype, shape: t.shape, transposed: true })
+      }
+    yield* kernels.admit(shapes)
+  })
+
 export const fromWeights = Effect.fn("Model.fromWeights")(function* (config: LlamaConfig, weights: ModelWeights, options: LoadOptions = {}) {
   const kernels = yield* Kernels
+  // refuse a model that cannot fit before anything is made resident
+  if (kernels.admit !== undefined) yield* kernels.admit(weightShapes(weights, options))
   // every upload goes through these two, which report progress
   const all = [...weights.layers.flatMap((w) => Object.values(w) as Array<RawTensor>), weights.embedTokens, weights.norm, ...(weights.lmHead === weights.embedTokens ? [] : [weights.lmHead])]
   const totalBytes = all.reduce((n, t) => n + t.data.byteLength, 0) + (options.sparse === true ? weights.layers.reduce((n, w) => n + w.downProj.data.byteLength, 0) : 0)
