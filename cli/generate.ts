@@ -173,6 +173,8 @@ export type FinishedEvent = Client.Completion
 export const loadModel = (s: RunSettings, io: { err: (s: string) => void; errIsTTY?: boolean }) =>
   Effect.gen(function* () {
     const bar = loadProgressBar(io)
+    // a GGUF file too large for the backend is refused from its header, before its tensors are read
+    yield* Model.admitFile(s.dir, { sparse: s.mode !== "full" && s.granularity !== "coarse" })
     const checkpoint = yield* loadCheckpoint(s.dir, { ...(bar === undefined ? {} : { onProgress: bar }), ...(s.quantize === undefined ? {} : { quantize: s.quantize }) })
     const model = yield* Model.fromCheckpoint(checkpoint, {
       sparse: s.mode !== "full" && s.granularity !== "coarse",
