@@ -573,7 +573,15 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
           qStride = oStride = H * dh4 * 4
         }
         const mask = i.maskAt === 0 ? 0 : i.maskAt + t0 * S
-        rt.run(OP_ATTENTION, Tb * H, [qBase, kAt, vAt, oBase, sAt!, i.positionsAt + t0 * 4, H, H / Hkv, dh4, Hkv * dh4 * 4, scaleBits, spad, mask, S, qStride, oStride])
+        // heads per item: the whole group sharing a KV head (each key slot loaded once for all of them), unless
+        // that leaves fewer than two items per thread: then the largest divisor of the group that does not
+        const group = H / Hkv
+        let G = group
+        while (G > 1 && (Tb * H) / G < 2 * threads) {
+          G--
+          while (group % G !== 0) G--
+        }
+        rt.run(OP_ATTENTION, (Tb * H) / G, [qBase, kAt, vAt, oBase, sAt!, i.positionsAt + t0 * 4, H, group, dh4, Hkv * dh4 * 4, scaleBits, spad, mask, S, qStride, oStride, G])
         if (padded)
           for (let t = 0; t < Tb; t++)
             for (let h = 0; h < H; h++)
