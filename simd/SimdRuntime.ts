@@ -15,7 +15,7 @@
  */
 import { Worker } from "node:worker_threads"
 import { kernelsBaselineWasmBase64, kernelsRelaxedWasmBase64 } from "./kernels.wasm.ts"
-import { ARGS, CLAIM, COMPLETED, MAX_CHUNKS, NCHUNKS, OP, QUIT, SLEEPERS, STATS, WAKE, WEIGHTS_BASE } from "./layout.ts"
+import { ARGS, CLAIM, COMPLETED, CONSTANTS, constantWords, MAX_CHUNKS, NCHUNKS, OP, QUIT, SLEEPERS, STATS, WAKE, WEIGHTS_BASE } from "./layout.ts"
 import { workerSource } from "./worker.ts"
 
 const PAGE = 65536
@@ -226,6 +226,7 @@ export class SimdRuntime {
     this.exports = new WebAssembly.Instance(module, { env: { memory: this.memory } }).exports as unknown as Exports
     this.fma = relaxed && this.exports.madd(FMA_A, FMA_A, FMA_C) !== 0
     this.refresh()
+    new Uint32Array(this.memory.buffer, CONSTANTS, 32).set(constantWords())
     Atomics.store(this.i32, CLAIM / 4, 0xffff) // closed: no job yet
     this.workers = Array.from({ length: options.threads - 1 }, (_, i) => {
       const worker = new Worker(workerSource, {

@@ -481,13 +481,13 @@
   ;; @inline
   (func $f16hi (param $t v128) (result v128)
     (local $m v128)
-    (local.set $m (i32x4.shr_u (v128.and (local.get $t) (v128.const i32x4 0x7fff0000 0x7fff0000 0x7fff0000 0x7fff0000)) (i32.const 3)))
+    (local.set $m (i32x4.shr_u (v128.and (local.get $t) (v128.load offset=48 (i32.const 4096))) (i32.const 3)))
     (v128.or
       (v128.or
-        (f32x4.mul (local.get $m) (v128.const f32x4 0x1p112 0x1p112 0x1p112 0x1p112))
-        (v128.and (i32x4.ge_u (local.get $m) (v128.const i32x4 0x0f800000 0x0f800000 0x0f800000 0x0f800000))
-                  (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000)))
-      (v128.and (local.get $t) (v128.const i32x4 0x80000000 0x80000000 0x80000000 0x80000000))))
+        (f32x4.mul (local.get $m) (v128.load offset=64 (i32.const 4096)))
+        (v128.and (i32x4.ge_u (local.get $m) (v128.load offset=80 (i32.const 4096)))
+                  (v128.load offset=96 (i32.const 4096))))
+      (v128.and (local.get $t) (v128.load offset=112 (i32.const 4096)))))
 
   ;; One token, outputs i0..i1 of an f16 matrix (layout as bf16), one row at a time. Correct, not the
   ;; fast path: the widening is a call (V8 does not inline wasm calls), twice per 8 weights.
@@ -553,6 +553,11 @@
   ;; exact i32x4 integer sum s (lane k: the products of its columns ≡ 4k..4k+3 mod 16 within each 16-column
   ;; vector), then acc = madd(f32(s), splat(d_w·d_x), acc) (Q4_K: then acc = madd(f32(Σm·Σq), splat(−dmin_w·d_x), acc));
   ;; result = (a0 + a1) + (a2 + a3). Integer sums are exact in any order; what rounds is fixed per element.
+
+  ;; Constants the quantized kernels and $f16hi read from memory at 4096 (layout.ts CONSTANTS, written by
+  ;; SimdRuntime): +0 i8x16 15, +16 i8x16 48, +32 i16x8 1, +48 0x7fff0000, +64 f32 2¹¹², +80 0x0f800000,
+  ;; +96 0x7f800000, +112 0x80000000 (i32x4). V8 rebuilds a non-trivial v128.const in every loop iteration
+  ;; (three instructions each); a load from a fixed address folds into the instruction that uses it.
 
   ;; f16 bits → f32, exact (normal, subnormal, inf, NaN): the scalar twin of $f16hi.
   ;; @inline
@@ -854,8 +859,8 @@
     (i32x4.sub
       (i32x4.dot_i16x8_s
         (i16x8.add
-          (i16x8.relaxed_dot_i8x16_i7x16_s (local.get $xa) (v128.and (local.get $v) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15)))
-          (i16x8.relaxed_dot_i8x16_i7x16_s (local.get $xb) (v128.and (i16x8.shr_u (local.get $v) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))))
+          (i16x8.relaxed_dot_i8x16_i7x16_s (local.get $xa) (v128.and (local.get $v) (v128.load (i32.const 4096))))
+          (i16x8.relaxed_dot_i8x16_i7x16_s (local.get $xb) (v128.and (i16x8.shr_u (local.get $v) (i32.const 4)) (v128.load (i32.const 4096)))))
         (local.get $ones))
       (local.get $off)))
 
@@ -867,7 +872,7 @@
     (local $xp i32) (local $dp i32) (local $xend i32) (local $b i32) (local $o i32) (local $dx f32) (local $P i32)
     (local $xa v128) (local $xb v128) (local $off v128) (local $ones v128) (local $d v128)
     (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
-    (local.set $ones (i16x8.splat (i32.const 1)))
+    (local.set $ones (v128.load offset=32 (i32.const 4096)))
     (local.set $P (i32.shl (local.get $tiles) (i32.const 8)))
     (local.set $xend (i32.add (local.get $x) (local.get $P)))
     (local.set $i (local.get $i0))
@@ -939,7 +944,7 @@
     (local $xs2 i32) (local $xs3 i32) (local $P8 i32) (local $dw v128)
     (local $v v128) (local $ones v128)
     (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
-    (local.set $ones (i16x8.splat (i32.const 1)))
+    (local.set $ones (v128.load offset=32 (i32.const 4096)))
     (local.set $xs2 (i32.shl (local.get $xs) (i32.const 1)))
     (local.set $xs3 (i32.add (local.get $xs2) (local.get $xs)))
     (local.set $xend (i32.add (local.get $x) (i32.shl (local.get $tiles) (i32.const 8))))
@@ -1012,34 +1017,34 @@
     (local $sc v128) (local $v0 v128) (local $v1 v128) (local $sumi v128)
     (local.set $sc (v128.load8x8_u offset=4 (local.get $s)))
     (local.set $v0 (v128.load (local.get $p))) (local.set $v1 (v128.load offset=16 (local.get $p)))
-    (local.set $sumi (call $q4kc (v128.and (local.get $v0) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
-      (v128.and (local.get $v1) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
-      (v128.and (i16x8.shr_u (local.get $v0) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
-      (v128.and (i16x8.shr_u (local.get $v1) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+    (local.set $sumi (call $q4kc (v128.and (local.get $v0) (v128.load (i32.const 4096)))
+      (v128.and (local.get $v1) (v128.load (i32.const 4096)))
+      (v128.and (i16x8.shr_u (local.get $v0) (i32.const 4)) (v128.load (i32.const 4096)))
+      (v128.and (i16x8.shr_u (local.get $v1) (i32.const 4)) (v128.load (i32.const 4096)))
       (local.get $xp)
       (i8x16.shuffle 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 (local.get $sc) (local.get $sc))
       (i8x16.shuffle 2 3 2 3 2 3 2 3 2 3 2 3 2 3 2 3 (local.get $sc) (local.get $sc))))
     (local.set $v0 (v128.load offset=32 (local.get $p))) (local.set $v1 (v128.load offset=48 (local.get $p)))
-    (local.set $sumi (i32x4.add (local.get $sumi) (call $q4kc (v128.and (local.get $v0) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
-      (v128.and (local.get $v1) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
-      (v128.and (i16x8.shr_u (local.get $v0) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
-      (v128.and (i16x8.shr_u (local.get $v1) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+    (local.set $sumi (i32x4.add (local.get $sumi) (call $q4kc (v128.and (local.get $v0) (v128.load (i32.const 4096)))
+      (v128.and (local.get $v1) (v128.load (i32.const 4096)))
+      (v128.and (i16x8.shr_u (local.get $v0) (i32.const 4)) (v128.load (i32.const 4096)))
+      (v128.and (i16x8.shr_u (local.get $v1) (i32.const 4)) (v128.load (i32.const 4096)))
       (i32.add (local.get $xp) (i32.const 64))
       (i8x16.shuffle 4 5 4 5 4 5 4 5 4 5 4 5 4 5 4 5 (local.get $sc) (local.get $sc))
       (i8x16.shuffle 6 7 6 7 6 7 6 7 6 7 6 7 6 7 6 7 (local.get $sc) (local.get $sc)))))
     (local.set $v0 (v128.load offset=64 (local.get $p))) (local.set $v1 (v128.load offset=80 (local.get $p)))
-    (local.set $sumi (i32x4.add (local.get $sumi) (call $q4kc (v128.and (local.get $v0) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
-      (v128.and (local.get $v1) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
-      (v128.and (i16x8.shr_u (local.get $v0) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
-      (v128.and (i16x8.shr_u (local.get $v1) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+    (local.set $sumi (i32x4.add (local.get $sumi) (call $q4kc (v128.and (local.get $v0) (v128.load (i32.const 4096)))
+      (v128.and (local.get $v1) (v128.load (i32.const 4096)))
+      (v128.and (i16x8.shr_u (local.get $v0) (i32.const 4)) (v128.load (i32.const 4096)))
+      (v128.and (i16x8.shr_u (local.get $v1) (i32.const 4)) (v128.load (i32.const 4096)))
       (i32.add (local.get $xp) (i32.const 128))
       (i8x16.shuffle 8 9 8 9 8 9 8 9 8 9 8 9 8 9 8 9 (local.get $sc) (local.get $sc))
       (i8x16.shuffle 10 11 10 11 10 11 10 11 10 11 10 11 10 11 10 11 (local.get $sc) (local.get $sc)))))
     (local.set $v0 (v128.load offset=96 (local.get $p))) (local.set $v1 (v128.load offset=112 (local.get $p)))
-    (local.set $sumi (i32x4.add (local.get $sumi) (call $q4kc (v128.and (local.get $v0) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
-      (v128.and (local.get $v1) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
-      (v128.and (i16x8.shr_u (local.get $v0) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
-      (v128.and (i16x8.shr_u (local.get $v1) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
+    (local.set $sumi (i32x4.add (local.get $sumi) (call $q4kc (v128.and (local.get $v0) (v128.load (i32.const 4096)))
+      (v128.and (local.get $v1) (v128.load (i32.const 4096)))
+      (v128.and (i16x8.shr_u (local.get $v0) (i32.const 4)) (v128.load (i32.const 4096)))
+      (v128.and (i16x8.shr_u (local.get $v1) (i32.const 4)) (v128.load (i32.const 4096)))
       (i32.add (local.get $xp) (i32.const 192))
       (i8x16.shuffle 12 13 12 13 12 13 12 13 12 13 12 13 12 13 12 13 (local.get $sc) (local.get $sc))
       (i8x16.shuffle 14 15 14 15 14 15 14 15 14 15 14 15 14 15 14 15 (local.get $sc) (local.get $sc)))))
@@ -1146,13 +1151,15 @@
           (loop $chunks
             (local.set $l0 (v128.load (local.get $p)))
             (local.set $l1 (v128.load offset=16 (local.get $p)))
-            (local.set $h0 (v128.and (i16x8.shr_u (local.get $l0) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15)))
-            (local.set $h1 (v128.and (i16x8.shr_u (local.get $l1) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15)))
-            (local.set $l0 (v128.and (local.get $l0) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15)))
-            (local.set $l1 (v128.and (local.get $l1) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15)))
-            ;; sub-block scales 2c, 2c+1 as i16 splats: bytes 4c..4c+3 of the i16 scale vector
-            (local.set $sa (i8x16.swizzle (local.get $scv) (i8x16.add (v128.const i8x16 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1) (i8x16.splat (i32.shl (local.get $c) (i32.const 2))))))
-            (local.set $sb (i8x16.swizzle (local.get $scv) (i8x16.add (v128.const i8x16 2 3 2 3 2 3 2 3 2 3 2 3 2 3 2 3) (i8x16.splat (i32.shl (local.get $c) (i32.const 2))))))
+            (local.set $h0 (v128.and (i16x8.shr_u (local.get $l0) (i32.const 4)) (v128.load (i32.const 4096))))
+            (local.set $h1 (v128.and (i16x8.shr_u (local.get $l1) (i32.const 4)) (v128.load (i32.const 4096))))
+            (local.set $l0 (v128.and (local.get $l0) (v128.load (i32.const 4096))))
+            (local.set $l1 (v128.and (local.get $l1) (v128.load (i32.const 4096))))
+            ;; sub-block scales 2c, 2c+1 as i16 splats: the first two i16 lanes (rotated by one chunk each time)
+            (local.set $sa (i8x16.shuffle 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 (local.get $scv) (local.get $scv)))
+            (local.set $sb (i8x16.shuffle 2 3 2 3 2 3 2 3 2 3 2 3 2 3 2 3 (local.get $scv) (local.get $scv)))
+            ;; the next chunk's two scales to the front
+            (local.set $scv (i8x16.shuffle 4 5 6 7 8 9 10 11 12 13 14 15 0 1 2 3 (local.get $scv) (local.get $scv)))
             (local.set $t0 (i32x4.add (local.get $t0) (call $q4kc (local.get $l0) (local.get $l1) (local.get $h0) (local.get $h1) (local.get $xp) (local.get $sa) (local.get $sb))))
             (local.set $t1 (i32x4.add (local.get $t1) (call $q4kc (local.get $l0) (local.get $l1) (local.get $h0) (local.get $h1) (i32.add (local.get $xp) (local.get $xs)) (local.get $sa) (local.get $sb))))
             (local.set $t2 (i32x4.add (local.get $t2) (call $q4kc (local.get $l0) (local.get $l1) (local.get $h0) (local.get $h1) (i32.add (local.get $xp) (local.get $xs2)) (local.get $sa) (local.get $sb))))
@@ -1202,14 +1209,14 @@
   (func $q6kcode (param $qa v128) (param $qb v128) (param $qh v128) (param $k i32) (result v128)
     (block $c4 (block $c3 (block $c2 (block $c1
       (br_table $c1 $c2 $c3 $c4 (local.get $k)))
-      (return (v128.or (v128.and (local.get $qa) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
-                       (v128.and (i16x8.shl (local.get $qh) (i32.const 4)) (v128.const i8x16 48 48 48 48 48 48 48 48 48 48 48 48 48 48 48 48)))))
-      (return (v128.or (v128.and (local.get $qb) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
-                       (v128.and (i16x8.shl (local.get $qh) (i32.const 2)) (v128.const i8x16 48 48 48 48 48 48 48 48 48 48 48 48 48 48 48 48)))))
-      (return (v128.or (v128.and (i16x8.shr_u (local.get $qa) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
-                       (v128.and (local.get $qh) (v128.const i8x16 48 48 48 48 48 48 48 48 48 48 48 48 48 48 48 48)))))
-    (v128.or (v128.and (i16x8.shr_u (local.get $qb) (i32.const 4)) (v128.const i8x16 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15 15))
-             (v128.and (i16x8.shr_u (local.get $qh) (i32.const 2)) (v128.const i8x16 48 48 48 48 48 48 48 48 48 48 48 48 48 48 48 48))))
+      (return (v128.or (v128.and (local.get $qa) (v128.load (i32.const 4096)))
+                       (v128.and (i16x8.shl (local.get $qh) (i32.const 4)) (v128.load offset=16 (i32.const 4096))))))
+      (return (v128.or (v128.and (local.get $qb) (v128.load (i32.const 4096)))
+                       (v128.and (i16x8.shl (local.get $qh) (i32.const 2)) (v128.load offset=16 (i32.const 4096))))))
+      (return (v128.or (v128.and (i16x8.shr_u (local.get $qa) (i32.const 4)) (v128.load (i32.const 4096)))
+                       (v128.and (local.get $qh) (v128.load offset=16 (i32.const 4096))))))
+    (v128.or (v128.and (i16x8.shr_u (local.get $qb) (i32.const 4)) (v128.load (i32.const 4096)))
+             (v128.and (i16x8.shr_u (local.get $qh) (i32.const 2)) (v128.load offset=16 (i32.const 4096)))))
 
   ;; $q6kd on raw ql/qh bytes (one token: the codes are used once).
   ;; @inline
