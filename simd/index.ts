@@ -65,6 +65,7 @@ import {
   OP_ATTENTION,
   OP_GATHER,
   OP_MATMUL,
+  OP_QUANTIZE,
   OP_TRANSPOSED,
   packMatrix,
   packQuantRow,
@@ -522,7 +523,9 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
         rt.f32.fill(0, src! / 4 + t * l.cols + x.cols, src! / 4 + (t + 1) * l.cols)
       }
     }
-    rt.exports.quantize(src!, srcStride * 4, x.rows, l.cols, P, at, stride, format)
+    // tokens in chunks over all threads (a prefill quantizes thousands of rows per matmul input)
+    const perChunk = Math.max(1, Math.ceil(x.rows / (4 * threads)))
+    rt.run(OP_QUANTIZE, Math.ceil(x.rows / perChunk), [src!, srcStride * 4, x.rows, l.cols, P, at, stride, format, perChunk])
     if (byFormat === undefined) arena.quantized.set(x, (byFormat = new Map()))
     byFormat.set(format, at)
     return { at, stride }

@@ -45,7 +45,8 @@
   ;; ---- control block (byte addresses; layout.ts has the same numbers) ----
   ;; 64  CLAIM      (seq << 16) | next chunk index; index 0xffff = closed
   ;; 128 COMPLETED  chunks finished in the current job
-  ;; 192 OP         job kind: 0 matmul, 1 attention, 2 read probe, 3 transposed rows (sparse down_proj), 4 gather
+  ;; 192 OP         job kind: 0 matmul, 1 attention, 2 read probe, 3 transposed rows (sparse down_proj), 4 gather,
+  ;;                5 activation quantization
   ;; 196 NCHUNKS    chunks in the current job (≤ 65534)
   ;; 200 + 4i       ARG i
 
@@ -73,12 +74,13 @@
     (local.get $ran))
 
   (func $chunk (param $idx i32)
+    (block $quant
     (block $gather
       (block $transposed
         (block $probe
           (block $attention
             (block $matmul
-              (br_table $matmul $attention $probe $transposed $gather (i32.load (i32.const 192))))
+              (br_table $matmul $attention $probe $transposed $gather $quant (i32.load (i32.const 192))))
             (call $matmulChunk (local.get $idx))
             (return))
           (call $attentionItem (local.get $idx))
@@ -87,7 +89,22 @@
         (return))
       (call $transposedChunk (local.get $idx))
       (return))
-    (call $gatherChunk (local.get $idx)))
+    (call $gatherChunk (local.get $idx))
+    (return))
+    (call $quantizeChunk (local.get $idx)))
+
+  ;; ---- activation quantization as a job: chunk c quantizes tokens c·ARG 8 .. (c+1)·ARG 8 (each token alone) ----
+  ;; ARG 0 x  1 x stride (bytes)  2 T  3 cols  4 P  5 out  6 out stride (bytes)  7 format  8 tokens per chunk
+  (func $quantizeChunk (param $idx i32)
+    (local $t0 i32) (local $n i32)
+    (local.set $t0 (i32.mul (local.get $idx) (call $arg (i32.const 8))))
+    (local.set $n (i32.sub (call $arg (i32.const 2)) (local.get $t0)))
+    (if (i32.gt_u (local.get $n) (call $arg (i32.const 8))) (then (local.set $n (call $arg (i32.const 8)))))
+    (call $quantize
+      (i32.add (call $arg (i32.const 0)) (i32.mul (local.get $t0) (call $arg (i32.const 1)))) (call $arg (i32.const 1))
+      (local.get $n) (call $arg (i32.const 3)) (call $arg (i32.const 4))
+      (i32.add (call $arg (i32.const 5)) (i32.mul (local.get $t0) (call $arg (i32.const 6)))) (call $arg (i32.const 6))
+      (call $arg (i32.const 7))))
 
   ;; ---- gather: coarse sparsity's per-request copies of selected rows or columns (layout.ts) ----
   ;; ARG 0 axis (0 rows, 1 columns)  1 element bytes (2 or 4)  2 src matrix  3 dst matrix  4 rows: the
@@ -663,12 +680,14 @@
               (f32.max (f32x4.extract_lane 2 (local.get $m)) (f32x4.extract_lane 3 (local.get $m)))))
             (if (f32.ne (local.get $amax) (f32.const 0))
               (then
-                ;; the signed value of the first element of largest magnitude
+                ;; the signed value of the first element of largest magnitude: the first 4 lanes holding it,
+                ;; then the lowest such lane
                 (local.set $k (i32.const 0))
                 (loop $first
-                  (local.set $max (f32.load (i32.add (local.get $src) (local.get $k))))
-                  (local.set $k (i32.add (local.get $k) (i32.const 4)))
-                  (br_if $first (f32.ne (f32.abs (local.get $max)) (local.get $amax))))
+                  (local.set $j (i32x4.bitmask (f32x4.eq (f32x4.abs (v128.load (i32.add (local.get $src) (local.get $k)))) (f32x4.splat (local.get $amax)))))
+                  (local.set $k (i32.add (local.get $k) (i32.const 16)))
+                  (br_if $first (i32.eqz (local.get $j))))
+                (local.set $max (f32.load (i32.add (i32.add (local.get $src) (i32.sub (local.get $k) (i32.const 16))) (i32.shl (i32.ctz (local.get $j)) (i32.const 2)))))
                 (local.set $id (f32.div (f32.const -127) (local.get $max)))
                 (local.set $d (f32.div (f32.const 1) (local.get $id)))
                 (f32.store (i32.add (i32.add (local.get $rec) (local.get $P)) (i32.shl (local.get $b) (i32.const 2))) (local.get $d))

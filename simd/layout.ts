@@ -44,6 +44,7 @@ export const OP_ATTENTION = 1
 export const OP_PROBE = 2
 export const OP_TRANSPOSED = 3
 export const OP_GATHER = 4
+export const OP_QUANTIZE = 5
 
 export type FloatStorage = "f32" | "bf16" | "f16"
 export type QuantStorage = "q8_0" | "q4_0" | "q4_k" | "q6_k"
