@@ -15,7 +15,7 @@ import fc from "fast-check"
 import { readFileSync } from "node:fs"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { matmulAbsTerms, ReferenceKernels } from "../reference/index.ts"
-import { compileWat, renderModule } from "../simd/build.mjs"
+import { compileWat, inlineFunctions, renderModule } from "../simd/build.mjs"
 import { SimdKernels } from "../simd/index.ts"
 import type { SimdRuntime } from "../simd/SimdRuntime.ts"
 import type { LlamaConfig } from "../src/Config.ts"
@@ -508,6 +508,22 @@ describe("simd memory and build", () => {
     const wat = readFileSync(new URL("../simd/kernels.wat", import.meta.url), "utf8")
     const generated = readFileSync(new URL("../simd/kernels.wasm.ts", import.meta.url), "utf8")
     expect(generated).toBe(renderModule(await compileWat(wat)))
+  })
+
+  it("build.mjs expands ;; @inline functions at their calls: params, locals and labels renamed per call, return → br", async () => {
+    const source = `(module
+      ;; @inline
+      (func $clamp (param $x i32) (result i32) (local $y i32)
+        (local.set $y (local.get $x))
+        (block $done (br_if $done (i32.lt_s (local.get $y) (i32.const 10))) (return (i32.const 10)))
+        (local.get $y))
+      (func (export "f") (param $a i32) (param $b i32) (result i32)
+        (i32.add (call $clamp (local.get $a)) (call $clamp (call $clamp (local.get $b))))))`
+    const inlined = inlineFunctions(source)
+    expect(inlined.slice(inlined.indexOf('(export "f")'))).not.toMatch(/\(call /)
+    const { relaxed } = await compileWat(source)
+    const f = (new WebAssembly.Instance(new WebAssembly.Module(new Uint8Array(relaxed))).exports as { f: (a: number, b: number) => number }).f
+    expect([f(3, 20), f(12, 4), f(-5, -7)]).toEqual([13, 14, -12])
   })
 
   it("names the backend with its threads and weight dtypes", () => {

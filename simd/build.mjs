@@ -130,17 +130,17 @@ const parseFuncs = (source) => {
   let i = source.indexOf("(func ")
   while (i >= 0) {
     const end = skipExpr(source, i)
-    const name = /^\(func (\$[\w.]+)/.exec(source.slice(i, i + 200))[1]
+    const name = /^\(func (\$[\w.]+)/.exec(source.slice(i, i + 200))?.[1] ?? ""
     const before = source.slice(source.lastIndexOf("\n", source.lastIndexOf("\n", i) - 1) + 1, i)
     const items = []
-    let j = skipSpace(source, i + 5 + name.length + 1)
+    let j = skipSpace(source, i + 5 + (name ? name.length + 1 : 0))
     // header: (export ...) (param $x T) (result T) (local $x T), in that order
     while (source[j] === "(" && /^\((export|param|result|local)[\s)]/.test(source.slice(j, j + 8))) {
       const e = skipExpr(source, j)
       items.push(source.slice(j, e))
       j = skipSpace(source, e)
     }
-    funcs.push({ name, start: i, end, inline: /;; @inline\s*$/.test(before), items, headerEnd: j, body: source.slice(j, end - 1) })
+    funcs.push({ name, start: i, end, inline: name !== "" && /;; @inline\s*$/.test(before), items, headerEnd: j, body: source.slice(j, end - 1) })
     i = source.indexOf("(func ", end)
   }
   return funcs
