@@ -354,6 +354,13 @@ describe("simd quantized gathers and embedding", () => {
             bound[tk * D + r]! += s / U
           }
         assertClose(`${type} ${D}×${F} columns n=${n} T=${T}`, got, want, { atol: 0, rtol: 0, c: 1 }, bound)
+        // and the re-blocking is ggml's reference Q8_0 quantizer on the exact values, byte for byte
+        await run(Effect.scoped(Effect.gen(function* () {
+          const g = (yield* two.gather(yield* two.matrix(t), indices, "columns")) as unknown as { address: number; layout: ReturnType<typeof matrixLayout> }
+          const packed = two.runtime.u8.subarray(g.address, g.address + g.layout.bytes)
+          const bytes = quantRowBytes(g.layout)
+          for (let r = 0; r < D; r++) expect(quantRowBlocks(packed, g.layout, r, new Uint8Array(bytes))).toEqual(requant.data.subarray(r * bytes, (r + 1) * bytes))
+        })))
       }),
       { numRuns: 30 }
     ))

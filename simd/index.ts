@@ -52,7 +52,6 @@ import {
 } from "../src/Kernels.ts"
 import { aboveThreshold, silu, topK } from "../src/Sparsity.ts"
 import { transpose } from "../src/Tensor.ts"
-import { dequantize, quantize as quantizeBlocks } from "../src/Quant.ts"
 import { isQuantized, numel, type RawTensor, tensorBytes, toFloat32 } from "../src/Tensor.ts"
 import {
   activationFormat,
@@ -64,16 +63,13 @@ import {
   type MatrixLayout,
   OP_ATTENTION,
   OP_GATHER,
+  OP_GATHER_QUANT,
   OP_MATMUL,
   OP_QUANTIZE,
   OP_TRANSPOSED,
   packMatrix,
-  packQuantRow,
   QTILE,
-  quantRowBlocks,
-  quantRowBytes,
   type QuantStorage,
-  quantTypeOf,
   roundUp,
   type Storage,
   storageCode,
@@ -385,26 +381,26 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
 
   /**
    * Kept columns of a quantized matrix, re-blocked: ggml blocks run along a row, so a column subset is not
-   * a block subset. Each row is dequantized exactly (ggml's dequantize_row_*), its kept values requantized
-   * as Q8_0 (ggml's quantize_row_q8_0_ref, blocks of 32, zeros up to a multiple of 32) into a Q8_0 matrix:
-   * the error is one more Q8_0 rounding per weight (≤ d/2 with d = amax/127 of its new block), and Q8_0
-   * keeps 8 bits where re-quantizing to the source's 4 or 6 would compound its error.
+   * a block subset. Each row's kept values are dequantized exactly (ggml's dequantize_row_* arithmetic) and
+   * requantized as Q8_0 (ggml's quantize_row_q8_0_ref, blocks of 32, zeros up to a multiple of 32) into a
+   * Q8_0 matrix, by one job on all threads (kernels.wat `gatherQuantChunk`; the TS loop it replaced took
+   * 0.3 s per down_proj of the 1.1B shape): the error is one more Q8_0 rounding per weight (≤ d/2 with
+   * d = amax/127 of its new block), and Q8_0 keeps 8 bits where re-quantizing to the source's 4 or 6 would
+   * compound its error.
    */
   const gatherQuantColumns = (from: MatrixLayout, src: number, indices: Int32Array): SimdMatrix => {
     const n = indices.length
     const layout = matrixLayout(from.rows, roundUp(n, 32), "q8_0")
+    // every run byte of the first ⌈n/32⌉ blocks and every record's first ⌈n/32⌉ scales are written; the
+    // rest (padding columns and rows) must read as zero
     const address = rt.alloc(layout.bytes)
-    const packed = rt.u8.subarray(src, src + from.bytes)
-    const rowBlocks = new Uint8Array(quantRowBytes(from))
-    const row = new Float32Array(from.cols)
-    const kept = new Float32Array(layout.cols)
-    const type = quantTypeOf[from.storage as QuantStorage]
-    const dst = rt.u8.subarray(address, address + layout.bytes)
-    for (let r = 0; r < from.rows; r++) {
-      dequantize(type, quantRowBlocks(packed, from, r, rowBlocks), from.cols, row)
-      for (let j = 0; j < n; j++) kept[j] = row[indices[j]!]!
-      packQuantRow(quantizeBlocks("Q8_0", kept), layout, r, dst)
-    }
+    const [idxAt] = rt.scratch([n * 4])
+    rt.i32.set(indices, idxAt! / 4)
+    const perChunk = Math.max(1, Math.ceil(from.rows / (8 * threads)))
+    rt.run(OP_GATHER_QUANT, Math.ceil(from.rows / perChunk), [
+      storageCode[from.storage], src, src + from.scalesAt, from.scaleRowBytes, from.tiles, idxAt!, n,
+      address, address + layout.scalesAt, layout.scaleRowBytes, layout.tiles, from.rows, perChunk
+    ])
     storages.add("q8_0")
     return { rows: layout.rows, cols: n, bytes: layout.bytes, layout, address }
   }

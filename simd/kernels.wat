@@ -46,7 +46,7 @@
   ;; 64  CLAIM      (seq << 16) | next chunk index; index 0xffff = closed
   ;; 128 COMPLETED  chunks finished in the current job
   ;; 192 OP         job kind: 0 matmul, 1 attention, 2 read probe, 3 transposed rows (sparse down_proj), 4 gather,
-  ;;                5 activation quantization
+  ;;                5 activation quantization, 6 quantized column gather
   ;; 196 NCHUNKS    chunks in the current job (≤ 65534)
   ;; 200 + 4i       ARG i
 
@@ -74,13 +74,14 @@
     (local.get $ran))
 
   (func $chunk (param $idx i32)
+    (block $gq
     (block $quant
     (block $gather
       (block $transposed
         (block $probe
           (block $attention
             (block $matmul
-              (br_table $matmul $attention $probe $transposed $gather $quant (i32.load (i32.const 192))))
+              (br_table $matmul $attention $probe $transposed $gather $quant $gq (i32.load (i32.const 192))))
             (call $matmulChunk (local.get $idx))
             (return))
           (call $attentionItem (local.get $idx))
@@ -91,7 +92,145 @@
       (return))
     (call $gatherChunk (local.get $idx))
     (return))
-    (call $quantizeChunk (local.get $idx)))
+    (call $quantizeChunk (local.get $idx))
+    (return))
+    (call $gatherQuantChunk (local.get $idx)))
+
+  ;; ---- quantized column gather (coarse sparsity's down_proj), re-blocked as Q8_0 ----
+  ;; ARG 0 storage (3 Q8_0, 4 Q4_0, 5 Q4_K, 6 Q6_K)  1 src runs  2 src scale records  3 src record bytes
+  ;;     4 src tiles  5 kept columns (n i32, ascending)  6 n  7 dst runs (Q8_0)  8 dst scale records
+  ;;     9 dst record bytes  10 dst tiles  11 rows  12 rows per chunk
+  ;; Each row: the kept columns' values dequantized exactly as ggml's dequantize_row_* computes them (in
+  ;; f32, the same operations: Quant.dequantize), requantized in blocks of 32 (zeros past n) by ggml's
+  ;; quantize_row_q8_0_ref (d = amax/127, q = roundf(x/d), d stored as fp16) into the Q8_0 matrix. One
+  ;; row per thread at a time; the row's 32 values are staged in registers as 8 f32x4.
+  (func $gatherQuantChunk (param $idx i32)
+    (local $r i32) (local $r1 i32) (local $n i32) (local $j i32) (local $k i32) (local $b i32)
+    (local $v0 v128) (local $v1 v128) (local $v2 v128) (local $v3 v128) (local $v4 v128) (local $v5 v128) (local $v6 v128) (local $v7 v128)
+    (local $amax f32) (local $d f32) (local $id f32) (local $q v128) (local $dst i32)
+    (local.set $r (i32.mul (local.get $idx) (call $arg (i32.const 12))))
+    (local.set $r1 (i32.add (local.get $r) (call $arg (i32.const 12))))
+    (if (i32.gt_u (local.get $r1) (call $arg (i32.const 11))) (then (local.set $r1 (call $arg (i32.const 11)))))
+    (local.set $n (call $arg (i32.const 6)))
+    (block $rowsDone
+      (loop $rows
+        (br_if $rowsDone (i32.ge_u (local.get $r) (local.get $r1)))
+        (local.set $b (i32.const 0))
+        (local.set $j (i32.const 0))
+        (block $blocksDone
+          (loop $blocks
+            (br_if $blocksDone (i32.ge_u (local.get $j) (local.get $n)))
+            ;; the block's 32 values (zeros past n), 4 at a time
+            (local.set $v0 (call $keptValues4 (local.get $r) (local.get $j)))
+            (local.set $v1 (call $keptValues4 (local.get $r) (i32.add (local.get $j) (i32.const 4))))
+            (local.set $v2 (call $keptValues4 (local.get $r) (i32.add (local.get $j) (i32.const 8))))
+            (local.set $v3 (call $keptValues4 (local.get $r) (i32.add (local.get $j) (i32.const 12))))
+            (local.set $v4 (call $keptValues4 (local.get $r) (i32.add (local.get $j) (i32.const 16))))
+            (local.set $v5 (call $keptValues4 (local.get $r) (i32.add (local.get $j) (i32.const 20))))
+            (local.set $v6 (call $keptValues4 (local.get $r) (i32.add (local.get $j) (i32.const 24))))
+            (local.set $v7 (call $keptValues4 (local.get $r) (i32.add (local.get $j) (i32.const 28))))
+            (local.set $q (f32x4.max (f32x4.max (f32x4.max (f32x4.abs (local.get $v0)) (f32x4.abs (local.get $v1))) (f32x4.max (f32x4.abs (local.get $v2)) (f32x4.abs (local.get $v3))))
+                                     (f32x4.max (f32x4.max (f32x4.abs (local.get $v4)) (f32x4.abs (local.get $v5))) (f32x4.max (f32x4.abs (local.get $v6)) (f32x4.abs (local.get $v7))))))
+            (local.set $amax (f32.max (f32.max (f32x4.extract_lane 0 (local.get $q)) (f32x4.extract_lane 1 (local.get $q)))
+                                      (f32.max (f32x4.extract_lane 2 (local.get $q)) (f32x4.extract_lane 3 (local.get $q)))))
+            (local.set $d (f32.div (local.get $amax) (f32.const 127)))
+            (local.set $id (select (f32.div (f32.const 1) (local.get $d)) (f32.const 0) (f32.ne (local.get $d) (f32.const 0))))
+            ;; block b of the row: tile b >> 3, 32 bytes at (b & 7)·32 of the run; d (fp16) at record 2b
+            (local.set $dst (call $rowAt (call $arg (i32.const 7)) (local.get $r) (call $arg (i32.const 10)) (i32.const 256)))
+            (local.set $dst (i32.add (local.get $dst) (i32.add (i32.shl (i32.shr_u (local.get $b) (i32.const 3)) (i32.const 10)) (i32.shl (i32.and (local.get $b) (i32.const 7)) (i32.const 5)))))
+            (v128.store (local.get $dst) (i8x16.narrow_i16x8_s
+              (i16x8.narrow_i32x4_s (call $roundf4 (f32x4.mul (local.get $v0) (f32x4.splat (local.get $id)))) (call $roundf4 (f32x4.mul (local.get $v1) (f32x4.splat (local.get $id)))))
+              (i16x8.narrow_i32x4_s (call $roundf4 (f32x4.mul (local.get $v2) (f32x4.splat (local.get $id)))) (call $roundf4 (f32x4.mul (local.get $v3) (f32x4.splat (local.get $id)))))))
+            (v128.store offset=16 (local.get $dst) (i8x16.narrow_i16x8_s
+              (i16x8.narrow_i32x4_s (call $roundf4 (f32x4.mul (local.get $v4) (f32x4.splat (local.get $id)))) (call $roundf4 (f32x4.mul (local.get $v5) (f32x4.splat (local.get $id)))))
+              (i16x8.narrow_i32x4_s (call $roundf4 (f32x4.mul (local.get $v6) (f32x4.splat (local.get $id)))) (call $roundf4 (f32x4.mul (local.get $v7) (f32x4.splat (local.get $id)))))))
+            (i32.store16 (i32.add (i32.add (call $arg (i32.const 8)) (i32.mul (local.get $r) (call $arg (i32.const 9)))) (i32.shl (local.get $b) (i32.const 1)))
+              (call $f16bits (local.get $d)))
+            (local.set $b (i32.add (local.get $b) (i32.const 1)))
+            (local.set $j (i32.add (local.get $j) (i32.const 32)))
+            (br $blocks)))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $rows))))
+
+  ;; C's roundf (half away from zero) of each lane, as i32: trunc, plus the sign where the dropped part is ≥ ½
+  ;; (v − trunc(v) is exact). ggml's reference quantizers round this way; the activation quantizers do not.
+  ;; @inline
+  (func $roundf4 (param $v v128) (result v128)
+    (local $t v128)
+    (local.set $t (f32x4.trunc (local.get $v)))
+    ;; sign(v) as i32 is (v >> 31) | 1 on its bits (−0 has no dropped part)
+    (i32x4.add (i32x4.trunc_sat_f32x4_s (local.get $t))
+      (v128.and (f32x4.ge (f32x4.abs (f32x4.sub (local.get $v) (local.get $t))) (v128.const f32x4 0.5 0.5 0.5 0.5))
+        (v128.or (i32x4.shr_s (local.get $v) (i32.const 31)) (v128.const i32x4 1 1 1 1)))))
+
+  ;; v ≥ 0 (a block scale) as fp16 bits, rounded to nearest even (ggml's FP32_TO_FP16).
+  ;; @inline
+  (func $f16bits (param $v f32) (result i32)
+    (local $r f32)
+    (local.set $r (call $f16round (local.get $v)))
+    (if (result i32) (f32.lt (local.get $r) (f32.const 0x1p-14))
+      (then (i32.trunc_f32_u (f32.mul (local.get $r) (f32.const 0x1p24))))
+      (else (if (result i32) (f32.ge (local.get $r) (f32.const 65536))
+        (then (i32.const 0x7c00))
+        (else (i32.sub (i32.shr_u (i32.reinterpret_f32 (local.get $r)) (i32.const 13)) (i32.const 0x1c000)))))))
+
+  ;; Kept columns j .. j+3 of source row r (past n: 0), each exactly as ggml dequantizes it.
+  (func $keptValues4 (param $r i32) (param $j i32) (result v128)
+    (f32x4.replace_lane 3
+      (f32x4.replace_lane 2
+        (f32x4.replace_lane 1
+          (f32x4.splat (call $keptValue (local.get $r) (local.get $j)))
+          (call $keptValue (local.get $r) (i32.add (local.get $j) (i32.const 1))))
+        (call $keptValue (local.get $r) (i32.add (local.get $j) (i32.const 2))))
+      (call $keptValue (local.get $r) (i32.add (local.get $j) (i32.const 3)))))
+
+  ;; Kept column j of source row r dequantized (0 when j ≥ n), with Quant.dequantize's f32 operations.
+  (func $keptValue (param $r i32) (param $j i32) (result f32)
+    (local $c i32) (local $cc i32) (local $run i32) (local $rec i32) (local $q i32) (local $h i32) (local $k i32) (local $l i32) (local $p i32)
+    (if (i32.ge_u (local.get $j) (call $arg (i32.const 6))) (then (return (f32.const 0))))
+    (local.set $c (i32.load (i32.add (call $arg (i32.const 5)) (i32.shl (local.get $j) (i32.const 2)))))
+    (local.set $cc (i32.and (local.get $c) (i32.const 255)))
+    (local.set $rec (i32.add (call $arg (i32.const 2)) (i32.mul (local.get $r) (call $arg (i32.const 3)))))
+    (block $q6k (block $q4k (block $q4 (block $q8
+      (br_table $q8 $q4 $q4k $q6k (i32.sub (call $arg (i32.const 0)) (i32.const 3))))
+      ;; Q8_0: d·q (exact)
+      (local.set $run (call $rowAt (call $arg (i32.const 1)) (local.get $r) (call $arg (i32.const 4)) (i32.const 256)))
+      (return (f32.mul (f32.convert_i32_s (i32.load8_s (i32.add (i32.add (local.get $run) (i32.shl (i32.shr_u (local.get $c) (i32.const 8)) (i32.const 10))) (local.get $cc))))
+        (call $h2f (i32.load16_u (i32.add (local.get $rec) (i32.shl (i32.shr_u (local.get $c) (i32.const 5)) (i32.const 1))))))))
+      ;; Q4_0: (q − 8)·d (exact); block (cc >> 5) at 16 bytes each, byte cc & 15, high nibble for columns 16..31
+      (local.set $run (call $rowAt (call $arg (i32.const 1)) (local.get $r) (call $arg (i32.const 4)) (i32.const 128)))
+      (local.set $q (i32.load8_u (i32.add (i32.add (local.get $run) (i32.shl (i32.shr_u (local.get $c) (i32.const 8)) (i32.const 9)))
+        (i32.add (i32.shl (i32.shr_u (local.get $cc) (i32.const 5)) (i32.const 4)) (i32.and (local.get $cc) (i32.const 15))))))
+      (local.set $q (i32.and (i32.shr_u (local.get $q) (select (i32.const 4) (i32.const 0) (i32.and (local.get $cc) (i32.const 16)))) (i32.const 15)))
+      (return (f32.mul (f32.convert_i32_s (i32.sub (local.get $q) (i32.const 8)))
+        (call $h2f (i32.load16_u (i32.add (local.get $rec) (i32.shl (i32.shr_u (local.get $c) (i32.const 5)) (i32.const 1))))))))
+    ;; Q4_K: fl(fl(d·sc)·q) − fl(dmin·m); chunk cc >> 6, byte cc & 31, high nibble for the chunk's upper 32
+    (local.set $run (call $rowAt (call $arg (i32.const 1)) (local.get $r) (call $arg (i32.const 4)) (i32.const 128)))
+    (local.set $rec (i32.add (local.get $rec) (i32.mul (i32.shr_u (local.get $c) (i32.const 8)) (i32.const 20))))
+    (local.set $q (i32.load8_u (i32.add (i32.add (local.get $run) (i32.shl (i32.shr_u (local.get $c) (i32.const 8)) (i32.const 9)))
+      (i32.add (i32.shl (i32.shr_u (local.get $cc) (i32.const 6)) (i32.const 5)) (i32.and (local.get $cc) (i32.const 31))))))
+    (local.set $q (i32.and (i32.shr_u (local.get $q) (select (i32.const 4) (i32.const 0) (i32.and (local.get $cc) (i32.const 32)))) (i32.const 15)))
+    (local.set $k (i32.shr_u (local.get $cc) (i32.const 5)))
+    (return (f32.sub
+      (f32.mul (f32.mul (call $h2f (i32.load16_u (local.get $rec))) (f32.convert_i32_u (i32.load8_u offset=4 (i32.add (local.get $rec) (local.get $k)))))
+               (f32.convert_i32_u (local.get $q)))
+      (f32.mul (call $h2f (i32.load16_u offset=2 (local.get $rec))) (f32.convert_i32_u (i32.load8_u offset=12 (i32.add (local.get $rec) (local.get $k))))))))
+    ;; Q6_K: fl(d·sc)·(q − 32); half p = cc >> 7, l = cc & 31, quarter k = (cc >> 5) & 3: low nibble from ql[64p + l
+    ;; + 32(k & 1)] (high half for k ≥ 2), 2 high bits 2k..2k+1 of qh[32p + l], scale 8p + (l >> 4) + 2k
+    (local.set $run (i32.add (call $rowAt (call $arg (i32.const 1)) (local.get $r) (call $arg (i32.const 4)) (i32.const 192))
+      (i32.mul (i32.shr_u (local.get $c) (i32.const 8)) (i32.const 768))))
+    (local.set $rec (i32.add (local.get $rec) (i32.mul (i32.shr_u (local.get $c) (i32.const 8)) (i32.const 18))))
+    (local.set $p (i32.shr_u (local.get $cc) (i32.const 7)))
+    (local.set $l (i32.and (local.get $cc) (i32.const 31)))
+    (local.set $k (i32.and (i32.shr_u (local.get $cc) (i32.const 5)) (i32.const 3)))
+    (local.set $q (i32.load8_u (i32.add (local.get $run) (i32.add (i32.add (i32.shl (local.get $p) (i32.const 6)) (local.get $l)) (i32.shl (i32.and (local.get $k) (i32.const 1)) (i32.const 5))))))
+    (local.set $q (i32.and (i32.shr_u (local.get $q) (select (i32.const 4) (i32.const 0) (i32.ge_u (local.get $k) (i32.const 2)))) (i32.const 15)))
+    (local.set $h (i32.load8_u offset=128 (i32.add (local.get $run) (i32.add (i32.shl (local.get $p) (i32.const 5)) (local.get $l)))))
+    (local.set $q (i32.or (local.get $q) (i32.shl (i32.and (i32.shr_u (local.get $h) (i32.shl (local.get $k) (i32.const 1))) (i32.const 3)) (i32.const 4))))
+    (f32.mul
+      (f32.mul (call $h2f (i32.load16_u offset=16 (local.get $rec)))
+        (f32.convert_i32_s (i32.load8_s (i32.add (local.get $rec) (i32.add (i32.add (i32.shl (local.get $p) (i32.const 3)) (i32.shr_u (local.get $l) (i32.const 4))) (i32.shl (local.get $k) (i32.const 1)))))))
+      (f32.convert_i32_s (i32.sub (local.get $q) (i32.const 32)))))
 
   ;; ---- activation quantization as a job: chunk c quantizes tokens c·ARG 8 .. (c+1)·ARG 8 (each token alone) ----
   ;; ARG 0 x  1 x stride (bytes)  2 T  3 cols  4 P  5 out  6 out stride (bytes)  7 format  8 tokens per chunk

@@ -6,7 +6,7 @@
  * weights as ggml's quants in runs of 256 columns with their scales in a record per row), and the
  * quantized activation records the integer kernels read. Pure functions and constants only; no wasm here.
  */
-import { dequantize, q4kScaleMin, type QuantType, quantLayouts } from "../src/Quant.ts"
+import { dequantize, type QuantType, quantLayouts } from "../src/Quant.ts"
 import type { DType } from "../src/Tensor.ts"
 import { f16ToF32 } from "../src/Tensor.ts"
 
@@ -45,6 +45,7 @@ export const OP_PROBE = 2
 export const OP_TRANSPOSED = 3
 export const OP_GATHER = 4
 export const OP_QUANTIZE = 5
+export const OP_GATHER_QUANT = 6
 
 export type FloatStorage = "f32" | "bf16" | "f16"
 export type QuantStorage = "q8_0" | "q4_0" | "q4_k" | "q6_k"
@@ -120,45 +121,46 @@ export const packQuantMatrix = (src: Uint8Array, layout: MatrixLayout, dst: Uint
   for (let r = 0; r < layout.rows; r++) packQuantRow(src.subarray(r * bytes, (r + 1) * bytes), layout, r, dst)
 }
 
-/** Row r's ggml blocks (`blocks`) into its runs and scale record in `dst` (the matrix's bytes). */
+/**
+ * Row r's ggml blocks (`blocks`) into its runs and scale record in `dst` (the matrix's bytes). Byte loops,
+ * not subarray/set per block: a model's worth of 34-byte blocks made that the load's bottleneck (200 MB/s).
+ */
 export const packQuantRow = (blocks: Uint8Array, layout: MatrixLayout, r: number, dst: Uint8Array): void => {
   const storage = layout.storage as QuantStorage
   const { blockSize, blockBytes } = quantLayouts[quantTypeOf[storage]]
   const rec = layout.scalesAt + r * layout.scaleRowBytes
-  for (let b = 0; b < layout.cols / blockSize; b++) {
+  const n = layout.cols / blockSize
+  if (storage === "q8_0" || storage === "q4_0") {
+    // block b: its quants at (b & 7)·q of tile b >> 3's run, d at record 2b
+    const q = blockBytes - 2
+    for (let b = 0; b < n; b++) {
+      const at = b * blockBytes
+      const o = runAt(layout, r, b >> 3) + (b & 7) * q
+      dst[rec + 2 * b] = blocks[at]!
+      dst[rec + 2 * b + 1] = blocks[at + 1]!
+      for (let j = 0; j < q; j++) dst[o + j] = blocks[at + 2 + j]!
+    }
+    return
+  }
+  for (let b = 0; b < n; b++) {
     const at = b * blockBytes
-    switch (storage) {
-      case "q8_0": {
-        // block b: tile b >> 3, 32 bytes at (b & 7)·32 of the run; d at record 2b
-        dst.set(blocks.subarray(at + 2, at + 34), runAt(layout, r, b >> 3) + (b & 7) * 32)
-        dst[rec + 2 * b] = blocks[at]!
-        dst[rec + 2 * b + 1] = blocks[at + 1]!
-        break
+    const run = runAt(layout, r, b)
+    if (storage === "q4_k") {
+      // ggml: f16 d, f16 dmin, u8 scales[12], u8 qs[128]; the record: d, dmin, sc[8], m[8] (get_scale_min_k4)
+      for (let j = 0; j < 128; j++) dst[run + j] = blocks[at + 16 + j]!
+      const o = rec + 20 * b
+      for (let j = 0; j < 4; j++) dst[o + j] = blocks[at + j]!
+      const s = at + 4
+      for (let j = 0; j < 4; j++) {
+        dst[o + 4 + j] = blocks[s + j]! & 63
+        dst[o + 12 + j] = blocks[s + j + 4]! & 63
+        dst[o + 8 + j] = (blocks[s + j + 8]! & 0xf) | ((blocks[s + j]! >> 6) << 4)
+        dst[o + 16 + j] = (blocks[s + j + 8]! >> 4) | ((blocks[s + j + 4]! >> 6) << 4)
       }
-      case "q4_0": {
-        dst.set(blocks.subarray(at + 2, at + 18), runAt(layout, r, b >> 3) + (b & 7) * 16)
-        dst[rec + 2 * b] = blocks[at]!
-        dst[rec + 2 * b + 1] = blocks[at + 1]!
-        break
-      }
-      case "q4_k": {
-        // ggml: f16 d, f16 dmin, u8 scales[12], u8 qs[128]
-        dst.set(blocks.subarray(at + 16, at + 144), runAt(layout, r, b))
-        const o = rec + 20 * b
-        dst.set(blocks.subarray(at, at + 4), o)
-        for (let j = 0; j < 8; j++) {
-          const [sc, m] = q4kScaleMin(blocks, at + 4, j)
-          dst[o + 4 + j] = sc
-          dst[o + 12 + j] = m
-        }
-        break
-      }
-      case "q6_k": {
-        // ggml: u8 ql[128], u8 qh[64], i8 scales[16], f16 d
-        dst.set(blocks.subarray(at, at + 192), runAt(layout, r, b))
-        dst.set(blocks.subarray(at + 192, at + 210), rec + 18 * b)
-        break
-      }
+    } else {
+      // q6_k: ggml u8 ql[128], u8 qh[64] into the run; i8 scales[16], f16 d into the record
+      for (let j = 0; j < 192; j++) dst[run + j] = blocks[at + j]!
+      for (let j = 0; j < 18; j++) dst[rec + 18 * b + j] = blocks[at + 192 + j]!
     }
   }
 }
@@ -178,7 +180,7 @@ export const quantRowBlocks = (packed: Uint8Array, layout: MatrixLayout, r: numb
         out[at] = packed[rec + 2 * b]!
         out[at + 1] = packed[rec + 2 * b + 1]!
         const run = runAt(layout, r, b >> 3) + (b & 7) * n
-        out.set(packed.subarray(run, run + n), at + 2)
+        for (let j = 0; j < n; j++) out[at + 2 + j] = packed[run + j]!
         break
       }
       case "q4_k": {
