@@ -1,5 +1,5 @@
 /**
- * The `sirius` command line. Subcommands: generate, eval, calibrate, bench. `sirius <command> --help` prints
+ * The `sirius` command line. Subcommands: generate, eval, calibrate, bench, serve. `sirius <command> --help` prints
  * the command's flags and defaults; `sirius --version` the package version. Usage errors print one line
  * and exit 2; a failure while running (bad checkpoint, kernel error) prints one line naming what is wrong
  * and exits 1.
@@ -13,6 +13,7 @@ import * as Calibrate from "./calibrate.ts"
 import * as Eval from "./eval.ts"
 import * as Generate from "./generate.ts"
 import { packageRoot } from "./root.ts"
+import * as Serve from "./serve.ts"
 
 export interface Io {
   readonly out: (s: string) => void
@@ -30,7 +31,7 @@ interface Command {
   readonly run: (argv: ReadonlyArray<string>, io: Io) => Effect.Effect<void, unknown>
 }
 
-const commands: Record<string, Command> = { generate: Generate, eval: Eval, calibrate: Calibrate, bench: Bench }
+const commands: Record<string, Command> = { generate: Generate, eval: Eval, calibrate: Calibrate, bench: Bench, serve: Serve }
 
 const processIo: Io = {
   out: (s) => void process.stdout.write(s),
