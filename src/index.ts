@@ -3,9 +3,10 @@
  *
  * Modules, one concept each: Config (config.json), Safetensors, Weights (HF names), Checkpoint (model
  * directories), LoadProgress, Tokenizer, ChatTemplate (conversations to prompt text), Kernels (the backend
- * interface), Model, KvCache, Forward (the forward pass), Sampler, Sparsity, Calibration, Policy (correction policies), DraftTree, Request (the one
- * request lifecycle), Generation (a request in any mode as a stream), Sirius (the correction steps),
- * Client (Promise facade), Eval, Bundled (the bundled model's paths), RandomModel, Gguf.
+ * interface), Model, KvCache, Forward (the forward pass), Sampler, Sparsity, Calibration, Policy
+ * (correction policies), DraftTree, Request (the one request lifecycle), Generation (a request in any mode
+ * as a stream), Sirius (the correction steps), Client (Promise facade), Eval, Bundled (the bundled model's
+ * paths), RandomModel, Gguf.
  * Backends: `sirius-ts/reference`, `sirius-ts/simd`, `sirius-ts/gpu`. An effect/ai provider: `sirius-ts/ai`.
  */
 export * as Bundled from "./Bundled.ts"
