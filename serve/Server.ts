@@ -16,8 +16,11 @@
 import { NodeHttpServer } from "@effect/platform-node"
 import { Cause, Context, Deferred, Effect, Exit, Layer, Logger, Scope } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"
+import type { ServeError } from "effect/http/HttpServerError"
 import { createServer } from "node:http"
-import type { Kernels } from "../src/Kernels.ts"
+import type { CheckpointError } from "../src/Checkpoint.ts"
+import type { ConfigError } from "../src/Config.ts"
+import type { KernelError, Kernels } from "../src/Kernels.ts"
 import type { OnProgress } from "../src/LoadProgress.ts"
 import * as Admission from "./Admission.ts"
 import * as Metrics from "./Metrics.ts"
@@ -54,18 +57,21 @@ export interface Options<E = unknown> {
   readonly log?: boolean
 }
 
-export interface Running {
+/** Why a model did not load: the backend's construction error, the checkpoint's, or an upload's. */
+export type LoadError<E> = E | ConfigError | CheckpointError | KernelError
+
+export interface Running<E = unknown> {
   readonly host: string
   readonly port: number
   /** http://host:port */
   readonly url: string
   /** Completes when the model is loaded and requests are served; fails with the load's error. */
-  readonly ready: Effect.Effect<void, unknown>
+  readonly ready: Effect.Effect<void, LoadError<E>>
   readonly snapshot: () => Admission.Snapshot & { readonly loaded: boolean }
 }
 
 /** Serve a model in the current scope; returns once listening (the model still loading). */
-export const make = <E>(options: Options<E>): Effect.Effect<Running, unknown, Scope.Scope> =>
+export const make = <E>(options: Options<E>): Effect.Effect<Running<E>, ServeError, Scope.Scope> =>
   Effect.gen(function* () {
     const scope = yield* Effect.scope
     // Created before the server, so that it is closed after it: requests finish before the backend goes.
@@ -98,7 +104,7 @@ export const make = <E>(options: Options<E>): Effect.Effect<Running, unknown, Sc
     const host = options.host ?? "127.0.0.1"
     const port = address._tag === "UnixPathAddress" ? 0 : address.port
 
-    const ready = yield* Deferred.make<void, unknown>()
+    const ready = yield* Deferred.make<void, LoadError<E>>()
     yield* Effect.forkIn(
       Effect.gen(function* () {
         const kernels = yield* Layer.buildWithScope(options.kernels, backendScope)
