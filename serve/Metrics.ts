@@ -27,7 +27,7 @@ export interface Metrics {
   readonly tokens: (n: number) => void
   /** A finished generation: its prompt, time to first token and duration. */
   readonly finished: (promptTokens: number, ttftMs: number, durationMs: number) => void
-  /** A generation its client abandoned (a disconnect). */
+  /** A generation interrupted before its end (its client disconnected, or the server shut down). */
   readonly cancelled: () => void
   readonly render: (gauges: Gauges) => string
 }
@@ -82,7 +82,7 @@ export const make = (now: () => number = () => Date.now()): Metrics => {
       metric("sirius_requests_total", "counter", "HTTP requests answered, by endpoint and status.", [...requests].sort(([a], [b]) => a.localeCompare(b)))
       metric("sirius_prompt_tokens_total", "counter", "Prompt tokens of finished generations.", [["", prompt]])
       metric("sirius_generated_tokens_total", "counter", "Tokens generated (committed), all requests.", [["", generated]])
-      metric("sirius_requests_cancelled_total", "counter", "Generations stopped because their client disconnected.", [["", cancelled]])
+      metric("sirius_requests_cancelled_total", "counter", "Generations interrupted before their end (a client that disconnected, a shutdown).", [["", cancelled]])
       summary("sirius_time_to_first_token_seconds", "Time from a generation's start (after admission) to its first token.", ttftSum, finishedCount)
       summary("sirius_generation_duration_seconds", "Duration of finished generations (after admission).", durationSum, finishedCount)
       metric("sirius_tokens_per_second", "gauge", `Tokens generated per second over the last ${WINDOW_S} seconds.`, [["", rate()]])

@@ -20,6 +20,7 @@
 import { Cause, Effect, Exit, type Scope } from "effect"
 import * as ByteSize from "effect/ByteSize"
 import { HttpIncomingMessage, HttpRouter, HttpServerResponse } from "effect/http"
+import { ClientAbort } from "effect/http/HttpServerError"
 import type { HttpServerRequest } from "effect/http/HttpServerRequest"
 import { createHash, timingSafeEqual } from "node:crypto"
 import type { Admission } from "./Admission.ts"
@@ -125,14 +126,16 @@ const handle =
       const started = performance.now()
       const note: Note = { status: 0, mode: undefined, generating: false, finished: undefined }
       yield* Effect.addFinalizer((exit) => {
-        const abandoned = Exit.isFailure(exit) && Cause.hasInterrupts(exit.cause)
+        const interrupted = Exit.isFailure(exit) && Cause.hasInterrupts(exit.cause)
+        // the platform marks a client's disconnect; any other interruption is the server's (shutdown)
+        const abandoned = interrupted && exit.cause.reasons.some((r) => Cause.isInterruptReason(r) && r.annotations.has(ClientAbort.key))
         // 499: the client closed the request before an answer was decided (nginx's convention)
         const status = note.status === 0 ? 499 : note.status
         ctx.metrics.request(endpoint, status)
-        if (abandoned && note.generating && note.finished === undefined) ctx.metrics.cancelled()
+        if (interrupted && note.generating && note.finished === undefined) ctx.metrics.cancelled()
         const f = note.finished
         const what = f !== undefined ? ` ${note.mode} prompt=${f.promptTokens} completion=${f.completionTokens} finish=${f.reason}` : note.mode !== undefined ? ` ${note.mode}` : ""
-        const outcome = abandoned ? " (client disconnected)" : Exit.isFailure(exit) ? " (failed)" : ""
+        const outcome = abandoned ? " (client disconnected)" : interrupted ? " (cancelled: shutting down)" : Exit.isFailure(exit) ? " (failed)" : ""
         return Effect.logInfo(`${request.method} ${request.url} ${status}${what} ${(performance.now() - started).toFixed(0)}ms${outcome}`)
       })
       const response = yield* f(request, note).pipe(
