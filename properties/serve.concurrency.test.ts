@@ -169,7 +169,7 @@ describe("disconnects", () => {
     expect(await complete(server.url, { prompt: prompts[1], sirius: { mode: "sirius" } })).toEqual(expected)
   })
 
-  it("a generation stops within a forward pass of its client leaving", async () => {
+  it("a generation stops within a forward pass of its client leaving, streamed or not", async () => {
     const s = await Server.start({ model: slowDir, kernels: SimdKernels.layer({ threads: 1 }), port: 0, log: false })
     try {
       await s.ready
@@ -187,6 +187,20 @@ describe("disconnects", () => {
       expect(later).toBeLessThan(900) // stopped long before its budget
       expect(await idle(s)).toMatchObject({ busy: 0, queued: 0 })
       expect(await metric(s.url, "sirius_requests_cancelled_total")).toBe(1)
+
+      // not streamed: the same, though nothing was sent yet
+      const quiet = new AbortController()
+      const pending = post(s.url, { prompt: [5, 6, 7], max_tokens: 1000 }, quiet.signal).catch(() => undefined)
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      quiet.abort()
+      await pending
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      const stopped = await metric(s.url, "sirius_generated_tokens_total")
+      await new Promise((resolve) => setTimeout(resolve, 400))
+      expect((await metric(s.url, "sirius_generated_tokens_total")) - stopped).toBeLessThanOrEqual(1)
+      expect(stopped - later).toBeLessThan(900)
+      expect(await idle(s)).toMatchObject({ busy: 0, queued: 0 })
+      expect(await metric(s.url, "sirius_requests_cancelled_total")).toBe(2)
     } finally {
       await s.close()
     }
