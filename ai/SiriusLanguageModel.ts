@@ -21,7 +21,7 @@ import { Context, Effect, Layer, Stream } from "effect"
 import { AiError, IdGenerator, LanguageModel, type Prompt, type Response } from "effect/ai"
 import { dual } from "effect/Function"
 import * as ChatTemplate from "../src/ChatTemplate.ts"
-import { type Checkpoint, loadCheckpoint } from "../src/Checkpoint.ts"
+import { loadCheckpoint } from "../src/Checkpoint.ts"
 import * as Client from "../src/Client.ts"
 import type { GenerateError } from "../src/Generation.ts"
 import type { Kernels } from "../src/Kernels.ts"
@@ -99,7 +99,8 @@ const messagesOf = (method: string, prompt: Prompt.Prompt): Effect.Effect<Array<
 const finishReason = (r: StopReason): Response.FinishReason => (r === "length" ? "length" : "stop")
 
 export interface MakeOptions {
-  readonly checkpoint: Checkpoint
+  /** What requests read from the checkpoint (its weights are not needed once the model is resident). */
+  readonly checkpoint: Client.RequestCheckpoint
   readonly model: Model.Model
   /** Default: the checkpoint's own (ChatTemplate.forCheckpoint). */
   readonly template?: ChatTemplate.ChatTemplate
@@ -212,6 +213,9 @@ export const layer = (options: LayerOptions) =>
       const checkpoint = yield* loadCheckpoint(options.model)
       // the transposed down_proj lets a Config choose any sparsity granularity
       const model = yield* Model.fromCheckpoint(checkpoint, { sparse: true })
-      return yield* make({ checkpoint, model, ...(options.config === undefined ? {} : { config: options.config }) })
+      const template = yield* ChatTemplate.forCheckpoint(checkpoint)
+      // not the weights: once resident they are the backend's
+      const { weights: _weights, ...rest } = checkpoint
+      return yield* make({ checkpoint: rest, model, template, ...(options.config === undefined ? {} : { config: options.config }) })
     })
   ) satisfies Layer.Layer<LanguageModel.LanguageModel, unknown, Kernels>

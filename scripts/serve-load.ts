@@ -152,11 +152,12 @@ const main = async () => {
     if (flags.json) process.stdout.write(JSON.stringify(report) + "\n")
     else {
       const ms = (x: number) => x.toFixed(0)
+      const rate = (x: number) => (x >= 100 ? x.toFixed(0) : x.toPrecision(3))
       process.stdout.write(`${flags.model}: ${flags.backend}${flags.backend === "simd" ? `, ${flags.threads} threads` : ""}, mode ${flags.mode}, max_tokens ${maxTokens}\n`)
       process.stdout.write("| concurrency | requests | errors | req/s | tokens/s | latency p50 / p99 (ms) | TTFT p50 / p99 (ms) |\n|---|---|---|---|---|---|---|\n")
       for (const r of results)
         process.stdout.write(
-          `| ${r.concurrency} | ${r.requests} | ${r.errors} | ${r.requestsPerSecond.toFixed(1)} | ${r.tokensPerSecond.toFixed(0)} | ${ms(r.latencyP50Ms)} / ${ms(r.latencyP99Ms)} | ${ms(r.ttftP50Ms)} / ${ms(r.ttftP99Ms)} |\n`
+          `| ${r.concurrency} | ${r.requests} | ${r.errors} | ${rate(r.requestsPerSecond)} | ${rate(r.tokensPerSecond)} | ${ms(r.latencyP50Ms)} / ${ms(r.latencyP99Ms)} | ${ms(r.ttftP50Ms)} / ${ms(r.ttftP99Ms)} |\n`
         )
       process.stdout.write(`server RSS: ${(rssBefore / 2 ** 20).toFixed(0)} MiB before, ${(rssAfter / 2 ** 20).toFixed(0)} MiB after\n`)
     }

@@ -13,13 +13,15 @@ import { Effect, Result } from "effect"
 import { statSync } from "node:fs"
 import { basename, extname, resolve } from "node:path"
 import * as ChatTemplate from "../src/ChatTemplate.ts"
-import { type Checkpoint, loadCheckpoint } from "../src/Checkpoint.ts"
+import { loadCheckpoint } from "../src/Checkpoint.ts"
+import type { RequestCheckpoint } from "../src/Client.ts"
 import type { OnProgress } from "../src/LoadProgress.ts"
 import * as Model from "../src/Model.ts"
 
 export interface ServedModel {
   readonly id: string
-  readonly checkpoint: Checkpoint
+  /** The checkpoint without its weights: once resident on the backend, the host copies are let go. */
+  readonly checkpoint: RequestCheckpoint
   readonly model: Model.Model
   /** The chat template, or why the model's own cannot be used. */
   readonly template: Result.Result<ChatTemplate.ChatTemplate, ChatTemplate.ChatTemplateError>
@@ -41,6 +43,8 @@ export const load = (path: string, onProgress?: OnProgress) =>
     const checkpoint = yield* loadCheckpoint(path, progress)
     const model = yield* Model.fromCheckpoint(checkpoint, { sparse: true, ...progress })
     const template = yield* Effect.result(ChatTemplate.forCheckpoint(checkpoint))
-    const served: ServedModel = { id: modelId(path), checkpoint, model, template, created: Math.floor(Date.now() / 1000) }
+    // not the weights: a backend that keeps its own copy (wasm memory, a GPU) leaves them unreferenced
+    const { weights: _weights, ...rest } = checkpoint
+    const served: ServedModel = { id: modelId(path), checkpoint: rest, model, template, created: Math.floor(Date.now() / 1000) }
     return served
   })
