@@ -176,7 +176,7 @@ export const runBench = async (options: BenchOptions): Promise<BenchReport> => {
         const t0 = performance.now()
         const model = yield* Model.fromCheckpoint(checkpoint)
         const loadSeconds = (performance.now() - t0) / 1000
-        const cache = KvCache.make(config, capacity)
+        const cache = yield* KvCache.make(model.kernels, config, capacity)
         let logits = yield* Forward.forward(model, cache, Int32Array.from(prompt), 0, "last")
         let pos = prompt.length
         const steps: Array<number> = []

@@ -1,7 +1,7 @@
 /**
  * llama.cpp's decode speed on the same weights, through node-llama-cpp, for the `--compare-llama-cpp`
  * row of the benchmark: CPU only, the same thread count, F16 KV cache, flash attention off (the setup
- * of measurements.md), decode only — the time between consecutive generated tokens after a warm-up,
+ * of docs/measurements.md), decode only — the time between consecutive generated tokens after a warm-up,
  * median of the steps.
  */
 import { existsSync } from "node:fs"

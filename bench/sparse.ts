@@ -80,7 +80,7 @@ export const runSparseBench = async (options: SparseBenchOptions): Promise<Spars
         /** Median ms of decode steps with the request's sparse MLP, after its dense prefill. */
         const decode = (request: Sparsity.RequestMlp) =>
           Effect.gen(function* () {
-            const cache = KvCache.make(config, capacity)
+            const cache = yield* KvCache.make(model.kernels, config, capacity)
             let logits = yield* Forward.forward(model, cache, prompt, 0, "last", request.prefill)
             const s0 = performance.now()
             const mlp = yield* request.sparse

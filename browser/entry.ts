@@ -52,7 +52,7 @@ const i32 = (w: Wire): Int32Array => Int32Array.from((w as { i32: ReadonlyArray<
 const out = (a: Float32Array): Wire => ({ f32: Array.from(a) })
 
 const call = (o: Open, op: string, args: ReadonlyArray<Wire>): Effect.Effect<Wire, unknown> => {
-  const k = o.kernels
+  const k = o.kernels.host
   const handle = <H>(w: Wire): H => o.handles.get((w as { handle: number }).handle) as H
   const keep = (h: Matrix | Vector): Wire => {
     const id = nextHandle++
@@ -103,7 +103,7 @@ const generate = (request: GenerateRequest): Effect.Effect<GenerateResult, unkno
       const { config, weights } = yield* loadFromUrl(request.base)
       const model = yield* Effect.provideService(Model.fromWeights(config, weights), Kernels, kernels)
       const loadMs = performance.now() - t0
-      const prefill = yield* Forward.forward(model, KvCache.make(config, request.prompt.length), Int32Array.from(request.prompt), 0, "last")
+      const prefill = yield* Forward.forward(model, yield* KvCache.make(kernels, config, request.prompt.length), Int32Array.from(request.prompt), 0, "last")
       const t1 = performance.now()
       const events = yield* Stream.runCollect(Generation.generate(model, { prompt: request.prompt, maxNewTokens: request.maxNewTokens }))
       const finished = Array.from(events).find((e) => e._tag === "Finished")

@@ -1,6 +1,7 @@
 /**
- * A Kernels backend in Node whose ops run in a browser page: every call crosses to the page's
- * GpuKernels (browser/entry.ts) through `page.evaluate`. With it, the very property factories of
+ * A Kernels backend in Node whose dense ops run in a browser page: every call crosses to the page's
+ * GpuKernels host ops (browser/entry.ts) through `page.evaluate`; reference/host.ts's `fromHost` holds the
+ * activations and the KV cache in Node. With it, the very property factories of
  * sirius-ts/testing, and the forward pass itself, run unchanged against WebGPU or WebGL2 in a real
  * browser, while the reference they compare with runs in Node.
  *
@@ -10,6 +11,7 @@
 import { Effect, Layer } from "effect"
 import type { Scope } from "effect"
 import { BackendUnavailableError } from "../gpu/GpuRuntime.ts"
+import { fromHost, type HostKernelsShape } from "../reference/host.ts"
 import { KernelError, Kernels, type KernelsShape, type Matrix, type Vector } from "../src/Kernels.ts"
 import { encodeTensor, isWireError, type SiriusPage, type Wire, type WireError } from "./protocol.ts"
 
@@ -60,7 +62,8 @@ export const remoteKernels = (page: PageLike, mode: string): Effect.Effect<Kerne
     const values = (op: string, args: ReadonlyArray<Wire>) => Effect.map(call(op, args), (w) => Float32Array.from((w as { f32: ReadonlyArray<number> }).f32))
     const handle = (h: Matrix | Vector): Wire => ({ handle: (h as unknown as RemoteHandle).handle })
 
-    const kernels: KernelsShape = {
+    // the page runs the backend's per-op host kernels; fromHost supplies the rest here in Node
+    const host: HostKernelsShape = {
       name,
       matrix: (t) => Effect.map(call("matrix", [encodeTensor(t)]), (w) => w as unknown as Matrix),
       vector: (t) => Effect.map(call("vector", [encodeTensor(t)]), (w) => w as unknown as Vector),
@@ -77,7 +80,7 @@ export const remoteKernels = (page: PageLike, mode: string): Effect.Effect<Kerne
       swiglu: (gate, up) => values("swiglu", [f32(gate), f32(up)]),
       add: (a, b) => values("add", [f32(a), f32(b)])
     }
-    return kernels
+    return fromHost(host)
   })
 
 /** The Kernels layer of a page backend (see `remoteKernels`). */

@@ -22,7 +22,7 @@ export const usage = `sirius generate [--model DIR] (--prompt TEXT | --prompt-id
 
 /** The generation flags generate, eval and serve share (serve takes them as per-request defaults). */
 export const generationFlags = {
-  model: { type: "string", value: "DIR", help: "model directory (HF layout: config.json, model.safetensors)", default: "the bundled sirius-tiny-arith" },
+  model: { type: "string", value: "DIR", help: "model directory (HF layout: config.json, model.safetensors) or .gguf file", default: "the bundled sirius-tiny-arith" },
   "max-tokens": { type: "string", value: "N", help: "most tokens to generate", default: "generation_config.json's max_new_tokens, else 128" },
   mode: { type: "string", value: "full|sparse|sirius", help: "full model, sparse model, or sparse drafts verified by the full model", default: "full" },
   sparsity: { type: "string", value: "coarse|fine|fine-threshold", help: "(sparse, sirius) which neurons the sparse MLP keeps", default: "coarse" },
@@ -40,6 +40,7 @@ export const generationFlags = {
   stop: { type: "string", multiple: true, value: "TEXT", help: "stop when the text contains TEXT" },
   backend: { type: "string", value: backendNames.join("|"), help: "compute backend", default: defaultBackend },
   threads: { type: "string", value: "N", help: "(simd) threads", default: "all cores" },
+  quantize: { type: "string", value: "q8_0|q4_0", help: "quantize an HF checkpoint's float weight matrices at load time" },
   json: { type: "boolean", help: "print one JSON object: tokens, text, stopReason, stats" }
 } as const satisfies Flags
 
@@ -67,6 +68,8 @@ export interface RunSettings {
   readonly stopStrings: ReadonlyArray<string>
   readonly backend: BackendName
   readonly threads: number | undefined
+  /** Quantize the float weight matrices at load time (`--quantize q8_0|q4_0`). */
+  readonly quantize: "Q8_0" | "Q4_0" | undefined
   readonly json: boolean
 }
 
@@ -100,6 +103,7 @@ export const settings = (v: GenerationValues, options: { readonly perRequestDefa
   }
   const treeWidth = int("tree-width", v["tree-width"], 1, 64) ?? 1
   const threshold = float("threshold", v.threshold, 0, 1) ?? 0.1
+  const quantize = oneOf("quantize", v.quantize, ["q8_0", "q4_0"] as const)
   const policy = Policy.byName(acceptance, threshold)
   if (treeWidth > 1 && policy.draft !== undefined && options.perRequestDefaults !== true)
     throw new UsageError(`--acceptance ${acceptance} samples its own drafts, which tree drafting cannot honour: use --tree-width 1, or --acceptance greedy-exact or threshold`)
@@ -123,6 +127,7 @@ export const settings = (v: GenerationValues, options: { readonly perRequestDefa
     stopStrings: v.stop ?? [],
     backend,
     threads: int("threads", v.threads, 1, 1024),
+    quantize: quantize === undefined ? undefined : quantize === "q8_0" ? "Q8_0" : "Q4_0",
     json: v.json === true
   }
 }
@@ -168,7 +173,7 @@ export type FinishedEvent = Client.Completion
 export const loadModel = (s: RunSettings, io: { err: (s: string) => void; errIsTTY?: boolean }) =>
   Effect.gen(function* () {
     const bar = loadProgressBar(io)
-    const checkpoint = yield* loadCheckpoint(s.dir, bar === undefined ? {} : { onProgress: bar })
+    const checkpoint = yield* loadCheckpoint(s.dir, { ...(bar === undefined ? {} : { onProgress: bar }), ...(s.quantize === undefined ? {} : { quantize: s.quantize }) })
     const model = yield* Model.fromCheckpoint(checkpoint, {
       sparse: s.mode !== "full" && s.granularity !== "coarse",
       ...(bar === undefined ? {} : { onProgress: bar })

@@ -5,7 +5,8 @@
  */
 import { Layer } from "effect"
 import { describe, expect, it } from "vitest"
-import { Kernels, type KernelsShape } from "../src/Kernels.ts"
+import { fromHost } from "../reference/host.ts"
+import { Kernels } from "../src/Kernels.ts"
 import {
   forwardAgreesWithReference,
   greedyAgreesWithReference,
@@ -37,12 +38,12 @@ describe("a naive f32 backend", () => {
 
   it("a broken backend is caught, with the backend, op and shape in the message", async () => {
     // An off-by-one a real kernel could have: the last input column never enters the sum.
-    const good = NaiveF32Kernels.make()
-    const broken: KernelsShape = {
+    const good = NaiveF32Kernels.host()
+    const broken = fromHost({
       ...good,
       name: "naive-f32-broken",
       matmul: (w, x, T) => good.matmul(w, x.map((v, i) => ((i + 1) % w.cols === 0 ? 0 : v)), T)
-    }
+    })
     await expect(kernelsAgreeWithReference(Layer.succeed(Kernels, broken), { numRuns: 10, ops: ["matmul"] })).rejects.toThrow(
       /naive-f32-broken matmul .*×/
     )

@@ -1,14 +1,14 @@
 /**
- * A user-written Kernels backend, as simple as one gets: the reference backend with its matrix products
+ * A user-written Kernels backend, as simple as one gets: the reference's host ops with the matrix products
  * swapped for a naive loop that accumulates in float32 (Math.fround after every step), as a GPU or a
- * SIMD kernel would. examples/custom-backend.test.ts checks it against the reference with
+ * SIMD kernel would, lifted into the Kernels interface by `fromHost` (sirius-ts/reference). examples/custom-backend.test.ts checks it against the reference with
  * sirius-ts/testing, which is how you would check your own backend.
  *
  * Run a model on it:
  *   Effect.runPromise(Effect.provide(program, NaiveF32Kernels.layer))
  */
 import { Effect, Layer } from "effect"
-import { gather, ReferenceKernels } from "../reference/index.ts"
+import { fromHost, gather, type HostKernelsShape, referenceHost } from "../reference/index.ts"
 import { Kernels, type KernelsShape, type Matrix } from "../src/Kernels.ts"
 import { toFloat32 } from "../src/Tensor.ts"
 
@@ -46,11 +46,14 @@ const matmulTransposedF32 = (wT: F32Matrix, h: Float32Array, T: number, rows: In
   return out
 }
 
-const make = (): KernelsShape => {
-  const reference = ReferenceKernels.make()
+/**
+ * The host-array ops of the backend (each takes Float32Arrays and returns a fresh one); `make` lifts them
+ * into the Kernels interface with `fromHost`, which supplies activations, the KV cache and the sparsity ops.
+ */
+const host = (): HostKernelsShape => {
   const all = (n: number) => Int32Array.from({ length: n }, (_, i) => i)
   return {
-    ...reference,
+    ...referenceHost,
     name: "naive-f32",
     // Our own handle, so the matmuls below do not depend on the reference's internals.
     matrix: (t) => Effect.sync((): F32Matrix => ({ rows: t.shape[0]!, cols: t.shape[1]!, data: toFloat32(t) })),
@@ -70,7 +73,10 @@ const make = (): KernelsShape => {
   }
 }
 
+const make = (): KernelsShape => fromHost(host())
+
 export const NaiveF32Kernels = {
+  host,
   make,
   layer: Layer.succeed(Kernels, make())
 } as const

@@ -35,9 +35,10 @@ const main = async () => {
     const checkpoint = yield* loadCheckpoint(defaultModelDir())
     const model = yield* Model.fromCheckpoint(checkpoint, { sparse: true })
     const problems = (yield* Eval.readProblems(defaultDataFile())).slice(0, limit)
+    const rule = (yield* Eval.declaredRule(defaultModelDir()))!
     for (const policy of [Policy.threshold(0.1), verifyWhenUnsure(Policy.threshold(0.1), maxEntropy)]) {
       let fullPasses = 0
-      const report = yield* Eval.evaluate(problems, (prompt) =>
+      const report = yield* Eval.evaluate(problems, rule, (prompt) =>
         Eval.outcomeOf(
           Sirius.generate(model, {
             prompt: checkpoint.tokenizer!.encode(prompt),

@@ -3,7 +3,7 @@
  * kernel under the async contract (gpu.js v3 will be async-only), checking on every call that the
  * backend it was built for is the one that actually ran.
  *
- * Backend choice (style.md §7): `mode: "gpu"` picks the best backend that answers here, in the order
+ * Backend choice: `mode: "gpu"` picks the best backend that answers here, in the order
  * webgpu → headlessgl → webgl2 → webgl → webasm → cpu; any other mode demands exactly that backend, and
  * an unavailable one is a BackendUnavailableError with the reason, never a silent fallback. gpu.js's own
  * `mode: "async"` is not used: it may upgrade single kernels to webgpu on their first call, which would

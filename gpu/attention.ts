@@ -10,7 +10,8 @@
 // change rebuilds the module on webasm, and the mix loop's GLSL bound must be a compile-time constant).
 import type { KernelFunction } from "gpu.js"
 import { Effect } from "effect"
-import type { AttentionShape, KernelError } from "../src/Kernels.ts"
+import type { AttentionShape } from "../reference/host.ts"
+import type { KernelError } from "../src/Kernels.ts"
 import type { GpuRuntime } from "./GpuRuntime.ts"
 import type { KernelThis } from "./types.ts"
 

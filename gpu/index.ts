@@ -22,6 +22,7 @@
  */
 import { Effect, Layer } from "effect"
 import type { Scope } from "effect"
+import { fromHost, type HostKernelsShape } from "../reference/host.ts"
 import { KernelError, Kernels, type KernelsShape, type Matrix } from "../src/Kernels.ts"
 import { toFloat32 } from "../src/Tensor.ts"
 import { add } from "./add.ts"
@@ -43,7 +44,11 @@ export interface GpuOptions {
   readonly mode: GpuMode
 }
 
-export type GpuKernelsShape = KernelsShape & { readonly runtime: GpuRuntime }
+/**
+ * The gpu backend: Kernels over gpu.js's per-op kernels (`host`, each op reading its result back) through
+ * reference/host.ts's `fromHost` until the pipeline with device-resident activations lands.
+ */
+export type GpuKernelsShape = KernelsShape & { readonly runtime: GpuRuntime; readonly host: HostKernelsShape }
 
 /**
  * Build the backend on a fresh gpu.js instance, destroyed with the scope.
@@ -80,9 +85,8 @@ export const make = (options: GpuOptions): Effect.Effect<GpuKernelsShape, Backen
       const g = w as GpuGathered
       return g.axis === "rows" ? matmulRows(rt, g.base, x, T, g.sel) : matmulColumns(rt, g.base, x, T, g.sel)
     }
-    const kernels: GpuKernelsShape = {
+    const host: HostKernelsShape = {
       name: `gpu:${rt.backend}`,
-      runtime: rt,
       matrix: (t) => Effect.sync((): GpuMatrix => ({ rows: t.shape[0]!, cols: t.shape[1]!, id: nextId++, data: toFloat32(t) })),
       vector: (t) => Effect.sync((): GpuVector => ({ length: t.shape[0]!, id: nextId++, data: toFloat32(t) })),
       gather: (w, rows, axis) =>
@@ -106,6 +110,7 @@ export const make = (options: GpuOptions): Effect.Effect<GpuKernelsShape, Backen
       swiglu: (gate, up) => swiglu(rt, gate, up),
       add: (a, b) => add(rt, a, b)
     }
+    const kernels: GpuKernelsShape = Object.assign(fromHost(host), { runtime: rt, host })
     return kernels
   })
 

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from "vitest"
 import { ReferenceKernels } from "../reference/index.ts"
 import * as Client from "../src/Client.ts"
 import * as Policy from "../src/Policy.ts"
-import { randomWeights, shapes, writeHfCheckpoint } from "../src/RandomModel.ts"
+import { randomWeights, shapes, writeHfCheckpoint } from "../testing/RandomModel.ts"
 import { acceptAll, acceptAny, countsOf, generate, policyFromPredicate, predicateOf, statsSemigroup } from "./fp-ts.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "sirius-client-"))

@@ -24,10 +24,10 @@ import { parseSafetensors } from "../browser/safetensors.ts"
 import { indexHtml, serve, type StaticServer } from "../browser/server.ts"
 import { ReferenceKernels } from "../reference/index.ts"
 import { readSafetensors } from "../src/Safetensors.ts"
-import { randomWeights, shapes, writeHfCheckpoint } from "../src/RandomModel.ts"
+import { randomWeights, shapes, writeHfCheckpoint } from "../testing/RandomModel.ts"
 import { greedy, kernelsAgreeWithReference, nearTie } from "../testing/index.ts"
-import { compare } from "./tolerance.ts"
-import { multiTokenEqualsDecode } from "./forward.properties.ts"
+import { compare } from "../testing/tolerance.ts"
+import { multiTokenEqualsDecode } from "../testing/forward.ts"
 
 const run = <A, E>(e: Effect.Effect<A, E>): Promise<A> => Effect.runPromise(e)
 const chromiumPath = "/usr/bin/chromium"

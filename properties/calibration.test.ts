@@ -7,7 +7,7 @@ import { calibrate } from "../src/Calibration.ts"
 import * as Forward from "../src/Forward.ts"
 import * as KvCache from "../src/KvCache.ts"
 import * as Model from "../src/Model.ts"
-import { randomWeights, shapes } from "../src/RandomModel.ts"
+import { randomWeights, shapes } from "../testing/RandomModel.ts"
 
 describe("Calibration.calibrate", () => {
   it("on the calibration data, |silu(gate)| > t keeps the target fraction per layer", () =>
@@ -22,14 +22,18 @@ describe("Calibration.calibrate", () => {
             // measure directly: count |silu(gate)| > t over the same tokens
             const kept = Array.from({ length: config.numHiddenLayers }, () => 0)
             let total = 0
-            for (const seq of sequences)
-              yield* Forward.forward(model, KvCache.make(config, seq.length), Int32Array.from(seq), 0, "last", {
-                _tag: "Dense",
-                observe: (l, gate) => {
-                  if (l === 0) total += gate.length
-                  for (const g of gate) if (Math.abs(silu(g)) > result.thresholds[l]!) kept[l]!++
-                }
+            for (const seq of sequences) {
+              const gates: Array<Float32Array | undefined> = []
+              yield* Effect.scoped(
+                Effect.flatMap(KvCache.make(model.kernels, config, seq.length), (cache) =>
+                  Forward.forward(model, cache, Int32Array.from(seq), 0, "last", { _tag: "DenseWithGates", gates })
+                )
+              )
+              gates.forEach((gate, l) => {
+                if (l === 0) total += gate!.length
+                for (const g of gate!) if (Math.abs(silu(g)) > result.thresholds[l]!) kept[l]!++
               })
+            }
             // 96 tokens × 256 neurons = 24,576 activations per layer: continuous values have no ties, so the
             // only error is the mass of the quantile's histogram bin (ratio 1.0015 wide): well under 1%.
             kept.forEach((k, l) => expect(Math.abs(k / total - density), `layer ${l}`).toBeLessThan(0.01))

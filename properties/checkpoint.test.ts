@@ -112,7 +112,7 @@ const sameWeights = (a: ModelWeights, b: ModelWeights) => {
   sameBytes(a.lmHead, b.lmHead)
   assert.strictEqual(a.layers.length, b.layers.length)
   a.layers.forEach((layer, i) => {
-    for (const key of Object.keys(layer) as Array<keyof typeof layer>) sameBytes(layer[key], b.layers[i]![key])
+    for (const key of Object.keys(layer) as Array<keyof typeof layer>) sameBytes(layer[key]!, b.layers[i]![key]!)
   })
 }
 
@@ -384,7 +384,7 @@ describe("assembleWeights", () => {
 
 // ---------------------------------------------------------------------------------------------------
 
-/** formats-and-oracles.md §5's measured example: Whitespace pre-tokenizer, BPE, TemplateProcessing adding <s>. */
+/** A hand-written tokenizer.json: Whitespace pre-tokenizer, BPE, TemplateProcessing adding <s>. */
 const tokenizerJson = {
   version: "1.0",
   truncation: null,

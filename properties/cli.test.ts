@@ -7,7 +7,7 @@ import { join } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import { formatCount } from "../bench/index.ts"
 import { main } from "../cli/main.ts"
-import { randomWeights, shapes, writeHfCheckpoint } from "../src/RandomModel.ts"
+import { randomWeights, shapes, writeHfCheckpoint } from "../testing/RandomModel.ts"
 
 const run = async (...argv: Array<string>) => {
   let out = ""
@@ -90,7 +90,7 @@ describe("sirius generate", () => {
     const m = await run("generate", "--model", missing, "--prompt-ids", "1")
     expect(m.code).toBe(1)
     expect(m.err).toBe(
-      `sirius: error: CheckpointError: ${missing}: no such file or directory; expected a model directory (HF layout: config.json and model.safetensors or model.safetensors.index.json)\n`
+      `sirius: error: CheckpointError: ${missing}: no such file or directory; expected a model directory (HF layout: config.json and model.safetensors or model.safetensors.index.json) or a .gguf file\n`
     )
     const file = join(dir, "config.json")
     const f = await run("generate", "--model", file, "--prompt-ids", "1")
@@ -124,7 +124,7 @@ describe("sirius generate", () => {
     expect(overview.code).toBe(0)
     expect(overview.out).toContain("generate")
     const unknown = await run("nonsense")
-    expect(unknown).toEqual({ code: 2, out: "", err: `sirius: unknown command "nonsense" (commands: generate, eval, calibrate, bench, serve; sirius --help)\n` })
+    expect(unknown).toEqual({ code: 2, out: "", err: `sirius: unknown command "nonsense" (commands: generate, eval, calibrate, bench, quantize, serve; sirius --help)\n` })
   })
 })
 

@@ -11,7 +11,7 @@ import * as Client from "../src/Client.ts"
 import { Kernels } from "../src/Kernels.ts"
 import type { LoadProgress } from "../src/LoadProgress.ts"
 import * as Policy from "../src/Policy.ts"
-import { randomWeights, shapes, writeHfCheckpoint } from "../src/RandomModel.ts"
+import { randomWeights, shapes, writeHfCheckpoint } from "../testing/RandomModel.ts"
 import { ReferenceKernels } from "../reference/index.ts"
 
 const dir = mkdtempSync(join(tmpdir(), "sirius-client-"))

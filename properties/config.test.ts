@@ -36,6 +36,7 @@ describe("decodeConfig", () => {
   it("applies HF defaults", () => {
     const c = decode({ vocab_size: 32, hidden_size: 8, intermediate_size: 16, num_hidden_layers: 1, num_attention_heads: 2 })
     assert.deepStrictEqual(c, {
+      architecture: "llama",
       vocabSize: 32,
       hiddenSize: 8,
       intermediateSize: 16,
@@ -48,6 +49,7 @@ describe("decodeConfig", () => {
       ropeTheta: 10000,
       ropeScaling: undefined,
       tieWordEmbeddings: false,
+      attentionBias: false,
       bosTokenId: undefined,
       eosTokenIds: []
     })

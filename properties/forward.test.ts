@@ -1,6 +1,6 @@
 import { describe, it } from "vitest"
 import { ReferenceKernels } from "../reference/index.ts"
-import { multiTokenEqualsDecode, overwriteEqualsFreshPrefill } from "./forward.properties.ts"
+import { multiTokenEqualsDecode, overwriteEqualsFreshPrefill } from "../testing/forward.ts"
 
 // On the reference, a row's arithmetic does not depend on how many rows share the call: exact equality.
 const exact = { atol: 0, rtol: 0 }

@@ -9,10 +9,10 @@ import * as Generation from "../src/Generation.ts"
 import { Kernels } from "../src/Kernels.ts"
 import * as KvCache from "../src/KvCache.ts"
 import * as Model from "../src/Model.ts"
-import { randomWeights, shapes } from "../src/RandomModel.ts"
+import { randomWeights, shapes } from "../testing/RandomModel.ts"
 import { argmax } from "../src/Sampler.ts"
 import type { TextTokenizer } from "../src/Tokenizer.ts"
-import { tinyModelAndPrompt } from "./arbitraries.ts"
+import { tinyModelAndPrompt } from "../testing/arbitraries.ts"
 
 const config = shapes.tiny
 const weights = randomWeights(config, { seed: 7 })
@@ -31,7 +31,7 @@ const greedyOracle = (model: Model.Model, prompt: ReadonlyArray<number>, n: numb
   Effect.gen(function* () {
     const ids = [...prompt]
     for (let i = 0; i < n; i++) {
-      const logits = yield* Forward.forward(model, KvCache.make(model.config, ids.length), Int32Array.from(ids), 0, "last")
+      const logits = yield* Effect.scoped(Effect.flatMap(KvCache.make(model.kernels, model.config, ids.length), (cache) => Forward.forward(model, cache, Int32Array.from(ids), 0, "last")))
       ids.push(argmax(logits))
     }
     return ids.slice(prompt.length)

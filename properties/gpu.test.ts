@@ -12,16 +12,16 @@
 import { Cause, Effect, Exit, Layer, Scope } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { BackendUnavailableError, type GpuBackend, gpuBackendNames, GpuKernels, type GpuKernelsShape, gpuLayer, modeOf, softmax, webGpuProbe } from "../gpu/index.ts"
-import { matmulAbsTerms, ReferenceKernels, softmax as referenceSoftmax } from "../reference/index.ts"
+import { matmulAbsTerms, ReferenceKernels, referenceHost, softmax as referenceSoftmax } from "../reference/index.ts"
 import * as Forward from "../src/Forward.ts"
 import { Kernels } from "../src/Kernels.ts"
 import * as KvCache from "../src/KvCache.ts"
 import * as Model from "../src/Model.ts"
-import { randomWeights, shapes } from "../src/RandomModel.ts"
+import { randomWeights, shapes } from "../testing/RandomModel.ts"
 import { fromFloat32, toFloat32 } from "../src/Tensor.ts"
 import { forwardAgreesWithReference, greedyAgreesWithReference, kernelsAgreeWithReference, seeded } from "../testing/index.ts"
-import { multiTokenEqualsDecode, overwriteEqualsFreshPrefill } from "./forward.properties.ts"
-import { assertClose } from "./tolerance.ts"
+import { multiTokenEqualsDecode, overwriteEqualsFreshPrefill } from "../testing/forward.ts"
+import { assertClose } from "../testing/tolerance.ts"
 
 const run = <A, E>(e: Effect.Effect<A, E>): Promise<A> => Effect.runPromise(e)
 
@@ -125,7 +125,7 @@ describe("gpu backend selection and lifecycle", () => {
     const config = shapes.tiny
     const program = Effect.gen(function* () {
       const model = yield* Model.fromWeights(config, randomWeights(config, { seed: 3 }))
-      const cache = KvCache.make(config, 8)
+      const cache = yield* KvCache.make(webasm, config, 8)
       yield* Forward.forward(model, cache, Int32Array.of(1, 2, 3), 0, "last")
       yield* Forward.forward(model, cache, Int32Array.of(4), 3, "last")
       const after = webasm.runtime.compiledKernels()
@@ -133,7 +133,7 @@ describe("gpu backend selection and lifecycle", () => {
       yield* Forward.forward(model, cache, Int32Array.of(6, 7), 5, "last")
       return [after, webasm.runtime.compiledKernels()] as const
     })
-    const [after, again] = await run(Effect.provideService(program, Kernels, webasm))
+    const [after, again] = await run(Effect.scoped(Effect.provideService(program, Kernels, webasm)))
     // Kernels are keyed by op and static shape (weights, D, heads, the slot bucket); a new T (2, after 3
     // and 1) only resizes outputs (webasm specialises its wasm per size internally, cached per kernel).
     expect(again).toBe(after)
@@ -142,7 +142,7 @@ describe("gpu backend selection and lifecycle", () => {
   it("the layer's finalizer destroys every gpu.js kernel", async () => {
     const inner = await run(Scope.make())
     const k = await run(Scope.provide(GpuKernels.make({ mode: "webasm" }), inner))
-    await run(k.add(Float32Array.of(1), Float32Array.of(2)))
+    await run(k.host.add(Float32Array.of(1), Float32Array.of(2)))
     expect(k.runtime.liveKernels()).toBeGreaterThan(0)
     await run(Scope.close(inner, Exit.void))
     expect(k.runtime.liveKernels()).toBe(0)
@@ -152,8 +152,8 @@ describe("gpu backend selection and lifecycle", () => {
     const [rows, cols] = [4100, 24]
     const w = fromFloat32("w", "F32", [rows, cols], seeded(11, rows * cols))
     const x = seeded(12, cols, 4)
-    const got = await run(Effect.flatMap(webasm.matrix(w), (m) => webasm.matmul(m, x, 1)))
-    const want = await run(Effect.flatMap(ReferenceKernels.make().matrix(w), (m) => ReferenceKernels.make().matmul(m, x, 1)))
+    const got = await run(Effect.flatMap(webasm.matrix(w), (m) => webasm.host.matmul(m, x, 1)))
+    const want = await run(Effect.flatMap(referenceHost.matrix(w), (m) => referenceHost.matmul(m, x, 1)))
     assertClose("matmul 4100×24", got, want, { atol: 0, rtol: 0, c: cols + 1 }, matmulAbsTerms(toFloat32(w), x, 1, rows, cols))
   })
 

@@ -1,5 +1,5 @@
 /**
- * The differential test of the engine against llama.cpp (formats-and-oracles.md §7.4, §8).
+ * The differential test of the engine against llama.cpp (docs/formats.md).
  *
  * For each configuration, a seeded random model is written twice: as an HF directory (config.json +
  * safetensors, loaded back through Checkpoint.loadCheckpoint, so the loader is under test too) and as a
@@ -28,7 +28,7 @@ import * as Forward from "../src/Forward.ts"
 import { ropeFreqFactors, writeGguf } from "../src/Gguf.ts"
 import * as KvCache from "../src/KvCache.ts"
 import * as Model from "../src/Model.ts"
-import { randomWeights, shapes, writeHfCheckpoint } from "../src/RandomModel.ts"
+import { randomWeights, shapes, writeHfCheckpoint } from "../testing/RandomModel.ts"
 import { ropeInvFreq } from "../src/Rope.ts"
 import type { DType } from "../src/Tensor.ts"
 import { openOracle } from "./llamaCpp.ts"
@@ -86,7 +86,9 @@ const cases: ReadonlyArray<Case> = [
   { id: "d", label: "head_dim 32 ≠ 64/4", config: { ...base, headDim: 32 } },
   { id: "e", label: "rope_theta 500000", config: { ...base, ropeTheta: 500000 } },
   { id: "f", label: "llama3 rope scaling", config: { ...base, ropeScaling: llama3Scaling } },
-  { id: "g", label: "2 shards + index", config: base, shards: 2 }
+  { id: "g", label: "2 shards + index", config: base, shards: 2 },
+  // Qwen2Config HF directory: q/k/v biases, tied embeddings; its GGUF is architecture qwen2 (no Q/K permutation).
+  { id: "h", label: "qwen2 (q/k/v biases, tied)", config: { ...base, architecture: "qwen2", attentionBias: true, tieWordEmbeddings: true } }
 ]
 const dtypes: ReadonlyArray<DType> = ["F32", "BF16"]
 
@@ -140,11 +142,11 @@ const runEngine = (dir: string) =>
     const V = checkpoint.config.vocabSize
 
     // Teacher forcing: one forward over all IDS, logits (T, V).
-    const logits = yield* Forward.forward(model, KvCache.make(checkpoint.config, 64), Int32Array.from(IDS), 0, "all")
+    const logits = yield* Forward.forward(model, yield* KvCache.make(model.kernels, checkpoint.config, 64), Int32Array.from(IDS), 0, "all")
     const probs = IDS.map((_, t) => softmax64(logits, t * V, V))
 
     // Greedy: prefill the prompt, then one token per step.
-    const cache = KvCache.make(checkpoint.config, 64)
+    const cache = yield* KvCache.make(model.kernels, checkpoint.config, 64)
     let p = softmax64(yield* Forward.forward(model, cache, Int32Array.from(PROMPT), 0, "last"), 0, V)
     const ids: Array<number> = []
     const margins: Array<number> = []
@@ -155,7 +157,7 @@ const runEngine = (dir: string) =>
       if (s + 1 < NEW_TOKENS) p = softmax64(yield* Forward.forward(model, cache, Int32Array.of(next), PROMPT.length + s, "last"), 0, V)
     }
     return { config: checkpoint.config, probs, greedy: { ids, margins } }
-  }).pipe(Effect.provide(ReferenceKernels.layer))
+  }).pipe(Effect.scoped, Effect.provide(ReferenceKernels.layer))
 
 const maxAbsDiff = (ours: ReadonlyArray<Float64Array>, theirs: ReadonlyArray<Float32Array>): number => {
   let worst = 0

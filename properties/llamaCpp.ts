@@ -1,5 +1,5 @@
 /**
- * llamaCpp: a thin oracle wrapper over node-llama-cpp 3.21.1 (formats-and-oracles.md §8).
+ * llamaCpp: a thin oracle wrapper over node-llama-cpp 3.21.1 (docs/formats.md).
  *
  * llama.cpp is an implementation of Llama written independently of sirius-ts, so agreement with it is
  * evidence rather than self-consistency. The wrapper fixes the context options that make llama.cpp agree

@@ -13,7 +13,7 @@ import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
 import type { LlamaConfig } from "../src/Config.ts"
-import { randomWeights, shapes, writeHfCheckpoint } from "../src/RandomModel.ts"
+import { randomWeights, shapes, writeHfCheckpoint } from "../testing/RandomModel.ts"
 
 const root = resolve(".")
 const work = mkdtempSync(join(tmpdir(), "sirius-pack-"))

@@ -22,7 +22,7 @@ import { loadCheckpoint } from "../src/Checkpoint.ts"
 import type { LlamaConfig } from "../src/Config.ts"
 import { Kernels } from "../src/Kernels.ts"
 import * as Model from "../src/Model.ts"
-import { randomWeights, shapes, writeHfCheckpoint } from "../src/RandomModel.ts"
+import { randomWeights, shapes, writeHfCheckpoint } from "../testing/RandomModel.ts"
 import * as Request from "../src/Request.ts"
 
 const prompts = readFileSync(Bundled.testData, "utf8")
@@ -244,25 +244,26 @@ describe("overload", () => {
 
 describe("backend memory", () => {
   it("coarse requests that do not fit together run one after another; one that could never fit is refused at once", async () => {
-    // what the model takes and what a coarse request gathers, measured with the engine's own functions
-    const { resident, gather } = await Effect.runPromise(
+    // what the model takes and what a request allocates, measured with the engine's own functions
+    const longPrompt = `Q: ${"Tom has 2 pens. He buys 3 more. ".repeat(6)}How many pens now?\nA:`
+    const { resident, one, huge } = await Effect.runPromise(
       Effect.scoped(
         Effect.gen(function* () {
           const checkpoint = yield* loadCheckpoint(Bundled.modelDir)
           const model = yield* Model.fromCheckpoint(checkpoint, { sparse: true })
           const kernels = yield* Kernels
-          return { resident: kernels.memory!().usedBytes, gather: Request.backendBytes(model, { granularity: "coarse", density: 0.3 }) }
+          const bytes = (prompt: string, density: number) => {
+            const P = checkpoint.tokenizer!.encode(prompt).length
+            return Request.backendBytes(model, { granularity: "coarse", density }, { prompt: P, maxNewTokens: Math.min(80, 256 - P) })
+          }
+          return { resident: kernels.memory!().usedBytes, one: Math.max(...prompts.slice(0, 3).map((p) => bytes(p, 0.3))), huge: bytes(longPrompt, 1) }
         }).pipe(Effect.provide(SimdKernels.layer({ threads: 1 })))
       )
     )
-    // room for one request's gathers (and scratch), not two
-    const s = await Server.start({
-      model: Bundled.modelDir,
-      kernels: SimdKernels.layer({ threads: 1, maxMemoryBytes: resident + Math.round(1.5 * gather) }),
-      port: 0,
-      log: false,
-      parallel: 4
-    })
+    // room for one request, not two; the long dense-gather request could never fit
+    const limit = resident + Math.round(1.5 * one)
+    expect(resident + huge).toBeGreaterThan(limit)
+    const s = await Server.start({ model: Bundled.modelDir, kernels: SimdKernels.layer({ threads: 1, maxMemoryBytes: limit }), port: 0, log: false, parallel: 4 })
     try {
       await s.ready
       const bodies = prompts.slice(0, 3).map((prompt) => ({ prompt, sirius: { mode: "sirius", sparsity: "coarse", density: 0.3 } }))
@@ -280,11 +281,11 @@ describe("backend memory", () => {
       expect(maxBusy).toBe(1)
       expect(maxQueued).toBeGreaterThan(0)
 
-      const r = await post(s.url, { prompt: prompts[0], sirius: { mode: "sparse", sparsity: "coarse", density: 1 } })
+      const r = await post(s.url, { prompt: longPrompt, sirius: { mode: "sparse", sparsity: "coarse", density: 1 } })
       expect(r.status).toBe(400)
       expect(await r.json()).toEqual({
         error: {
-          message: expect.stringMatching(/^this request needs 3\.\d MiB of the backend's memory, and only 1\.\d MiB of its \d+\.\d MiB are free beside the model: ask for less/) as unknown,
+          message: expect.stringMatching(/^this request needs \d+\.\d MiB of the backend's memory, and only \d+\.\d MiB of its \d+\.\d MiB are free beside the model: ask for less/) as unknown,
           type: "invalid_request_error",
           param: null,
           code: "insufficient_backend_memory"

@@ -2,9 +2,13 @@
 // streamed and not, stop strings, seeds, usage, logprobs, the `sirius` extension and its stats, and the
 // opt-in Sirius events. The server's answers are checked against the library itself (Client, the same
 // engine on the same backend): the same tokens, the same counts.
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import OpenAI from "openai"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Server from "../serve/Server.ts"
+import { modelId } from "../serve/ServedModel.ts"
 import { SimdKernels } from "../simd/index.ts"
 import * as Bundled from "../src/Bundled.ts"
 import * as Client from "../src/Client.ts"
@@ -47,6 +51,13 @@ describe("models", () => {
     const list = await openai.models.list()
     expect(list.data.map((m) => m.id)).toEqual(["sirius-tiny-arith"])
     expect((await openai.models.retrieve("sirius-tiny-arith")).id).toBe("sirius-tiny-arith")
+  })
+
+  it("a model file's id is its name without the extension (GGUF files); a directory's, its name", () => {
+    const dir = mkdtempSync(join(tmpdir(), "sirius-id-"))
+    writeFileSync(join(dir, "TinyLlama-1.1B-Chat.Q4_K_M.gguf"), "")
+    expect(modelId(join(dir, "TinyLlama-1.1B-Chat.Q4_K_M.gguf"))).toBe("TinyLlama-1.1B-Chat.Q4_K_M")
+    expect(modelId(`${Bundled.modelDir}/`)).toBe("sirius-tiny-arith")
   })
 })
 

@@ -1,7 +1,7 @@
 /**
  * The simd backend (simd/) against the reference (reference/), op by op and on whole models.
  *
- * Tolerances follow style.md §6: |Δ| ≤ atol + rtol·|ref| + c·2⁻²⁴·Σ|terms|, with Σ|terms| computed here
+ * Tolerances follow docs/testing.md: |Δ| ≤ atol + rtol·|ref| + c·2⁻²⁴·Σ|terms|, with Σ|terms| computed here
  * from the reference's own inputs and the kernel's reduction order (the bound of each op is derived in
  * its comment, not tuned). Ops whose TS arithmetic is the reference's own (rmsnorm, rope, add,
  * embedding) must agree exactly. 16-bit storage is checked against the reference fed the same widened
@@ -10,7 +10,7 @@
  * Thread-count independence is bitwise: 1 and 2 threads must produce identical bits, and the test
  * checks that the worker actually ran chunks (a pool whose worker never woke would pass vacuously).
  */
-import { Effect, Exit, Layer, Scope } from "effect"
+import { Effect, Exit, Layer, Scope, Stream } from "effect"
 import fc from "fast-check"
 import { readFileSync } from "node:fs"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -20,15 +20,16 @@ import { SimdKernels } from "../simd/index.ts"
 import type { SimdRuntime } from "../simd/SimdRuntime.ts"
 import type { LlamaConfig } from "../src/Config.ts"
 import * as Forward from "../src/Forward.ts"
-import { Kernels, type KernelsShape } from "../src/Kernels.ts"
+import * as Generation from "../src/Generation.ts"
+import { type KernelError, Kernels, type KernelsShape } from "../src/Kernels.ts"
 import * as KvCache from "../src/KvCache.ts"
 import * as Model from "../src/Model.ts"
-import { randomWeights } from "../src/RandomModel.ts"
+import { randomWeights } from "../testing/RandomModel.ts"
 import { argmax } from "../src/Sampler.ts"
 import { type DType, fromFloat32, type RawTensor, toFloat32 } from "../src/Tensor.ts"
-import { selectedRowsCase, tinyConfig } from "./arbitraries.ts"
-import { multiTokenEqualsDecode, overwriteEqualsFreshPrefill } from "./forward.properties.ts"
-import { assertClose, bitsEqual } from "./tolerance.ts"
+import { selectedRowsCase, tinyConfig } from "../testing/arbitraries.ts"
+import { multiTokenEqualsDecode, overwriteEqualsFreshPrefill } from "../testing/forward.ts"
+import { assertClose, bitsEqual } from "../testing/tolerance.ts"
 import { seeded } from "../testing/arbitraries.ts"
 
 type Simd = KernelsShape & { readonly runtime: SimdRuntime }
@@ -36,6 +37,13 @@ type Simd = KernelsShape & { readonly runtime: SimdRuntime }
 const U = 2 ** -24
 const ref = ReferenceKernels.make()
 const run = <A, E>(e: Effect.Effect<A, E>): Promise<A> => Effect.runPromise(e)
+/** Run ops on a backend in a scope of their own (its activations freed after). */
+const on = <A>(k: KernelsShape, f: (b: KernelsShape) => Effect.Effect<A, KernelError, Scope.Scope>): Promise<A> => run(Effect.scoped(f(k)))
+/** x (T, cols) · Wᵀ, read back. */
+const mm = (k: KernelsShape, t: RawTensor, x: Float32Array, T: number) =>
+  on(k, (b) => Effect.gen(function* () {
+    return yield* b.read(yield* b.matmul(yield* b.matrix(t), yield* b.upload(x, T, x.length / T)))
+  }))
 const dtypes: ReadonlyArray<DType> = ["F32", "BF16", "F16"]
 
 // One backend per thread count for the whole file (workers start once); closed in afterAll.
@@ -73,8 +81,8 @@ describe("simd matmul", () => {
       fc.asyncProperty(matmulCase, async ({ rows, cols, T, dtype, seed }) => {
         const t = fromFloat32("w", dtype, [rows, cols], seeded(seed, rows * cols))
         const x = seeded(seed ^ 0x5bd1e995, T * cols, 4)
-        const got = await run(Effect.flatMap(two.matrix(t), (m) => two.matmul(m, x, T)))
-        const want = await run(Effect.flatMap(ref.matrix(t), (m) => ref.matmul(m, x, T)))
+        const got = await mm(two, t, x, T)
+        const want = await mm(ref, t, x, T)
         const absTerms = matmulAbsTerms(toFloat32(t), x, T, rows, cols)
         assertClose(`matmul ${dtype} ${rows}×${cols} T=${T}`, got, want, { atol: 0, rtol: 0, c: matmulC(cols) }, absTerms)
       }),
@@ -85,8 +93,8 @@ describe("simd matmul", () => {
     for (const dtype of dtypes) {
       const t = fromFloat32("w", dtype, [64, 2048], seeded(7, 64 * 2048))
       const x = seeded(8, 3 * 2048)
-      const got = await run(Effect.flatMap(two.matrix(t), (m) => two.matmul(m, x, 3)))
-      const want = await run(Effect.flatMap(ref.matrix(t), (m) => ref.matmul(m, x, 3)))
+      const got = await mm(two, t, x, 3)
+      const want = await mm(ref, t, x, 3)
       assertClose(`matmul ${dtype} 64×2048`, got, want, { atol: 0, rtol: 0, c: matmulC(2048) }, matmulAbsTerms(toFloat32(t), x, 3, 64, 2048))
     }
   })
@@ -96,12 +104,11 @@ describe("simd matmul", () => {
       fc.asyncProperty(matmulCase, async ({ rows, cols, T, dtype, seed }) => {
         const t = fromFloat32("w", dtype, [rows, cols], seeded(seed, rows * cols))
         const x = seeded(seed + 1, T * cols)
-        const a = await run(Effect.flatMap(one.matrix(t), (m) => one.matmul(m, x, T)))
-        const b = await run(Effect.flatMap(two.matrix(t), (m) => two.matmul(m, x, T)))
+        const a = await mm(one, t, x, T)
+        const b = await mm(two, t, x, T)
         bitsEqual("1 vs 2 threads", a, b)
-        const m = await run(two.matrix(t))
         for (let i = 0; i < T; i++) {
-          const single = await run(two.matmul(m, x.subarray(i * cols, (i + 1) * cols), 1))
+          const single = await mm(two, t, x.slice(i * cols, (i + 1) * cols), 1)
           bitsEqual(`token ${i} alone vs in a batch of ${T}`, single, b.subarray(i * rows, (i + 1) * rows))
         }
       }),
@@ -110,16 +117,14 @@ describe("simd matmul", () => {
 
   it("the worker thread takes part (so the bitwise property above is not vacuous)", async () => {
     const t = fromFloat32("w", "BF16", [1024, 1024], seeded(3, 1024 * 1024))
-    const m = await run(two.matrix(t))
     const x = seeded(4, 1024)
     const deadline = Date.now() + 20_000
     while (two.runtime.chunkCounts()[1]! === 0 && Date.now() < deadline) {
-      await run(two.matmul(m, x, 1))
+      await mm(two, t, x, 1)
       await new Promise((r) => setTimeout(r, 1))
     }
     expect(two.runtime.chunkCounts()[1]).toBeGreaterThan(0)
-    const a = await run(Effect.flatMap(one.matrix(t), (m1) => one.matmul(m1, x, 1)))
-    bitsEqual("1 vs 2 threads, 1024×1024", a, await run(two.matmul(m, x, 1)))
+    bitsEqual("1 vs 2 threads, 1024×1024", await mm(one, t, x, 1), await mm(two, t, x, 1))
   })
 })
 
@@ -127,20 +132,24 @@ describe("simd sparse MLP products", () => {
 
   it("matmulRows equals the selected rows of the dense matmul, bitwise, and agrees with the reference", () =>
     fc.assert(
-      fc.asyncProperty(selectedRowsCase, async ({ c: { rows, cols, T, dtype, seed }, sel }) => {
+      fc.asyncProperty(selectedRowsCase, async ({ c: { rows, cols, T, dtype, seed }, sel: unsorted }) => {
+        const sel = [...unsorted].sort((a, b) => a - b)
         const t = fromFloat32("w", dtype, [rows, cols], seeded(seed, rows * cols))
         const x = seeded(seed + 3, T * cols, 4)
         const picked = Int32Array.from(sel)
-        const m = await run(two.matrix(t))
-        const got = await run(two.matmulRows(m, x, T, picked))
-        const dense = await run(two.matmul(m, x, T))
+        const rowsOf = (k: KernelsShape) =>
+          on(k, (b) => Effect.gen(function* () {
+            return yield* b.read(yield* b.matmulRows(yield* b.matrix(t), yield* b.upload(x, T, cols), yield* b.selection(picked)))
+          }))
+        const got = await rowsOf(two)
+        const dense = await mm(two, t, x, T)
         const n = sel.length
         for (let tk = 0; tk < T; tk++) bitsEqual(`token ${tk}`, got.subarray(tk * n, (tk + 1) * n), Float32Array.from(sel, (r) => dense[tk * rows + r]!))
-        const want = await run(Effect.flatMap(ref.matrix(t), (rm) => ref.matmulRows(rm, x, T, picked)))
+        const want = await rowsOf(ref)
         const all = matmulAbsTerms(toFloat32(t), x, T, rows, cols)
         const absTerms = Float32Array.from({ length: T * n }, (_, i) => all[Math.floor(i / n) * rows + sel[i % n]!]!)
         assertClose(`matmulRows ${dtype}`, got, want, { atol: 0, rtol: 0, c: matmulC(cols) }, absTerms)
-        bitsEqual("matmulRows 1 vs 2 threads", await run(Effect.flatMap(one.matrix(t), (m1) => one.matmulRows(m1, x, T, picked))), got)
+        bitsEqual("matmulRows 1 vs 2 threads", await rowsOf(one), got)
       }),
       { numRuns: 40 }
     ))
@@ -152,19 +161,24 @@ describe("simd sparse MLP products", () => {
    */
   it("matmulTransposedRows agrees with the reference and is thread-count independent", () =>
     fc.assert(
-      fc.asyncProperty(selectedRowsCase, async ({ c: { rows: F, cols: D, T, dtype, seed }, sel }) => {
+      fc.asyncProperty(selectedRowsCase, async ({ c: { rows: F, cols: D, T, dtype, seed }, sel: unsorted }) => {
+        const sel = [...unsorted].sort((a, b) => a - b)
         const t = fromFloat32("wT", dtype, [F, D], seeded(seed, F * D))
         const n = sel.length
         const h = seeded(seed + 5, T * n, 4)
         const picked = Int32Array.from(sel)
-        const got = await run(Effect.flatMap(two.matrix(t), (m) => two.matmulTransposedRows(m, h, T, picked)))
-        const want = await run(Effect.flatMap(ref.matrix(t), (m) => ref.matmulTransposedRows(m, h, T, picked)))
+        const transposed = (k: KernelsShape) =>
+          on(k, (b) => Effect.gen(function* () {
+            return yield* b.read(yield* b.matmulTransposedRows(yield* b.matrix(t), yield* b.upload(h, T, n), yield* b.selection(picked)))
+          }))
+        const got = await transposed(two)
+        const want = await transposed(ref)
         const w = toFloat32(t)
         const absTerms = new Float64Array(T * D)
         for (let tk = 0; tk < T; tk++)
           for (let i = 0; i < n; i++) for (let d = 0; d < D; d++) absTerms[tk * D + d]! += Math.abs(h[tk * n + i]! * w[sel[i]! * D + d]!)
         assertClose(`matmulTransposedRows ${dtype} n=${n}`, got, want, { atol: 0, rtol: 0, c: n + 2 }, absTerms)
-        bitsEqual("1 vs 2 threads", await run(Effect.flatMap(one.matrix(t), (m) => one.matmulTransposedRows(m, h, T, picked))), got)
+        bitsEqual("1 vs 2 threads", await transposed(one), got)
       }),
       { numRuns: 40 }
     ))
@@ -179,8 +193,12 @@ describe("simd elementwise and small ops", () => {
         async ({ rows, cols, dtype, seed }, picks) => {
           const t = fromFloat32("e", dtype, [rows, cols], seeded(seed, rows * cols))
           const tokens = Int32Array.from(picks, (p) => p % rows)
-          const got = await run(Effect.flatMap(two.matrix(t), (m) => two.embedding(m, tokens)))
-          const want = await run(Effect.flatMap(ref.matrix(t), (m) => ref.embedding(m, tokens)))
+          const embed = (k: KernelsShape) =>
+            on(k, (b) => Effect.gen(function* () {
+              return yield* b.read(yield* b.embedding(yield* b.matrix(t), yield* b.input(tokens, Int32Array.from(tokens, (_, i) => i), tokens.length)))
+            }))
+          const got = await embed(two)
+          const want = await embed(ref)
           bitsEqual("embedding", got, want)
         }
       ),
@@ -196,7 +214,7 @@ describe("simd elementwise and small ops", () => {
       bits[2 * h + 1] = h >> 8
     }
     const t: RawTensor = { name: "all-halves", dtype: "F16", shape: [65536, 1], data: bits }
-    const got = await run(Effect.flatMap(two.matrix(t), (m) => two.matmul(m, Float32Array.of(1), 1)))
+    const got = await mm(two, t, Float32Array.of(1), 1)
     const want = toFloat32(t)
     for (let h = 0; h < 65536; h++) {
       const ok = Object.is(got[h], want[h]) || (Number.isNaN(got[h]) && Number.isNaN(want[h])) || (got[h] === 0 && want[h] === 0)
@@ -214,14 +232,23 @@ describe("simd elementwise and small ops", () => {
           const x = seeded(seed, T * D, 4)
           const w = fromFloat32("n", "BF16", [D], seeded(seed + 1, D))
           const eps = 1e-5
-          const got = await run(Effect.flatMap(two.vector(w), (v) => two.rmsnorm(x, v, T, eps)))
-          const want = await run(Effect.flatMap(ref.vector(w), (v) => ref.rmsnorm(x, v, T, eps)))
-          bitsEqual("rmsnorm", got, want)
           const positions = Int32Array.from({ length: T }, (_, t) => (seed >>> 3) % 500 + t)
           const invFreq = Float32Array.from({ length: half }, (_, i) => 10000 ** (-i / half))
-          bitsEqual("rope", await run(two.rope(x, T, heads, Dh, positions, invFreq)), await run(ref.rope(x, T, heads, Dh, positions, invFreq)))
           const y = seeded(seed + 2, T * D)
-          bitsEqual("add", await run(two.add(x, y)), await run(ref.add(x, y)))
+          const ops = (k: KernelsShape) =>
+            on(k, (b) => Effect.gen(function* () {
+              const xa = yield* b.upload(x, T, D)
+              const input = yield* b.input(new Int32Array(T), positions, Math.max(...positions) + 1)
+              return [
+                yield* b.read(yield* b.rmsnorm(xa, yield* b.vector(w), eps)),
+                yield* b.read(yield* b.rope(xa, heads, Dh, input, invFreq)),
+                yield* Effect.flatMap(b.upload(y, T, D), (ya) => Effect.andThen(b.accumulate(xa, ya), b.read(xa)))
+              ] as const
+            }))
+          const [got, want] = [await ops(two), await ops(ref)]
+          bitsEqual("rmsnorm", got[0], want[0])
+          bitsEqual("rope", got[1], want[1])
+          bitsEqual("add", got[2], want[2])
         }
       ),
       { numRuns: 40 }
@@ -239,9 +266,11 @@ describe("simd elementwise and small ops", () => {
         const gate = seeded(seed, n, 30)
         const up = seeded(seed + 1, n, 4)
         for (const [i, v] of [[0, Infinity], [1, -Infinity], [2, NaN], [3, -200], [4, 200], [5, -88.9], [6, 0]] as const) if (i < n) gate[i] = v
-        const got = await run(two.swiglu(gate, up))
-        const want = await run(ref.swiglu(gate, up))
-        assertClose("swiglu", got, want, { atol: 1e-35, rtol: 8 * U })
+        const sw = (k: KernelsShape) =>
+          on(k, (b) => Effect.gen(function* () {
+            return yield* b.read(yield* b.swiglu(yield* b.upload(gate, 1, n), yield* b.upload(up, 1, n)))
+          }))
+        assertClose("swiglu", await sw(two), await sw(ref), { atol: 1e-35, rtol: 8 * U })
       }),
       { numRuns: 40 }
     ))
@@ -296,6 +325,21 @@ const attentionTerms = (
   return out
 }
 
+/** Attention through a KV store written as a forward pass would (the past, then this call's slots). */
+const attend = (
+  k: KernelsShape,
+  q: Float32Array,
+  keys: Float32Array,
+  values: Float32Array,
+  c: { T: number; H: number; Hkv: number; Dh: number; S: number; positions: Int32Array; mask?: Uint8Array }
+) =>
+  on(k, (b) => Effect.gen(function* () {
+    const kv = yield* b.kvStore(2, c.Hkv, c.Dh, c.S + 3) // capacity beyond kvLength; the second layer is the one read
+    yield* b.kvWrite(kv, 1, 0, yield* b.upload(keys, c.S, c.Hkv * c.Dh), yield* b.upload(values, c.S, c.Hkv * c.Dh))
+    const input = yield* b.input(new Int32Array(c.T), c.positions, c.S, c.mask)
+    return yield* b.read(yield* b.attention(yield* b.upload(q, c.T, c.H * c.Dh), kv, 1, input, { numHeads: c.H, numKeyValueHeads: c.Hkv, headDim: c.Dh }))
+  }))
+
 describe("simd attention", () => {
   const attentionCase = fc
     .record({
@@ -312,14 +356,14 @@ describe("simd attention", () => {
     fc.assert(
       fc.asyncProperty(attentionCase, async ({ H, Hkv, Dh, T, past, S, seed }) => {
         const q = seeded(seed, T * H * Dh, 2)
-        const keys = seeded(seed + 1, (S + 3) * Hkv * Dh, 2) // capacity beyond kvLength, like a KvCache
-        const values = seeded(seed + 2, (S + 3) * Hkv * Dh, 2)
+        const keys = seeded(seed + 1, S * Hkv * Dh, 2)
+        const values = seeded(seed + 2, S * Hkv * Dh, 2)
         const positions = Int32Array.from({ length: T }, (_, t) => past + t)
-        const shape = { T, numHeads: H, numKeyValueHeads: Hkv, headDim: Dh, kvLength: S, positions }
-        const got = await run(two.attention(q, keys, values, shape))
-        const want = await run(ref.attention(q, keys, values, shape))
-        assertClose(`attention H=${H} Hkv=${Hkv} Dh=${Dh} T=${T} S=${S}`, got, want, { atol: 0, rtol: 0, c: 1 }, attentionTerms(q, keys, values, { T, H, Hkv, Dh, positions, S }))
-        bitsEqual("attention 1 vs 2 threads", await run(one.attention(q, keys, values, shape)), got)
+        const c = { T, H, Hkv, Dh, S, positions }
+        const got = await attend(two, q, keys, values, c)
+        const want = await attend(ref, q, keys, values, c)
+        assertClose(`attention H=${H} Hkv=${Hkv} Dh=${Dh} T=${T} S=${S}`, got, want, { atol: 0, rtol: 0, c: 1 }, attentionTerms(q, keys, values, c))
+        bitsEqual("attention 1 vs 2 threads", await attend(one, q, keys, values, c), got)
       }),
       { numRuns: 50 }
     ))
@@ -348,11 +392,11 @@ describe("simd tree attention", () => {
           const mask = Uint8Array.from(bits, (b) => (b > 0 ? 1 : 0))
           for (let t = 0; t < T; t++) mask[t * S + ((maskSeed >>> 0) + t) % S] = 1 // every query sees a slot
           const positions = Int32Array.from({ length: T }, (_, t) => past + t)
-          const shape = { T, numHeads: H, numKeyValueHeads: Hkv, headDim: Dh, kvLength: S, positions, mask }
-          const got = await run(two.attention(q, keys, values, shape))
-          const want = await run(ref.attention(q, keys, values, shape))
-          assertClose(`masked attention T=${T} S=${S}`, got, want, { atol: 0, rtol: 0, c: 1 }, attentionTerms(q, keys, values, { T, H, Hkv, Dh, positions, S, mask }))
-          bitsEqual("masked attention 1 vs 2 threads", await run(one.attention(q, keys, values, shape)), got)
+          const c = { T, H, Hkv, Dh, S, positions, mask }
+          const got = await attend(two, q, keys, values, c)
+          const want = await attend(ref, q, keys, values, c)
+          assertClose(`masked attention T=${T} S=${S}`, got, want, { atol: 0, rtol: 0, c: 1 }, attentionTerms(q, keys, values, c))
+          bitsEqual("masked attention 1 vs 2 threads", await attend(one, q, keys, values, c), got)
         }
       ),
       { numRuns: 40 }
@@ -367,7 +411,7 @@ describe("simd whole model", () => {
   const greedy = (kernels: KernelsShape, config: LlamaConfig, seed: number, dtype: DType, prompt: ReadonlyArray<number>, steps: number) =>
     Effect.gen(function* () {
       const model = yield* Effect.provideService(Model.fromWeights(config, randomWeights(config, { seed, dtype })), Kernels, kernels)
-      const cache = KvCache.make(config, prompt.length + steps)
+      const cache = yield* KvCache.make(kernels, config, prompt.length + steps)
       let logits = yield* Forward.forward(model, cache, Int32Array.from(prompt), 0, "last")
       const ids: Array<number> = []
       const margins: Array<number> = []
@@ -391,9 +435,9 @@ describe("simd whole model", () => {
         async (config, seed, dtype, raw) => {
           const prompt = raw.map((p) => p % config.vocabSize)
           const steps = 8
-          const want = await run(greedy(ref, config, seed, dtype, prompt, steps))
+          const want = await run(Effect.scoped(greedy(ref, config, seed, dtype, prompt, steps)))
           for (const k of [one, two]) {
-            const got = await run(greedy(k, config, seed, dtype, prompt, steps))
+            const got = await run(Effect.scoped(greedy(k, config, seed, dtype, prompt, steps)))
             for (let i = 0; i < steps; i++) {
               if (got.ids[i] === want.ids[i]) continue
               // Only a near-tie in the reference may flip (its two best logits closer than f32 noise).
@@ -410,6 +454,46 @@ describe("simd whole model", () => {
   const exact = { atol: 0, rtol: 0 }
   it("a multi-token forward equals token-by-token decode, bitwise", () => multiTokenEqualsDecode(Layer.orDie(SimdKernels.layer({ threads: 2 })), exact, 10))
   it("overwriting a window then truncating equals a fresh prefill, bitwise", () => overwriteEqualsFreshPrefill(Layer.orDie(SimdKernels.layer({ threads: 2 })), exact, 10))
+})
+
+describe("simd keeps activations and the KV cache in its memory", () => {
+  const config: LlamaConfig = {
+    architecture: "llama", vocabSize: 300, hiddenSize: 128, intermediateSize: 256, numHiddenLayers: 3, numAttentionHeads: 4, numKeyValueHeads: 2, headDim: 32,
+    maxPositionEmbeddings: 512, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: undefined, tieWordEmbeddings: false, attentionBias: false, bosTokenId: undefined, eosTokenIds: []
+  }
+
+  it("a decode step copies in only its position and copies out only the logits", async () => {
+    const traffic = await run(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const model = yield* Effect.provideService(Model.fromWeights(config, randomWeights(config, { seed: 4, dtype: "BF16" })), Kernels, two)
+          const cache = yield* KvCache.make(two, config, 64)
+          yield* Forward.forward(model, cache, Int32Array.of(1, 2, 3, 4, 5), 0, "last")
+          const before = { ...two.runtime.traffic }
+          yield* Forward.forward(model, cache, Int32Array.of(6), 5, "last")
+          return { toWasm: two.runtime.traffic.toWasm - before.toWasm, fromWasm: two.runtime.traffic.fromWasm - before.fromWasm }
+        })
+      )
+    )
+    expect(traffic).toEqual({ toWasm: 4, fromWasm: config.vocabSize * 4 })
+  })
+
+  it("a forward pass frees its activations, and a request its KV cache, when their scopes close", async () => {
+    const used = await run(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const model = yield* Effect.provideService(Model.fromWeights(config, randomWeights(config, { seed: 5, dtype: "BF16" })), Kernels, two)
+          // a first request fills the RoPE table (cos/sin per position, kept for the runtime's life)
+          yield* Stream.runDrain(Generation.generate(model, { prompt: [1, 2, 3], maxNewTokens: 20 }))
+          const base = two.memory!().usedBytes
+          const events = yield* Stream.runCollect(Generation.generate(model, { prompt: [4, 5, 6], maxNewTokens: 20, mode: "sparse", sparsity: { granularity: "coarse", density: 0.5 } }))
+          return { base, after: two.memory!().usedBytes, finished: Array.from(events).at(-1)!._tag }
+        })
+      )
+    )
+    expect(used.finished).toBe("Finished")
+    expect(used.after).toBe(used.base)
+  })
 })
 
 describe("simd memory and build", () => {

@@ -12,11 +12,12 @@ import * as KvCache from "../src/KvCache.ts"
 import * as Model from "../src/Model.ts"
 import * as Policy from "../src/Policy.ts"
 import * as Request from "../src/Request.ts"
-import { randomWeights } from "../src/RandomModel.ts"
+import { type KvSnapshot, snapshot } from "../testing/kv.ts"
+import { randomWeights } from "../testing/RandomModel.ts"
 import * as Sirius from "../src/Sirius.ts"
 import type { Granularity } from "../src/Sparsity.ts"
-import { tinyModelAndPrompt } from "./arbitraries.ts"
-import { assertClose } from "./tolerance.ts"
+import { tinyModelAndPrompt } from "../testing/arbitraries.ts"
+import { assertClose } from "../testing/tolerance.ts"
 
 const run = <A, E>(effect: Effect.Effect<A, E, Kernels>) => Effect.runPromise(Effect.provide(effect, ReferenceKernels.layer))
 const load = (config: LlamaConfig, seed: number) => Model.fromWeights(config, randomWeights(config, { seed }), { sparse: true })
@@ -36,11 +37,11 @@ const kvAfterVerifications = (model: Model.Model, options: Partial<Sirius.Sirius
     Effect.gen(function* () {
       const s = yield* Sirius.init(model, { maxNewTokens: 12, sparsity: { granularity: "coarse", density: 0.5 }, ...options } as Sirius.SiriusOptions)
       yield* Request.prefill(s)
-      const snapshots: Array<{ kv: ReturnType<typeof KvCache.snapshot>; length: number }> = []
+      const snapshots: Array<{ kv: KvSnapshot; length: number }> = []
       while (s.finished === undefined) {
         const events = yield* Sirius.step(s)
         // every slot below lastCheck must now hold full-model K/V of the committed tokens
-        if (events.some((e) => e._tag === "Verified")) snapshots.push({ kv: KvCache.snapshot(s.cache), length: s.lastCheck })
+        if (events.some((e) => e._tag === "Verified")) snapshots.push({ kv: yield* snapshot(model.kernels, s.cache), length: s.lastCheck })
       }
       return { snapshots, tokens: [...s.text.ids] }
     })
@@ -141,9 +142,13 @@ describe("Sirius state and metrics", () => {
             const all = [...prompt, ...tokens]
             for (const { kv, length } of snapshots) {
               expect(kv.keys[0]!.length).toBe(length * config.numKeyValueHeads * config.headDim)
-              const fresh = KvCache.make(config, length)
-              yield* Forward.forward(model, fresh, Int32Array.from(all.slice(0, length)), 0, "last")
-              const expected = KvCache.snapshot(fresh)
+              const expected = yield* Effect.scoped(
+                Effect.gen(function* () {
+                  const fresh = yield* KvCache.make(model.kernels, config, length)
+                  yield* Forward.forward(model, fresh, Int32Array.from(all.slice(0, length)), 0, "last")
+                  return yield* snapshot(model.kernels, fresh)
+                })
+              )
               // the window pass and the prefill compute each slot with identical arithmetic on the reference
               kv.keys.forEach((keys, l) => expect(Array.from(keys)).toEqual(Array.from(expected.keys[l]!)))
               kv.values.forEach((values, l) => expect(Array.from(values)).toEqual(Array.from(expected.values[l]!)))
@@ -214,7 +219,7 @@ describe("Sirius state and metrics", () => {
   it("rejects a bad correctionPeriod", () =>
     run(
       Effect.gen(function* () {
-        const config = { ...(yield* Effect.sync(() => ({}))), vocabSize: 20, hiddenSize: 8, intermediateSize: 16, numHiddenLayers: 1, numAttentionHeads: 2, numKeyValueHeads: 1, headDim: 4, maxPositionEmbeddings: 64, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: undefined, tieWordEmbeddings: false, bosTokenId: undefined, eosTokenIds: [] } satisfies LlamaConfig
+        const config = { ...(yield* Effect.sync(() => ({}))), architecture: "llama", vocabSize: 20, hiddenSize: 8, intermediateSize: 16, numHiddenLayers: 1, numAttentionHeads: 2, numKeyValueHeads: 1, headDim: 4, maxPositionEmbeddings: 64, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: undefined, tieWordEmbeddings: false, attentionBias: false, bosTokenId: undefined, eosTokenIds: [] } satisfies LlamaConfig
         const model = yield* load(config, 1)
         const error = yield* Effect.flip(sirius(model, { prompt: [1], correctionPeriod: 0 }))
         expect((error as Generation.GenerationError).field).toBe("correctionPeriod")
@@ -276,9 +281,13 @@ describe("Sirius tree drafting", () => {
             expect(finished(events).tokens).toEqual(tokens)
             const all = [...prompt, ...tokens]
             for (const { kv, length } of snapshots) {
-              const fresh = KvCache.make(config, length)
-              yield* Forward.forward(model, fresh, Int32Array.from(all.slice(0, length)), 0, "last")
-              const expected = KvCache.snapshot(fresh)
+              const expected = yield* Effect.scoped(
+                Effect.gen(function* () {
+                  const fresh = yield* KvCache.make(model.kernels, config, length)
+                  yield* Forward.forward(model, fresh, Int32Array.from(all.slice(0, length)), 0, "last")
+                  return yield* snapshot(model.kernels, fresh)
+                })
+              )
               // a tree pass attends over masked slots in another order than a causal prefill: f32-close, not bitwise
               kv.keys.forEach((keys, l) => assertClose(`keys ${l}`, keys, expected.keys[l]!, { atol: 1e-5, rtol: 1e-5 }))
               kv.values.forEach((values, l) => assertClose(`values ${l}`, values, expected.values[l]!, { atol: 1e-5, rtol: 1e-5 }))

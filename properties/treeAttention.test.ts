@@ -10,10 +10,10 @@ import * as Generation from "../src/Generation.ts"
 import { Kernels } from "../src/Kernels.ts"
 import * as Model from "../src/Model.ts"
 import * as Policy from "../src/Policy.ts"
-import { randomWeights } from "../src/RandomModel.ts"
+import { randomWeights } from "../testing/RandomModel.ts"
 import * as Sirius from "../src/Sirius.ts"
-import { tinyModelAndPrompt } from "./arbitraries.ts"
-import { assertClose } from "./tolerance.ts"
+import { tinyModelAndPrompt } from "../testing/arbitraries.ts"
+import { assertClose } from "../testing/tolerance.ts"
 
 const backends: ReadonlyArray<readonly [string, Layer.Layer<Kernels, unknown>]> = [
   ["simd(1 thread)", SimdKernels.layer({ threads: 1 })],
@@ -53,9 +53,20 @@ describe.each(backends)("tree attention on %s", (name, layer) => {
         const k = values(S * c.Hkv * c.Dh, c.seed + 1)
         const v = values(S * c.Hkv * c.Dh, c.seed + 2)
         const expected = attention(q, k, v, shape)
-        const actual = await Effect.runPromise(Effect.provide(Effect.gen(function* () {
-          return yield* (yield* Kernels).attention(q, k, v, shape)
-        }), layer as Layer.Layer<Kernels>))
+        const actual = await Effect.runPromise(
+          Effect.provide(
+            Effect.scoped(
+              Effect.gen(function* () {
+                const b = yield* Kernels
+                const kv = yield* b.kvStore(1, c.Hkv, c.Dh, S)
+                yield* b.kvWrite(kv, 0, 0, yield* b.upload(k, S, c.Hkv * c.Dh), yield* b.upload(v, S, c.Hkv * c.Dh))
+                const input = yield* b.input(new Int32Array(c.T), shape.positions, S, mask)
+                return yield* b.read(yield* b.attention(yield* b.upload(q, c.T, H * c.Dh), kv, 0, input, shape))
+              })
+            ),
+            layer as Layer.Layer<Kernels>
+          )
+        )
         // scores are Dh-term dot products of values |·| ≤ 2 and the mix a convex combination of |v| ≤ 2:
         // f32 accumulation error stays far below 1e-4 at these sizes
         assertClose(`${name} attention`, actual, expected, { atol: 1e-4, rtol: 1e-4 })

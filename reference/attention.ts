@@ -4,17 +4,9 @@
 // marks (tree attention) when a mask (T, S) is given; query head h reads KV head
 // floor(h / (H/Hkv)); scores are scaled by 1/sqrt(Dh) and max-subtracted before exp (stability).
 
-export interface AttentionDims {
-  readonly T: number
-  readonly numHeads: number
-  readonly numKeyValueHeads: number
-  readonly headDim: number
-  readonly kvLength: number
-  readonly positions: Int32Array
-  readonly mask?: Uint8Array | undefined
-}
+import type { AttentionShape } from "./host.ts"
 
-export const attention = (q: Float32Array, keys: Float32Array, values: Float32Array, dims: AttentionDims): Float32Array => {
+export const attention = (q: Float32Array, keys: Float32Array, values: Float32Array, dims: AttentionShape): Float32Array => {
   const { T, numHeads: H, numKeyValueHeads: Hkv, headDim: Dh, positions, mask, kvLength: S } = dims
   const out = new Float32Array(T * H * Dh)
   const group = H / Hkv

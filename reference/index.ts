@@ -6,6 +6,7 @@
  */
 import { Effect, Layer } from "effect"
 import { Kernels, type KernelsShape, type Matrix, type Vector } from "../src/Kernels.ts"
+import { fromHost, type HostKernelsShape } from "./host.ts"
 import { toFloat32 } from "../src/Tensor.ts"
 import { add } from "./add.ts"
 import { attention } from "./attention.ts"
@@ -17,14 +18,16 @@ import { rope } from "./rope.ts"
 import { swiglu } from "./swiglu.ts"
 
 export { add } from "./add.ts"
-export { attention, type AttentionDims } from "./attention.ts"
+export { attention } from "./attention.ts"
 export { embedding } from "./embedding.ts"
 export { gather, gatherColumns, gatherRows, type F32Rows } from "./gather.ts"
 export { matmul, matmulAbsTerms, matmulRows, matmulTransposedRows } from "./matmul.ts"
 export { rmsnorm } from "./rmsnorm.ts"
 export { rope } from "./rope.ts"
 export { ropeInvFreq } from "../src/Rope.ts"
-export { silu, swiglu } from "./swiglu.ts"
+export { silu, swiglu, swigluRows } from "./swiglu.ts"
+export { neuronStatistic, selectNeurons } from "./select.ts"
+export { type AttentionShape, fromHost, type HostActivation, type HostKernelsShape, type HostSelection } from "./host.ts"
 export { softmax } from "./softmax.ts"
 
 interface F32Matrix extends Matrix {
@@ -34,7 +37,8 @@ interface F32Vector extends Vector {
   readonly data: Float32Array
 }
 
-const make = (): KernelsShape => ({
+/** The reference's dense ops on host arrays; `make` lifts them (and the reference sparsity and KV ops) with fromHost. */
+export const referenceHost: HostKernelsShape = {
   name: "reference",
   matrix: (t) => Effect.sync((): F32Matrix => ({ rows: t.shape[0]!, cols: t.shape[1]!, data: toFloat32(t) })),
   vector: (t) => Effect.sync((): F32Vector => ({ length: t.shape[0]!, data: toFloat32(t) })),
@@ -48,7 +52,9 @@ const make = (): KernelsShape => ({
   attention: (q, keys, values, shape) => Effect.sync(() => attention(q, keys, values, shape)),
   swiglu: (gate, up) => Effect.sync(() => swiglu(gate, up)),
   add: (a, b) => Effect.sync(() => add(a, b))
-})
+}
+
+const make = (): KernelsShape => fromHost(referenceHost)
 
 export const ReferenceKernels = {
   make,

@@ -16,7 +16,7 @@ export const matmul = (w: Float32Array, x: Float32Array, T: number, rows: number
   return out
 }
 
-/** Σ_c |w[r,c] · x[t,c]| per output: the magnitude term of the reduction tolerance (style.md §6). */
+/** Σ_c |w[r,c] · x[t,c]| per output: the magnitude term of the reduction tolerance (docs/testing.md). */
 export const matmulAbsTerms = (w: Float32Array, x: Float32Array, T: number, rows: number, cols: number): Float32Array => {
   const out = new Float32Array(T * rows)
   for (let t = 0; t < T; t++)

@@ -16,8 +16,8 @@ import { Effect } from "effect"
 import { join } from "node:path"
 import { parseArgs } from "node:util"
 import { writeGguf } from "../src/Gguf.ts"
-import { randomWeights, shapes, writeHfCheckpoint } from "../src/RandomModel.ts"
-import type { ShapeName } from "../src/RandomModel.ts"
+import { randomWeights, shapes, writeHfCheckpoint } from "../testing/RandomModel.ts"
+import type { ShapeName } from "../testing/RandomModel.ts"
 import type { DType } from "../src/Tensor.ts"
 
 const usage =

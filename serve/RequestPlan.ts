@@ -78,7 +78,7 @@ export interface Plan {
   readonly events: boolean
   readonly mode: Mode
   readonly sparsity: SparsityOptions | undefined
-  /** What the request allocates in the backend's memory (Request.backendBytes). */
+  /** What the request allocates in the backend's memory (Request.backendBytes: gathers, KV cache, activations). */
   readonly backendBytes: number
 }
 
@@ -224,6 +224,12 @@ export const plan = (served: ServedModel, d: Defaults, input: Input): Effect.Eff
       events: stream && mode === "sirius" && s.events === true,
       mode,
       sparsity,
-      backendBytes: Request.backendBytes(served.model, sparsity)
+      // KV slots beyond prompt + budget, as the engine allocates them: a Sirius window's look-ahead, a tree's
+      // nodes (Sirius.init)
+      backendBytes: Request.backendBytes(served.model, sparsity, {
+        prompt: ids.length,
+        maxNewTokens,
+        extraSlots: mode === "sirius" && treeWidth > 1 ? 1 + ((s.period ?? d.period) - 1) * treeWidth : 1
+      })
     }
   })

@@ -48,3 +48,6 @@ export const load = (path: string, onProgress?: OnProgress) =>
     const served: ServedModel = { id: modelId(path), checkpoint: rest, model, template, created: Math.floor(Date.now() / 1000) }
     return served
   })
+
+/** Why a model did not load (the checkpoint's errors, the backend's upload errors). */
+export type LoadError = ReturnType<typeof load> extends Effect.Effect<unknown, infer E, unknown> ? E : never

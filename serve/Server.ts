@@ -18,9 +18,7 @@ import { Cause, Context, Deferred, Effect, Exit, Layer, Logger, Scope } from "ef
 import { HttpRouter, HttpServer } from "effect/http"
 import type { ServeError } from "effect/http/HttpServerError"
 import { createServer } from "node:http"
-import type { CheckpointError } from "../src/Checkpoint.ts"
-import type { ConfigError } from "../src/Config.ts"
-import type { KernelError, Kernels } from "../src/Kernels.ts"
+import type { Kernels } from "../src/Kernels.ts"
 import type { OnProgress } from "../src/LoadProgress.ts"
 import * as Admission from "./Admission.ts"
 import * as Metrics from "./Metrics.ts"
@@ -58,7 +56,7 @@ export interface Options<E = unknown> {
 }
 
 /** Why a model did not load: the backend's construction error, the checkpoint's, or an upload's. */
-export type LoadError<E> = E | ConfigError | CheckpointError | KernelError
+export type LoadError<E> = E | ServedModel.LoadError
 
 export interface Running<E = unknown> {
   readonly host: string

@@ -131,12 +131,17 @@ interface Exports {
   readonly work: () => number
   readonly madd: (a: number, b: number, c: number) => number
   readonly swiglu: (g: number, u: number, out: number, n4: number) => void
+  readonly rmsnorm: (x: number, w: number, out: number, D: number, eps: number) => void
+  readonly rope: (x: number, out: number, heads: number, headDim: number, cosSin: number) => void
+  readonly add: (a: number, b: number, out: number, n4: number) => void
 }
 
 export class SimdRuntime {
   readonly memory: WebAssembly.Memory
   readonly exports: Exports
   readonly workers: ReadonlyArray<Worker>
+  /** Bytes copied between host memory and the wasm memory by the Kernels ops (inputs in, readbacks out). */
+  readonly traffic = { toWasm: 0, fromWasm: 0 }
   /** The kernels' multiply-adds are fused (relaxed SIMD accepted and lowered to FMA instructions). */
   readonly fma: boolean
   /** Which binary runs, and why the baseline when it does. */
@@ -206,7 +211,7 @@ export class SimdRuntime {
    * Allocate `bytes` of zeroed memory (64-byte aligned) until `free`: the first gap between live blocks
    * that fits, else above them. `zeroed: false` skips the zeroing, for a caller that writes every byte. Memory that served as scratch or was freed is zeroed (matrix padding
    * must read as 0); fresh memory already is zero, and is left untouched (first touches cost ~3 ms/MB on
-   * the VMs of measurements.md).
+   * the VMs of docs/measurements.md).
    */
   alloc(bytes: number, options: { readonly zeroed: boolean } = { zeroed: true }): number {
     let at = WEIGHTS_BASE

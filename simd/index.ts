@@ -7,11 +7,19 @@
  * splits each matmul's output rows over the main thread and `threads − 1` workers. A T-token matmul
  * makes one pass over the weights for all T tokens (bf16: each widened weight vector feeds 4 tokens).
  *
+ * Everything a forward pass touches lives in the same memory: activations (in an arena per forward pass,
+ * freed when its scope closes), the KV cache (a block per request), fine sparsity's selections. An op
+ * reads its inputs where the previous op wrote them; the host copies in only a call's positions (and a tree
+ * mask) and copies out only the logits (`read`). `runtime.traffic` counts those bytes.
+ *
  * Ops and where they run:
  *   matmul, matmulRows, matmulTransposedRows, attention, gather   wasm on all threads (kernels.wat)
- *   swiglu              wasm SIMD on the main thread (vectorised exp)
- *   rmsnorm, rope, add, embedding   plain TS on the main thread, float64 like the reference: a few
- *                       thousand elements per token per layer, negligible next to the matmuls
+ *   rmsnorm, rope, add   wasm on the main thread, in float64 like reference/ (bitwise its results)
+ *   swiglu, swigluRows   wasm SIMD on the main thread (vectorised exp)
+ *   embedding, selectNeurons, neuronStatistic, the KV moves   TS on views of the wasm memory (no copy)
+ *
+ * Activations are f32 rows padded to a multiple of 64 floats with zeros (the matmul kernels read whole
+ * 64-column tiles), except swigluRows' output, which is packed (T, n) for matmulTransposedRows.
  *
  * Every output element is computed by the same instruction sequence whatever the thread count and
  * whatever T, so results are bitwise identical for 1 or N threads, and a token's logits do not depend
@@ -21,16 +29,28 @@
  *
  * @example
  * const program = Effect.gen(function* () {
+ *   const checkpoint = yield* Checkpoint.loadCheckpoint(dir)
  *   const model = yield* Model.fromCheckpoint(checkpoint)
- *   return yield* Forward.forward(model, KvCache.make(model.config, 64), tokens, 0, "last")
+ *   return yield* Stream.runCollect(Generation.generate(model, { prompt, maxNewTokens: 32 }))
  * })
  * Effect.runPromise(Effect.provide(program, SimdKernels.layer({ threads: 2 })))
  */
-import { Effect, Layer } from "effect"
-import type { Scope } from "effect"
+import { Effect, Layer, Scope } from "effect"
 import { availableParallelism } from "node:os"
-import { KernelError, Kernels, type KernelsShape, type Matrix, type Vector } from "../src/Kernels.ts"
-import { type RawTensor, toFloat32 } from "../src/Tensor.ts"
+import {
+  type Activation,
+  type ForwardInput,
+  KernelError,
+  Kernels,
+  type KernelsShape,
+  type KvStore,
+  type Matrix,
+  type NeuronRule,
+  type Selection,
+  type Vector
+} from "../src/Kernels.ts"
+import { aboveThreshold, silu, topK } from "../src/Sparsity.ts"
+import { type RawTensor, toFloat32, widenQuantized } from "../src/Tensor.ts"
 import {
   columnOffsets,
   matrixLayout,
@@ -68,13 +88,44 @@ interface SimdMatrix extends Matrix {
   readonly address: number
 }
 
+/** A vector (norm weights, bias) as f32 in the wasm memory. */
 interface SimdVector extends Vector {
-  readonly data: Float32Array
+  readonly address: number
+}
+
+/** f32 rows in the wasm memory: row t at address + 4·t·stride; columns cols..stride are zero. */
+interface SimdActivation extends Activation {
+  readonly address: number
+  readonly stride: number
+}
+
+/** Neuron indices (i32) in the wasm memory, padded to a multiple of 4 with the last one (the matmul's row quads). */
+interface SimdSelection extends Selection {
+  readonly address: number
+  readonly count: number
+}
+
+interface SimdInput extends ForwardInput {
+  readonly tokens: Int32Array
+  readonly positions: Int32Array
+  /** The positions as i32 in the wasm memory (attention reads them), and the tree mask (T, kvLength) bytes or 0. */
+  readonly positionsAt: number
+  readonly maskAt: number
+}
+
+/** A request's KV cache: per layer, keys then values, each (capacity, Hkv, dh4) f32 (heads padded to 4). */
+interface SimdKv extends KvStore {
+  readonly address: number
+  readonly dh4: number
+  /** Bytes of one slot of one layer's keys (Hkv·dh4·4). */
+  readonly slotBytes: number
 }
 
 const BACKEND = "simd"
 /** Weights per block of a multi-token matmul chunk: re-read by each pass over the tokens, from L2. */
 const BLOCK_BYTES = 128 * 1024
+/** Activations are allocated from arena blocks of at least this size. */
+const ARENA_BLOCK = 1 << 20
 
 /**
  * Build the backend on a fresh runtime (memory + workers), released with the scope.
@@ -109,11 +160,40 @@ export const SimdKernels = { make, layer } as const
 
 // ---------------------------------------------------------------------------------------------------
 
+/**
+ * The activations of one scope (a forward pass): bump allocation in blocks of the runtime's memory, all
+ * freed together when the scope closes. Nothing is zeroed here: every op writes the bytes it hands out.
+ */
+class Arena {
+  private readonly blocks: Array<number> = []
+  private at = 0
+  private end = 0
+  constructor(private readonly rt: SimdRuntime) {}
+  alloc(bytes: number): number {
+    const size = roundUp(Math.max(bytes, 64), 64)
+    if (this.at + size > this.end) {
+      const block = Math.max(size, ARENA_BLOCK)
+      this.at = this.rt.alloc(block, { zeroed: false })
+      this.end = this.at + block
+      this.blocks.push(this.at)
+    }
+    const address = this.at
+    this.at += size
+    return address
+  }
+  release(): void {
+    for (const b of this.blocks) this.rt.free(b)
+    this.blocks.length = 0
+    this.at = this.end = 0
+  }
+}
+
 const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readonly runtime: SimdRuntime } => {
   const threads = rt.workers.length + 1
   const storages = new Set<Storage>()
   /** A tied lm_head is the embedding's very RawTensor: upload it once. */
   const uploaded = new WeakMap<RawTensor, SimdMatrix>()
+  const arenas = new WeakMap<Scope.Scope, Arena>()
   const name = (): string =>
     `simd(${threads} thread${threads === 1 ? "" : "s"}${storages.size ? ", " + [...storages].join("+") : ""}${rt.fma ? ", fma" : ""})`
 
@@ -125,8 +205,8 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
         e instanceof OutOfMemory
           ? op === "matrix"
             ? `${e.message}: the weights do not fit in one wasm32 memory (4 GiB at most); store the model in bf16 (half the bytes of f32)`
-            : op === "gather"
-              ? `${e.message}: this request's coarse-sparsity copies do not fit beside the weights and the other requests' copies (4 GiB at most); use a bf16 model, a lower density or fewer concurrent coarse requests`
+            : op === "gather" || op === "kvStore"
+              ? `${e.message}: this request's ${op === "gather" ? "coarse-sparsity copies" : "KV cache"} does not fit beside the weights and the other requests' (4 GiB at most); use a bf16 model, a shorter context, a lower density or fewer concurrent requests`
               : `${e.message}: the weights leave no room for this call's activations; use a bf16 model or a shorter context`
           : e instanceof Error
             ? e.message
@@ -134,18 +214,66 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
     })
   const attempt = <A>(op: string, f: () => A): Effect.Effect<A, KernelError> => Effect.try({ try: f, catch: (e) => fail(op, e) })
 
-  const matrix = (t: RawTensor): Effect.Effect<Matrix, KernelError> =>
+  /** The arena of the current scope (created on first use, released when the scope closes). */
+  const arenaOf: Effect.Effect<Arena, never, Scope.Scope> = Effect.flatMap(Effect.scope, (scope) => {
+    const known = arenas.get(scope)
+    if (known !== undefined) return Effect.succeed(known)
+    const arena = new Arena(rt)
+    arenas.set(scope, arena)
+    return Effect.as(Scope.addFinalizer(scope, Effect.sync(() => arena.release())), arena)
+  })
+  /** An op that allocates its output in the current scope's arena. */
+  const scoped = <A>(op: string, f: (arena: Arena) => A): Effect.Effect<A, KernelError, Scope.Scope> => Effect.flatMap(arenaOf, (arena) => attempt(op, () => f(arena)))
+
+  /** A fresh activation (rows, cols), row stride padded to 64 floats (or `stride`); padding zeroed. */
+  const activation = (arena: Arena, rows: number, cols: number, stride = roundUp(cols, 64)): SimdActivation => {
+    const address = arena.alloc(rows * stride * 4 + 16) // + 16: a 4-wide store past a packed row's end stays inside
+    if (stride > cols) for (let t = 0; t < rows; t++) rt.f32.fill(0, address / 4 + t * stride + cols, address / 4 + (t + 1) * stride)
+    return { rows, cols, stride, address }
+  }
+  /** Zero the padding columns of an activation some kernel wrote past `cols`. */
+  const zeroPadding = (a: SimdActivation): void => {
+    if (a.stride > a.cols) for (let t = 0; t < a.rows; t++) rt.f32.fill(0, a.address / 4 + t * a.stride + a.cols, a.address / 4 + (t + 1) * a.stride)
+  }
+  const act = (x: Activation) => x as SimdActivation
+  /**
+   * x's rows as matmul input: its own memory when the stride is the matrix's tiles, else a padded copy at
+   * `at` (scratch the caller reserved: `tilesBytes`).
+   */
+  const tilesBytes = (x: SimdActivation, tiles: number): number => (x.stride === tiles * TILE ? 0 : x.rows * tiles * TILE * 4)
+  const asTiles = (x: SimdActivation, tiles: number, at: number | undefined): number => {
+    if (x.stride === tiles * TILE) return x.address
+    for (let t = 0; t < x.rows; t++) {
+      rt.f32.copyWithin(at! / 4 + t * tiles * TILE, x.address / 4 + t * x.stride, x.address / 4 + t * x.stride + x.cols)
+      rt.f32.fill(0, at! / 4 + t * tiles * TILE + x.cols, at! / 4 + (t + 1) * tiles * TILE)
+    }
+    return at!
+  }
+
+  // ---- weights ----
+
+  const matrix = (raw: RawTensor): Effect.Effect<Matrix, KernelError> =>
     attempt("matrix", () => {
-      const known = uploaded.get(t)
+      const known = uploaded.get(raw)
       if (known) return known
+      // No integer kernels here yet: quantized weights (Q8_0, Q4_0, Q4_K, Q6_K) are widened to f32 exactly.
+      const t = widenQuantized(raw)
       const storage = storageOf[t.dtype]
       const layout = matrixLayout(t.shape[0]!, t.shape[1]!, storage)
       const address = rt.alloc(layout.bytes)
       packMatrix(t.data, layout, rt.u8.subarray(address, address + layout.bytes))
       storages.add(storage)
       const m: SimdMatrix = { rows: layout.rows, cols: layout.cols, bytes: layout.bytes, layout, address }
-      uploaded.set(t, m)
+      uploaded.set(raw, m)
       return m
+    })
+
+  const vector = (t: RawTensor): Effect.Effect<Vector, KernelError> =>
+    attempt("vector", (): SimdVector => {
+      const values = toFloat32(t)
+      const address = rt.alloc(roundUp(values.length, 4) * 4)
+      rt.f32.set(values, address / 4)
+      return { length: values.length, address }
     })
 
   /**
@@ -177,15 +305,80 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
       (m) => Effect.sync(() => rt.free(m.address))
     )
 
-  const vector = (t: RawTensor): Effect.Effect<Vector, KernelError> =>
-    Effect.sync((): SimdVector => ({ length: t.shape[0]!, data: toFloat32(t) }))
+  // ---- moving data ----
+
+  /** RoPE tables, per invFreq: cos (Dh/2) then sin (Dh/2) in f64 for positions 0..count-1, grown on demand. */
+  const ropeTables = new WeakMap<Float32Array, { address: number; count: number }>()
+  const ropeTable = (invFreq: Float32Array, positions: number): number => {
+    const known = ropeTables.get(invFreq)
+    if (known !== undefined && known.count >= positions) return known.address
+    const half = invFreq.length
+    const count = Math.max(positions, 2 * (known?.count ?? 0), 256)
+    const address = rt.alloc(count * half * 16)
+    const f64 = new Float64Array(rt.memory.buffer, address, count * half * 2)
+    for (let p = 0; p < count; p++)
+      for (let i = 0; i < half; i++) {
+        const theta = p * invFreq[i]!
+        f64[p * 2 * half + i] = Math.cos(theta)
+        f64[p * 2 * half + half + i] = Math.sin(theta)
+      }
+    if (known !== undefined) rt.free(known.address)
+    ropeTables.set(invFreq, { address, count })
+    return address
+  }
+
+  const input: KernelsShape["input"] = (tokens, positions, kvLength, mask) =>
+    scoped("input", (arena): SimdInput => {
+      const T = tokens.length
+      const positionsAt = arena.alloc(T * 4)
+      rt.i32.set(positions, positionsAt / 4)
+      const maskAt = mask === undefined ? 0 : arena.alloc(T * kvLength)
+      if (mask !== undefined) rt.u8.set(mask.subarray(0, T * kvLength), maskAt)
+      rt.traffic.toWasm += T * 4 + (mask === undefined ? 0 : T * kvLength)
+      return { T, kvLength, tokens: tokens.slice(), positions: positions.slice(), positionsAt, maskAt }
+    })
+
+  const upload: KernelsShape["upload"] = (data, rows, cols) =>
+    scoped("upload", (arena) => {
+      const a = activation(arena, rows, cols)
+      for (let t = 0; t < rows; t++) rt.f32.set(data.subarray(t * cols, (t + 1) * cols), a.address / 4 + t * a.stride)
+      rt.traffic.toWasm += rows * cols * 4
+      return a as Activation
+    })
+
+  const read: KernelsShape["read"] = (x) =>
+    attempt("read", () => {
+      const a = act(x)
+      rt.traffic.fromWasm += a.rows * a.cols * 4
+      if (a.stride === a.cols) return rt.f32.slice(a.address / 4, a.address / 4 + a.rows * a.cols)
+      const out = new Float32Array(a.rows * a.cols)
+      for (let t = 0; t < a.rows; t++) out.set(rt.f32.subarray(a.address / 4 + t * a.stride, a.address / 4 + t * a.stride + a.cols), t * a.cols)
+      return out
+    })
+
+  const writeSelection = (arena: Arena, rows: Int32Array, capacity: number): SimdSelection => {
+    const n = rows.length
+    const address = arena.alloc(roundUp(Math.max(n, 1), 4) * 4)
+    rt.i32.set(rows, address / 4)
+    // pad to a multiple of 4 with the last index (the matmul computes row quads; the extra outputs are dropped)
+    if (n > 0) rt.i32.fill(rows[n - 1]!, address / 4 + n, address / 4 + roundUp(n, 4))
+    return { capacity, address, count: n }
+  }
+
+  const selection: KernelsShape["selection"] = (indices) =>
+    scoped("selection", (arena) => {
+      rt.traffic.toWasm += indices.length * 4
+      return writeSelection(arena, indices, indices.length) as Selection
+    })
+
+  // ---- matrix products ----
 
   /**
    * Chunk boundaries over outputs 0..n (n a multiple of 4), guided: each chunk takes ≈ remaining / (2 ·
    * threads) outputs, at least ≈ `chunkBytes` of weights, so threads stream few large separate regions
    * (small interleaved chunks halve the bandwidth of two threads) while the last chunks are small enough
    * that a thread finishing late holds the others only briefly. Boundaries are multiples of 16 but the
-   * last, so a chunk's outputs of a token are whole 64-byte lines (with the out stride a multiple of 16).
+   * last, so a chunk's outputs of a token are whole 64-byte lines (the out stride is a multiple of 64).
    */
   const chunkBounds = (l: MatrixLayout, n: number): Int32Array => {
     const rowBytes = l.groupBytes / 4
@@ -202,179 +395,302 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
   const blockRows = (l: MatrixLayout, n: number, T: number): number =>
     T === 1 ? n : Math.max(4, Math.floor(BLOCK_BYTES / (l.groupBytes / 4) / 4) * 4)
 
-  /**
-   * out (T, n) for rows 0..n-1 (sel undefined, n = rows) or for rows sel[0..n) of w. One job: chunks of
-   * rows, each thread claiming the next; the x copy is zero padded to the matrix's tiles.
-   */
-  const rowsProduct = (w: Matrix, x: Float32Array, T: number, sel: Int32Array | undefined): Float32Array => {
+  /** out (T, n) = x · W[rows]ᵀ for rows 0..n-1 (no selection) or the selection's: one job, chunks of rows. */
+  const rowsProduct = (arena: Arena, w: Matrix, x: SimdActivation, sel: SimdSelection | undefined): SimdActivation => {
     const { layout: l, address } = w as SimdMatrix
-    const n = sel ? sel.length : l.rows
+    const n = sel ? sel.count : l.rows
+    const T = x.rows
+    const out = activation(arena, T, n)
+    if (n === 0) return out
     const n4 = roundUp(n, 4)
-    const colsPad = l.tiles * TILE
     const bounds = chunkBounds(l, n4)
-    // out stride: a multiple of 16 outputs, so each token's outputs start on a 64-byte line
-    const ns = roundUp(n, 16)
-    const [xAt, outAt, selAt, boundsAt] = rt.scratch([T * colsPad * 4, T * ns * 4, sel ? n4 * 4 : 0, bounds.length * 4])
-    const f32 = rt.f32
-    if (colsPad === l.cols) f32.set(x.subarray(0, T * l.cols), xAt! / 4)
-    else
-      for (let t = 0; t < T; t++) {
-        const at = xAt! / 4 + t * colsPad
-        f32.set(x.subarray(t * l.cols, (t + 1) * l.cols), at)
-        f32.fill(0, at + l.cols, at + colsPad)
-      }
-    if (sel) {
-      // pad the selection to a multiple of 4 with its last row (computed, then dropped)
-      rt.i32.set(sel, selAt! / 4)
-      rt.i32.fill(sel[n - 1]!, selAt! / 4 + n, selAt! / 4 + n4)
-    }
+    const [boundsAt, copyAt] = rt.scratch([bounds.length * 4, tilesBytes(x, l.tiles)])
+    const xAt = asTiles(x, l.tiles, copyAt)
     rt.i32.set(bounds, boundsAt! / 4)
-    const args = [storageCode[l.storage], address, xAt!, outAt!, n4, boundsAt!, l.tiles, T, colsPad * 4, ns * 4, sel ? selAt! : 0, blockRows(l, n4, T)]
+    const args = [storageCode[l.storage], address, xAt, out.address, n4, boundsAt!, l.tiles, T, l.tiles * TILE * 4, out.stride * 4, sel ? sel.address : 0, blockRows(l, n4, T)]
     rt.run(OP_MATMUL, bounds.length - 1, args)
-    if (ns === n) return f32.slice(outAt! / 4, outAt! / 4 + T * n)
-    const out = new Float32Array(T * n)
-    for (let t = 0; t < T; t++) out.set(f32.subarray(outAt! / 4 + t * ns, outAt! / 4 + t * ns + n), t * n)
+    zeroPadding(out) // outputs n..n4 of a selection's padding rows, or of zero matrix rows
     return out
   }
 
-  const matmul = (w: Matrix, x: Float32Array, T: number): Effect.Effect<Float32Array, KernelError> =>
-    attempt("matmul", () => rowsProduct(w, x, T, undefined))
+  const matmul: KernelsShape["matmul"] = (w, x, bias) =>
+    scoped("matmul", (arena) => {
+      const out = rowsProduct(arena, w, act(x), undefined)
+      if (bias !== undefined) {
+        // the bias, one f32 rounding per element (the reference's order: product sum, then + bias)
+        const b = rt.f32.subarray((bias as SimdVector).address / 4, (bias as SimdVector).address / 4 + bias.length)
+        const f32 = rt.f32
+        for (let t = 0; t < out.rows; t++) {
+          const o = out.address / 4 + t * out.stride
+          for (let i = 0; i < out.cols; i++) f32[o + i] = f32[o + i]! + b[i]!
+        }
+      }
+      return out as Activation
+    })
 
-  const matmulRows = (w: Matrix, x: Float32Array, T: number, rows: Int32Array): Effect.Effect<Float32Array, KernelError> =>
-    attempt("matmulRows", () => (rows.length === 0 ? new Float32Array(0) : rowsProduct(w, x, T, rows)))
+  const matmulRows: KernelsShape["matmulRows"] = (w, x, rows) => scoped("matmulRows", (arena) => rowsProduct(arena, w, act(x), rows as SimdSelection) as Activation)
 
-  const matmulTransposedRows = (wT: Matrix, h: Float32Array, T: number, rows: Int32Array): Effect.Effect<Float32Array, KernelError> =>
-    attempt("matmulTransposedRows", () => {
+  const matmulTransposedRows: KernelsShape["matmulTransposedRows"] = (wT, h, rows) =>
+    scoped("matmulTransposedRows", (arena) => {
       const { layout: l, address } = wT as SimdMatrix
-      const n = rows.length
-      const D = l.cols
-      const colsPad = l.tiles * TILE
-      if (n === 0) return new Float32Array(T * D)
-      const [hAt, selAt, outAt] = rt.scratch([T * n * 4, n * 4, T * colsPad * 4])
-      const f32 = rt.f32
-      f32.set(h.subarray(0, T * n), hAt! / 4)
-      rt.i32.set(rows, selAt! / 4)
-      f32.fill(0, outAt! / 4, outAt! / 4 + T * colsPad)
+      const sel = rows as SimdSelection
+      const hb = act(h)
+      const n = sel.count
+      const T = hb.rows
+      const out = activation(arena, T, l.cols, l.tiles * TILE)
+      rt.f32.fill(0, out.address / 4, out.address / 4 + T * out.stride)
+      if (n === 0) return out as Activation
+      // the kernel reads h packed (T, n)
+      let hAt = hb.address
+      if (hb.stride !== n) {
+        ;[hAt] = rt.scratch([T * n * 4])
+        for (let t = 0; t < T; t++) rt.f32.copyWithin(hAt! / 4 + t * n, hb.address / 4 + t * hb.stride, hb.address / 4 + t * hb.stride + n)
+      }
       const tilesPerChunk = Math.max(1, Math.ceil(l.tiles / (4 * threads)))
-      rt.run(OP_TRANSPOSED, Math.ceil(l.tiles / tilesPerChunk), [storageCode[l.storage], address, hAt!, outAt!, n, selAt!, l.tiles, T, tilesPerChunk])
-      if (colsPad === D) return f32.slice(outAt! / 4, outAt! / 4 + T * D)
-      const out = new Float32Array(T * D)
-      for (let t = 0; t < T; t++) out.set(f32.subarray(outAt! / 4 + t * colsPad, outAt! / 4 + t * colsPad + D), t * D)
-      return out
+      rt.run(OP_TRANSPOSED, Math.ceil(l.tiles / tilesPerChunk), [storageCode[l.storage], address, hAt!, out.address, n, sel.address, l.tiles, T, tilesPerChunk])
+      zeroPadding(out)
+      return out as Activation
     })
 
-  const embedding = (table: Matrix, tokens: Int32Array): Effect.Effect<Float32Array, KernelError> =>
-    attempt("embedding", () => {
+  // ---- per-row ops ----
+
+  const embedding: KernelsShape["embedding"] = (table, inp) =>
+    scoped("embedding", (arena) => {
       const { layout: l, address } = table as SimdMatrix
-      const out = new Float32Array(tokens.length * l.cols)
+      const { tokens } = inp as SimdInput
+      const out = activation(arena, tokens.length, l.cols)
       const packed = rt.u8.subarray(address, address + l.bytes)
-      tokens.forEach((id, t) => unpackRow(packed, l, id, out.subarray(t * l.cols, (t + 1) * l.cols)))
-      return out
+      tokens.forEach((id, t) => unpackRow(packed, l, id, rt.f32.subarray(out.address / 4 + t * out.stride, out.address / 4 + t * out.stride + l.cols)))
+      return out as Activation
     })
 
-  const rmsnorm = (x: Float32Array, weight: Vector, T: number, eps: number): Effect.Effect<Float32Array, KernelError> =>
+  const slice: KernelsShape["slice"] = (x, start, count) =>
     Effect.sync(() => {
-      const w = (weight as SimdVector).data
-      const D = w.length
-      const out = new Float32Array(T * D)
-      for (let t = 0; t < T; t++) {
-        const o = t * D
-        let ss = 0
-        for (let i = 0; i < D; i++) ss += x[o + i]! * x[o + i]!
-        const scale = 1 / Math.sqrt(ss / D + eps)
-        for (let i = 0; i < D; i++) out[o + i] = x[o + i]! * scale * w[i]!
-      }
-      return out
+      const a = act(x)
+      return { rows: count, cols: a.cols, stride: a.stride, address: a.address + start * a.stride * 4 } as SimdActivation as Activation
     })
 
-  const rope = (
-    x: Float32Array,
-    T: number,
-    heads: number,
-    headDim: number,
-    positions: Int32Array,
-    invFreq: Float32Array
-  ): Effect.Effect<Float32Array, KernelError> =>
-    Effect.sync(() => {
-      const out = new Float32Array(x.length)
-      const half = headDim / 2
-      const cos = new Float64Array(half)
-      const sin = new Float64Array(half)
-      for (let t = 0; t < T; t++) {
-        // one angle per (token, frequency), shared by every head
-        for (let i = 0; i < half; i++) {
-          const theta = positions[t]! * invFreq[i]!
-          cos[i] = Math.cos(theta)
-          sin[i] = Math.sin(theta)
-        }
-        for (let h = 0; h < heads; h++) {
-          const o = (t * heads + h) * headDim
-          for (let i = 0; i < half; i++) {
-            const a = x[o + i]!
-            const b = x[o + i + half]!
-            out[o + i] = a * cos[i]! - b * sin[i]!
-            out[o + i + half] = b * cos[i]! + a * sin[i]!
-          }
-        }
-      }
-      return out
+  const rmsnorm: KernelsShape["rmsnorm"] = (x, weight, eps) =>
+    scoped("rmsnorm", (arena) => {
+      const a = act(x)
+      const out = activation(arena, a.rows, a.cols, a.stride)
+      const w = (weight as SimdVector).address
+      for (let t = 0; t < a.rows; t++) rt.exports.rmsnorm(a.address + t * a.stride * 4, w, out.address + t * out.stride * 4, a.cols, eps)
+      return out as Activation
     })
 
-  const attention: KernelsShape["attention"] = (q, keys, values, shape) =>
-    attempt("attention", () => {
-      const { T, numHeads: H, numKeyValueHeads: Hkv, headDim: Dh, kvLength: S, positions } = shape
-      const dh4 = roundUp(Dh, 4)
-      const spad = roundUp(S, 4)
-      const out = new Float32Array(T * H * Dh)
-      const scaleBits = new Int32Array(Float32Array.of(1 / Math.sqrt(Dh)).buffer)[0]!
-      // queries in blocks of tokens so that one job has at most MAX_CHUNKS (token, head) items
-      const tb = Math.min(T, Math.max(1, Math.floor(MAX_CHUNKS / H)))
-      const kvBytes = S * Hkv * dh4 * 4
-      const { mask } = shape
-      const [kAt, vAt, qAt, oAt, sAt, pAt, mAt] = rt.scratch([
-        kvBytes,
-        kvBytes,
-        tb * H * dh4 * 4,
-        tb * H * dh4 * 4,
-        tb * H * spad * 4,
-        tb * 4,
-        mask ? tb * S : 0
-      ])
+  const rope: KernelsShape["rope"] = (x, heads, headDim, inp, invFreq) =>
+    scoped("rope", (arena) => {
+      const a = act(x)
+      const { positions } = inp as SimdInput
+      const out = activation(arena, a.rows, a.cols, a.stride)
+      const table = ropeTable(invFreq, Math.max(...positions) + 1)
+      for (let t = 0; t < a.rows; t++)
+        rt.exports.rope(a.address + t * a.stride * 4, out.address + t * out.stride * 4, heads, headDim, table + positions[t]! * headDim * 8)
+      return out as Activation
+    })
+
+  const accumulate: KernelsShape["accumulate"] = (x, y) =>
+    attempt("accumulate", () => {
+      const a = act(x)
+      const b = act(y)
+      // x ← x + y in place (the wasm add reads each lane before writing it)
+      if (a.stride === b.stride) rt.exports.add(a.address, b.address, a.address, a.rows * a.stride)
+      else for (let t = 0; t < a.rows; t++) rt.exports.add(a.address + t * a.stride * 4, b.address + t * b.stride * 4, a.address + t * a.stride * 4, roundUp(a.cols, 4))
+      zeroPadding(a)
+    })
+
+  const swiglu: KernelsShape["swiglu"] = (gate, up) =>
+    scoped("swiglu", (arena) => {
+      const g = act(gate)
+      const u = act(up)
+      const out = activation(arena, g.rows, g.cols, g.stride)
+      // padding: silu(0)·0 = 0
+      rt.exports.swiglu(g.address, u.address, out.address, g.rows * g.stride)
+      return out as Activation
+    })
+
+  const swigluRows: KernelsShape["swigluRows"] = (gate, up, rows) =>
+    scoped("swigluRows", (arena) => {
+      const g = act(gate)
+      const u = act(up)
+      const sel = rows as SimdSelection
+      const n = sel.count
+      const T = g.rows
+      const out = activation(arena, T, n, n) // packed: matmulTransposedRows reads (T, n)
+      if (n === 0) return out as Activation
+      const n4 = roundUp(n, 4)
+      const [gAt] = rt.scratch([n4 * 4])
       const f32 = rt.f32
-      copyHeads(f32, kAt! / 4, keys, S * Hkv, Dh, dh4)
-      copyHeads(f32, vAt! / 4, values, S * Hkv, Dh, dh4)
+      const idx = rt.i32.subarray(sel.address / 4, sel.address / 4 + n)
+      for (let t = 0; t < T; t++) {
+        const row = g.address / 4 + t * g.stride
+        for (let i = 0; i < n; i++) f32[gAt! / 4 + i] = f32[row + idx[i]!]!
+        f32.fill(0, gAt! / 4 + n, gAt! / 4 + n4)
+        // rows are written in order: a row's 4-wide tail past n is overwritten by the next row
+        rt.exports.swiglu(gAt!, u.address + t * u.stride * 4, out.address + t * n * 4, n4)
+      }
+      return out as Activation
+    })
+
+  // ---- attention ----
+
+  const attention: KernelsShape["attention"] = (q, kv, layer, inp, dims) =>
+    scoped("attention", (arena) => {
+      const { numHeads: H, numKeyValueHeads: Hkv, headDim: Dh } = dims
+      const store = kv as SimdKv
+      const i = inp as SimdInput
+      const qa = act(q)
+      const T = qa.rows
+      const S = i.kvLength
+      const dh4 = store.dh4
+      const spad = roundUp(S, 4)
+      const out = activation(arena, T, H * Dh)
+      const scaleBits = new Int32Array(Float32Array.of(1 / Math.sqrt(Dh)).buffer)[0]!
+      // queries in blocks of tokens: one job has at most MAX_CHUNKS (token, head) items, and the block's
+      // scores (tb·H·S floats) stay within 32 MiB of scratch (a long prefill attends in several jobs)
+      const tb = Math.min(T, Math.max(1, Math.floor(MAX_CHUNKS / H), 1), Math.max(1, Math.floor((32 << 20) / (H * roundUp(S, 4) * 4))))
+      const kAt = store.address + layer * 2 * store.capacity * store.slotBytes
+      const vAt = kAt + store.capacity * store.slotBytes
+      // heads padded to 4 floats (odd head dims): q and out go through packed copies in scratch
+      const padded = dh4 !== Dh
+      const [sAt, qAt, oAt] = rt.scratch([tb * H * spad * 4, padded ? tb * H * dh4 * 4 : 0, padded ? tb * H * dh4 * 4 : 0])
       for (let t0 = 0; t0 < T; t0 += tb) {
         const Tb = Math.min(tb, T - t0)
-        copyHeads(f32, qAt! / 4, q.subarray(t0 * H * Dh), Tb * H, Dh, dh4)
-        rt.i32.set(positions.subarray(t0, t0 + Tb), pAt! / 4)
-        if (mask) rt.u8.set(mask.subarray(t0 * S, (t0 + Tb) * S), mAt!)
-        rt.run(OP_ATTENTION, Tb * H, [qAt!, kAt!, vAt!, oAt!, sAt!, pAt!, H, H / Hkv, dh4, Hkv * dh4 * 4, scaleBits, spad, mask ? mAt! : 0, S])
-        const o = f32
-        if (dh4 === Dh) out.set(o.subarray(oAt! / 4, oAt! / 4 + Tb * H * Dh), t0 * H * Dh)
-        else for (let i = 0; i < Tb * H; i++) out.set(o.subarray(oAt! / 4 + i * dh4, oAt! / 4 + i * dh4 + Dh), (t0 * H + i) * Dh)
+        let qBase = qa.address + t0 * qa.stride * 4
+        let oBase = out.address + t0 * out.stride * 4
+        let qStride = qa.stride * 4
+        let oStride = out.stride * 4
+        if (padded) {
+          for (let t = 0; t < Tb; t++)
+            for (let h = 0; h < H; h++) {
+              const dst = qAt! / 4 + (t * H + h) * dh4
+              rt.f32.copyWithin(dst, qa.address / 4 + (t0 + t) * qa.stride + h * Dh, qa.address / 4 + (t0 + t) * qa.stride + (h + 1) * Dh)
+              rt.f32.fill(0, dst + Dh, dst + dh4)
+            }
+          qBase = qAt!
+          oBase = oAt!
+          qStride = oStride = H * dh4 * 4
+        }
+        const mask = i.maskAt === 0 ? 0 : i.maskAt + t0 * S
+        // heads per item: the whole group sharing a KV head (each key slot loaded once for all of them), unless
+        // that leaves fewer than two items per thread: then the largest divisor of the group that does not
+        const group = H / Hkv
+        let G = group
+        while (G > 1 && (Tb * H) / G < 2 * threads) {
+          G--
+          while (group % G !== 0) G--
+        }
+        rt.run(OP_ATTENTION, (Tb * H) / G, [qBase, kAt, vAt, oBase, sAt!, i.positionsAt + t0 * 4, H, group, dh4, Hkv * dh4 * 4, scaleBits, spad, mask, S, qStride, oStride, G])
+        if (padded)
+          for (let t = 0; t < Tb; t++)
+            for (let h = 0; h < H; h++)
+              rt.f32.copyWithin(out.address / 4 + (t0 + t) * out.stride + h * Dh, oAt! / 4 + (t * H + h) * dh4, oAt! / 4 + (t * H + h) * dh4 + Dh)
       }
-      return out
+      zeroPadding(out)
+      return out as Activation
     })
 
-  const swiglu = (gate: Float32Array, up: Float32Array): Effect.Effect<Float32Array, KernelError> =>
-    attempt("swiglu", () => {
-      const n = gate.length
-      const n4 = roundUp(n, 4)
-      const [gAt, uAt, oAt] = rt.scratch([n4 * 4, n4 * 4, n4 * 4])
+  // ---- sparsity (TS on views of the wasm memory, float64 like reference/select.ts) ----
+
+  const selectNeurons: KernelsShape["selectNeurons"] = (gate, rule: NeuronRule) =>
+    scoped("selectNeurons", (arena) => {
+      const g = act(gate)
+      const F = g.cols
+      const scores = new Float64Array(F)
       const f32 = rt.f32
-      f32.set(gate, gAt! / 4)
-      f32.set(up, uAt! / 4)
-      f32.fill(0, gAt! / 4 + n, gAt! / 4 + n4)
-      f32.fill(0, uAt! / 4 + n, uAt! / 4 + n4)
-      rt.exports.swiglu(gAt!, uAt!, oAt!, n4)
-      return f32.slice(oAt! / 4, oAt! / 4 + n)
+      for (let t = 0; t < g.rows; t++) {
+        const row = g.address / 4 + t * g.stride
+        for (let j = 0; j < F; j++) scores[j] = scores[j]! + Math.abs(silu(f32[row + j]!))
+      }
+      if (rule._tag === "Threshold") for (let j = 0; j < F; j++) scores[j] = scores[j]! / g.rows
+      const rows = rule._tag === "TopK" ? topK(scores, rule.count) : aboveThreshold(scores, rule.threshold)
+      return writeSelection(arena, rows, F) as Selection
     })
 
-  const add = (a: Float32Array, b: Float32Array): Effect.Effect<Float32Array, KernelError> =>
-    Effect.sync(() => {
-      const out = new Float32Array(a.length)
-      for (let i = 0; i < a.length; i++) out[i] = a[i]! + b[i]!
-      return out
+  const neuronStatistic: KernelsShape["neuronStatistic"] = (hb) =>
+    scoped("neuronStatistic", (arena) => {
+      const z = act(hb)
+      const F = z.cols
+      const s = new Float64Array(F)
+      const f32 = rt.f32
+      for (let t = 0; t < z.rows; t++) {
+        const row = z.address / 4 + t * z.stride
+        let norm = 0
+        for (let j = 0; j < F; j++) norm += f32[row + j]! ** 2
+        norm = Math.sqrt(norm)
+        if (norm === 0) continue
+        for (let j = 0; j < F; j++) s[j] = s[j]! + (f32[row + j]! / norm) ** 2
+      }
+      const out = activation(arena, 1, F)
+      for (let j = 0; j < F; j++) rt.f32[out.address / 4 + j] = Math.sqrt(s[j]!)
+      return out as Activation
+    })
+
+  // ---- the KV cache ----
+
+  const kvStore: KernelsShape["kvStore"] = (layers, numKeyValueHeads, headDim, capacity) =>
+    Effect.acquireRelease(
+      attempt("kvStore", (): SimdKv => {
+        const dh4 = roundUp(headDim, 4)
+        const slotBytes = numKeyValueHeads * dh4 * 4
+        // not zeroed: attention reads only slots a forward pass has written (kvLength); head padding is
+        // written with every slot
+        const address = rt.alloc(layers * 2 * capacity * slotBytes, { zeroed: false })
+        return { layers, numKeyValueHeads, headDim, kvDim: numKeyValueHeads * headDim, capacity, address, dh4, slotBytes }
+      }),
+      (kv) => Effect.sync(() => rt.free(kv.address))
+    )
+
+  /** f32 index of slot s of layer l's keys (which = 0) or values (1). */
+  const slotAt = (kv: SimdKv, layer: number, which: 0 | 1, slot: number): number =>
+    (kv.address + (layer * 2 + which) * kv.capacity * kv.slotBytes + slot * kv.slotBytes) / 4
+
+  const kvWrite: KernelsShape["kvWrite"] = (store, layer, start, k, v) =>
+    attempt("kvWrite", () => {
+      const kv = store as SimdKv
+      const f32 = rt.f32
+      for (const [which, x] of [[0, act(k)], [1, act(v)]] as const)
+        for (let t = 0; t < x.rows; t++) {
+          const src = x.address / 4 + t * x.stride
+          const dst = slotAt(kv, layer, which, start + t)
+          if (kv.dh4 === kv.headDim) f32.copyWithin(dst, src, src + kv.kvDim)
+          else
+            for (let h = 0; h < kv.numKeyValueHeads; h++) {
+              f32.copyWithin(dst + h * kv.dh4, src + h * kv.headDim, src + (h + 1) * kv.headDim)
+              f32.fill(0, dst + h * kv.dh4 + kv.headDim, dst + (h + 1) * kv.dh4)
+            }
+        }
+    })
+
+  const kvCompact: KernelsShape["kvCompact"] = (store, from, start) =>
+    attempt("kvCompact", () => {
+      const kv = store as SimdKv
+      const slotFloats = kv.slotBytes / 4
+      const [tmp] = rt.scratch([from.length * kv.slotBytes])
+      const f32 = rt.f32
+      for (let l = 0; l < kv.layers; l++)
+        for (const which of [0, 1] as const) {
+          // sources first (a source may be a later destination)
+          from.forEach((s, i) => f32.copyWithin(tmp! / 4 + i * slotFloats, slotAt(kv, l, which, s), slotAt(kv, l, which, s) + slotFloats))
+          f32.copyWithin(slotAt(kv, l, which, start), tmp! / 4, tmp! / 4 + from.length * slotFloats)
+        }
+    })
+
+  const kvRead: KernelsShape["kvRead"] = (store, layer, length) =>
+    attempt("kvRead", () => {
+      const kv = store as SimdKv
+      const out = (which: 0 | 1) => {
+        const a = new Float32Array(length * kv.kvDim)
+        for (let s = 0; s < length; s++)
+          for (let h = 0; h < kv.numKeyValueHeads; h++) {
+            const src = slotAt(kv, layer, which, s) + h * kv.dh4
+            a.set(rt.f32.subarray(src, src + kv.headDim), s * kv.kvDim + h * kv.headDim)
+          }
+        return a
+      }
+      rt.traffic.fromWasm += 2 * length * kv.kvDim * 4
+      return { keys: out(0), values: out(1) }
     })
 
   return {
@@ -385,27 +701,28 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
     matrix,
     vector,
     gather,
+    input,
+    upload,
+    read,
+    selection,
+    count: (s) => Effect.succeed((s as SimdSelection).count),
+    embedding,
+    slice,
+    rmsnorm,
     matmul,
     matmulRows,
     matmulTransposedRows,
-    embedding,
-    rmsnorm,
     rope,
     attention,
     swiglu,
-    add,
+    swigluRows,
+    accumulate,
+    selectNeurons,
+    neuronStatistic,
+    kvStore,
+    kvWrite,
+    kvCompact,
+    kvRead,
     memory: () => ({ usedBytes: rt.allocatedBytes, limitBytes: rt.options.maxBytes })
-  }
-}
-
-/** Copy n heads of Dh floats into rows of dh4 (zero padded) starting at f32 index `at`. */
-const copyHeads = (f32: Float32Array, at: number, src: Float32Array, n: number, Dh: number, dh4: number): void => {
-  if (dh4 === Dh) {
-    f32.set(src.subarray(0, n * Dh), at)
-    return
-  }
-  for (let i = 0; i < n; i++) {
-    f32.set(src.subarray(i * Dh, (i + 1) * Dh), at + i * dh4)
-    f32.fill(0, at + i * dh4 + Dh, at + (i + 1) * dh4)
   }
 }

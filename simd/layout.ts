@@ -5,7 +5,7 @@
  * other; 16-bit weights permuted inside each 8-column block so one load widens to two f32x4). Pure
  * functions and constants only; no wasm here.
  */
-import type { DType } from "../src/Tensor.ts"
+import type { FloatDType } from "../src/Tensor.ts"
 import { f16ToF32 } from "../src/Tensor.ts"
 
 // ---- control block (byte addresses) ----
@@ -37,7 +37,7 @@ export const OP_TRANSPOSED = 3
 export const OP_GATHER = 4
 
 export type Storage = "f32" | "bf16" | "f16"
-export const storageOf: Record<DType, Storage> = { F32: "f32", BF16: "bf16", F16: "f16" }
+export const storageOf: Record<FloatDType, Storage> = { F32: "f32", BF16: "bf16", F16: "f16" }
 export const storageCode: Record<Storage, number> = { f32: 0, bf16: 1, f16: 2 }
 
 // ---- matrix layout ----

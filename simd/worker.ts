@@ -5,7 +5,7 @@
  * A worker instantiates the same compiled module on the same shared memory, then loops: wait for the
  * main thread to bump WAKE, run `work()` (claim chunks until none is left), repeat. It spins on WAKE
  * for `spinMs` after each job (a generation keeps it hot: waking a sleeping thread costs milliseconds
- * on the VMs of measurements.md) and only then sleeps in Atomics.wait. It never blocks the main
+ * on the VMs of docs/measurements.md) and only then sleeps in Atomics.wait. It never blocks the main
  * thread: a job whose chunks were all claimed by others simply finds nothing to do.
  *
  * workerData: { module: WebAssembly.Module, memory: WebAssembly.Memory, index: number, spinMs: number }

@@ -1,5 +1,5 @@
 /**
- * Calibration of the CATS thresholds (fine-threshold granularity; sirius-algorithm.md §2.1): per layer, the
+ * Calibration of the CATS thresholds (fine-threshold granularity; docs/sirius.md): per layer, the
  * (1 − density)-quantile of |SiLU(W_gate·x)| over the calibration tokens, so that on that data a fraction
  * `density` of the MLP neurons stays active.
  *
@@ -10,11 +10,11 @@
  * the mass of that one bin.
  */
 import { Effect } from "effect"
-import { silu } from "../reference/swiglu.ts"
 import * as Forward from "./Forward.ts"
 import type { KernelError } from "./Kernels.ts"
 import * as KvCache from "./KvCache.ts"
 import type { Model } from "./Model.ts"
+import { silu } from "./Sparsity.ts"
 
 const LOG_MIN = -9
 const LOG_MAX = 4
@@ -42,12 +42,16 @@ export const calibrate = Effect.fnUntraced(function* (model: Model, sequences: R
   for (const seq of sequences) {
     if (seq.length === 0) continue
     tokens += seq.length
-    yield* Forward.forward(model, KvCache.make(model.config, seq.length), Int32Array.from(seq), 0, "last", {
-      _tag: "Dense",
-      observe: (layer, gate) => {
-        const h = hist[layer]!
-        for (const g of gate) h[binOf(Math.abs(silu(g)), bins)]!++
-      }
+    // the gates of every layer come back to the host: calibration is an offline tool, run once per model
+    const gates: Array<Float32Array | undefined> = []
+    yield* Effect.scoped(
+      Effect.flatMap(KvCache.make(model.kernels, model.config, seq.length), (cache) =>
+        Forward.forward(model, cache, Int32Array.from(seq), 0, "last", { _tag: "DenseWithGates", gates })
+      )
+    )
+    gates.forEach((gate, layer) => {
+      const h = hist[layer]!
+      for (const g of gate!) h[binOf(Math.abs(silu(g)), bins)]!++
     })
   }
   const thresholds: Array<number> = []

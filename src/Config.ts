@@ -5,17 +5,22 @@
  * `decodeConfig` checks the relations between fields (KV heads divide heads, head_dim is even, the rope
  * type is one we implement, ...) and applies HF's defaults. Everything downstream trusts a LlamaConfig.
  *
- * Both RoPE layouts are accepted (formats-and-oracles.md §1): the older top-level `rope_theta` +
+ * Both RoPE layouts are accepted (docs/formats.md): the older top-level `rope_theta` +
  * `rope_scaling`, and transformers v5's `rope_parameters`; when both are present `rope_parameters` wins.
  *
+ * Two architectures share the one LlamaConfig: `llama` (Llama 2/3.x, TinyLlama, SmolLM2, Mistral-style
+ * dense models) and `qwen2` (the same block with biases on q/k/v, `model_type: "qwen2"`). GGUF files
+ * are decoded to the same LlamaConfig by GgufCheckpoint.ts, which reuses `decodeConfig`.
+ *
  * This module does not read weights or tokenizers (see Checkpoint.ts), and it accepts only what the
- * forward pass implements: `hidden_act: "silu"`, no biases, rope types "default" and "llama3".
+ * forward pass implements: `hidden_act: "silu"`, no biases except Qwen2's q/k/v biases, rope types
+ * "default" and "llama3" (plus llama.cpp's per-frequency factors, from GGUF), no sliding window.
  */
 import { Effect, Schema } from "effect"
 import type { SchemaIssue } from "effect"
 import { readFileSync } from "node:fs"
 
-/** Llama 3 RoPE frequency scaling (formats-and-oracles.md §1). */
+/** Llama 3 RoPE frequency scaling (docs/formats.md). */
 export interface Llama3RopeScaling {
   readonly ropeType: "llama3"
   readonly factor: number
@@ -24,7 +29,22 @@ export interface Llama3RopeScaling {
   readonly originalMaxPositionEmbeddings: number
 }
 
+/**
+ * RoPE frequency divisors as llama.cpp stores them (the `rope_freqs.weight` tensor of a GGUF with
+ * Llama 3 scaling): invFreq_i = base^(−2i/head_dim) / factors[i], i < head_dim/2.
+ */
+export interface RopeFreqFactors {
+  readonly ropeType: "freq_factors"
+  readonly factors: ReadonlyArray<number>
+}
+
+/** The architectures sirius-ts runs: HF `model_type` and GGUF `general.architecture` alike. */
+export type Architecture = "llama" | "qwen2"
+export const architectures: ReadonlyArray<Architecture> = ["llama", "qwen2"]
+
 export interface LlamaConfig {
+  /** "llama" or "qwen2" (q/k/v biases; GGUF Q/K rows not permuted). */
+  readonly architecture: Architecture
   readonly vocabSize: number
   readonly hiddenSize: number
   readonly intermediateSize: number
@@ -36,9 +56,11 @@ export interface LlamaConfig {
   readonly maxPositionEmbeddings: number
   readonly rmsNormEps: number
   readonly ropeTheta: number
-  /** undefined = plain RoPE ("default"). */
-  readonly ropeScaling: Llama3RopeScaling | undefined
+  /** undefined = plain RoPE ("default"). Per-frequency factors come from GGUF files only. */
+  readonly ropeScaling: Llama3RopeScaling | RopeFreqFactors | undefined
   readonly tieWordEmbeddings: boolean
+  /** q_proj, k_proj and v_proj carry bias vectors (always for qwen2, never for llama). */
+  readonly attentionBias: boolean
   readonly bosTokenId: number | undefined
   /** config.json's eos_token_id normalised to a list (int or list in the file). */
   readonly eosTokenIds: ReadonlyArray<number>
@@ -102,6 +124,9 @@ const RawConfig = Schema.Struct({
   tie_word_embeddings: Schema.optionalKey(Schema.Boolean),
   attention_bias: Schema.optionalKey(Schema.Boolean),
   mlp_bias: Schema.optionalKey(Schema.Boolean),
+  // Qwen2's sliding-window attention (transformers Qwen2Config): only full attention is implemented.
+  use_sliding_window: Schema.optionalKey(Schema.NullOr(Schema.Boolean)),
+  layer_types: Schema.optionalKey(Schema.NullOr(Schema.Array(Schema.String))),
   bos_token_id: Schema.optionalKey(Schema.NullOr(TokenId)),
   eos_token_id: Schema.optionalKey(Schema.NullOr(TokenIds))
 })
@@ -226,12 +251,19 @@ export const decodeConfig = Effect.fn("Config.decodeConfig")(function* (json: un
       return fail(field, message)
     })
   )
-  if (raw.model_type !== undefined && raw.model_type !== "llama")
-    return yield* fail("model_type", `must be "llama" (got ${quote(raw.model_type)})`)
+  const architecture = architectures.find((a) => a === (raw.model_type ?? "llama"))
+  if (architecture === undefined)
+    return yield* fail("model_type", `must be one of ${architectures.map((a) => `"${a}"`).join(", ")} (got ${quote(raw.model_type)})`)
   if (raw.hidden_act !== undefined && raw.hidden_act !== "silu")
     return yield* fail("hidden_act", `must be "silu" (got ${quote(raw.hidden_act)})`)
-  if (raw.attention_bias === true) return yield* fail("attention_bias", "must be false: attention biases are not supported")
+  // Llama's attention_bias also puts a bias on o_proj; Qwen2 has q/k/v biases unconditionally and no such field.
+  if (architecture === "llama" && raw.attention_bias === true) return yield* fail("attention_bias", "must be false: Llama attention biases are not supported")
   if (raw.mlp_bias === true) return yield* fail("mlp_bias", "must be false: MLP biases are not supported")
+  if (raw.use_sliding_window === true)
+    return yield* fail("use_sliding_window", "must be false: sliding-window attention is not supported (every layer attends to the full context)")
+  const sliding = raw.layer_types?.findIndex((t) => t !== "full_attention") ?? -1
+  if (sliding >= 0)
+    return yield* fail(`layer_types.${sliding}`, `must be "full_attention": only full attention is supported (got ${quote(raw.layer_types![sliding])})`)
 
   const numAttentionHeads = raw.num_attention_heads
   const numKeyValueHeads = raw.num_key_value_heads ?? numAttentionHeads
@@ -257,7 +289,11 @@ export const decodeConfig = Effect.fn("Config.decodeConfig")(function* (json: un
     return yield* fail("bos_token_id", `must be below vocab_size (got ${bosTokenId} for ${vocabSize})`)
 
   const { ropeTheta, ropeScaling } = yield* decodeRope(file, raw)
+  // llama.cpp's qwen2 graph has no frequency factors, so a Qwen2 GGUF could not carry the scaling.
+  if (architecture === "qwen2" && ropeScaling !== undefined)
+    return yield* fail(raw.rope_parameters != null ? "rope_parameters.rope_type" : "rope_scaling.rope_type", `must be "default" for qwen2 (got "llama3")`)
   const config: LlamaConfig = {
+    architecture,
     vocabSize,
     hiddenSize: raw.hidden_size,
     intermediateSize: raw.intermediate_size,
@@ -270,6 +306,7 @@ export const decodeConfig = Effect.fn("Config.decodeConfig")(function* (json: un
     ropeTheta,
     ropeScaling,
     tieWordEmbeddings: raw.tie_word_embeddings ?? false,
+    attentionBias: architecture === "qwen2",
     bosTokenId,
     eosTokenIds
   }

@@ -1,5 +1,5 @@
 /**
- * DraftTree: the beam tree Sirius's sparse model drafts when treeWidth w > 1 (sirius-algorithm.md §3.6),
+ * DraftTree: the beam tree Sirius's sparse model drafts when treeWidth w > 1 (docs/sirius.md),
  * flattened into KV slots for tree attention.
  *
  * Node 0 is the window's root (the full model's token at `lastCheck`); node i lives in KV slot

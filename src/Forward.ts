@@ -6,49 +6,19 @@
  * Sirius verification window (the full model rewrites the window's KV and scores every draft at once).
  * It returns logits for every token ("all", verification) or only the last ("last", prefill/decode).
  *
- * The MLP runs dense, or contextually sparse (Sparsity.ts) — the only place sparse and full models differ.
+ * Everything stays on the backend: the call uploads its tokens and positions (`input`), every activation
+ * lives in the call's scope, and only the logits come back to the host. The MLP runs dense or contextually
+ * sparse (Sparsity.Mlp): the only place sparse and full models differ.
  */
 import { Effect } from "effect"
-import { silu } from "../reference/swiglu.ts"
-import type { KernelError, KernelsShape, Matrix } from "./Kernels.ts"
+import type { Activation, KernelError, KernelsShape } from "./Kernels.ts"
 import * as KvCache from "./KvCache.ts"
 import type { LayerHandles, Model } from "./Model.ts"
-import { aboveThreshold, fineScores, topK } from "./Sparsity.ts"
+import { type Mlp } from "./Sparsity.ts"
+
+export { dense, type Mlp } from "./Sparsity.ts"
 
 export type Which = "all" | "last"
-
-/** How the MLP runs in this call. */
-export type Mlp =
-  | {
-      readonly _tag: "Dense"
-      /**
-       * Sees each layer's gate pre-activations W_gate·x and MLP activations silu(gate)⊙up, both (T, F):
-       * the coarse Griffin statistic and the CATS threshold calibration read them.
-       */
-      readonly observe?: (layer: number, gate: Float32Array, hb: Float32Array, T: number) => void
-    }
-  /** Per call, keep the `keep` neurons with the largest Σ_t |silu(gate)| (shared by the call's tokens). */
-  | { readonly _tag: "Fine"; readonly keep: number }
-  /**
-   * Per call, keep neurons whose mean_t |silu(gate)| exceeds the layer's calibrated threshold; `tally`
-   * counts the neurons kept and considered (the measured parameter density).
-   */
-  | { readonly _tag: "FineThreshold"; readonly thresholds: ReadonlyArray<number>; readonly tally?: { kept: number; total: number } }
-  /** Fixed neurons per layer for the whole request (chosen at prefill), their weights gathered once. */
-  | { readonly _tag: "Coarse"; readonly layers: ReadonlyArray<CoarseLayer> }
-
-/**
- * One layer's coarse MLP: the kept neurons (ascending) and resident copies of their weights (Kernels.gather):
- * gate_proj and up_proj rows (n, D), down_proj columns (D, n). The MLP is then dense over n neurons.
- */
-export interface CoarseLayer {
-  readonly neurons: Int32Array
-  readonly gateProj: Matrix
-  readonly upProj: Matrix
-  readonly downProj: Matrix
-}
-
-export const dense: Mlp = { _tag: "Dense" }
 
 /**
  * Tree attention for Sirius's draft tree: the call's tokens are tree nodes in slots startPos.., each at
@@ -59,98 +29,84 @@ export interface TreeLayout {
   readonly mask: Uint8Array // (T, startPos + T)
 }
 
-export const forward = Effect.fnUntraced(function* (
+export const forward = (
   model: Model,
   cache: KvCache.KvCache,
   tokens: Int32Array,
   startPos: number,
   which: Which,
-  mlp: Mlp = dense,
+  mlp: Mlp = { _tag: "Dense" },
   tree?: TreeLayout
-) {
-  const { config, kernels: k } = model
-  const { numAttentionHeads: H, numKeyValueHeads: Hkv, headDim: Dh, hiddenSize: D, rmsNormEps: eps } = config
-  const T = tokens.length
-  const positions = tree?.positions ?? Int32Array.from(tokens, (_, t) => startPos + t) // (T)
-  KvCache.reserve(cache, startPos, T)
+): Effect.Effect<Float32Array, KernelError> =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const { config, kernels: k } = model
+      const { numAttentionHeads: H, numKeyValueHeads: Hkv, headDim: Dh, rmsNormEps: eps } = config
+      const T = tokens.length
+      const positions = tree?.positions ?? Int32Array.from(tokens, (_, t) => startPos + t) // (T)
+      KvCache.reserve(cache, startPos, T)
+      const input = yield* k.input(tokens, positions, startPos + T, tree?.mask)
+      const heads = { numHeads: H, numKeyValueHeads: Hkv, headDim: Dh }
 
-  let x = yield* k.embedding(model.embedTokens, tokens) // (T, D) residual stream
-  for (let l = 0; l < model.layers.length; l++) {
-    const w = model.layers[l]!
+      const x = yield* k.embedding(model.embedTokens, input) // (T, D) the residual stream, updated in place
+      for (let l = 0; l < model.layers.length; l++) {
+        const w = model.layers[l]!
+        // a layer's intermediates live until the layer ends (a long prefill holds one layer's at a time)
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            // attention block: x += o(attn(rope(q), rope(k), v))
+            const xb = yield* k.rmsnorm(x, w.inputLayernorm, eps) // (T, D)
+            const q = yield* k.rope(yield* k.matmul(w.qProj, xb, w.qBias), H, Dh, input, model.invFreq) // (T, H·Dh)
+            const kk = yield* k.rope(yield* k.matmul(w.kProj, xb, w.kBias), Hkv, Dh, input, model.invFreq) // (T, Hkv·Dh)
+            const v = yield* k.matmul(w.vProj, xb, w.vBias) // (T, Hkv·Dh)
+            yield* k.kvWrite(cache.store, l, startPos, kk, v)
+            const att = yield* k.attention(q, cache.store, l, input, heads) // (T, H·Dh)
+            yield* k.accumulate(x, yield* k.matmul(w.oProj, att))
 
-    // attention block: x += o(attn(rope(q), rope(k), v))
-    const xb = yield* k.rmsnorm(x, w.inputLayernorm, T, eps) // (T, D)
-    const q = yield* k.rope(yield* k.matmul(w.qProj, xb, T), T, H, Dh, positions, model.invFreq) // (T, H·Dh)
-    const kk = yield* k.rope(yield* k.matmul(w.kProj, xb, T), T, Hkv, Dh, positions, model.invFreq) // (T, Hkv·Dh)
-    const v = yield* k.matmul(w.vProj, xb, T) // (T, Hkv·Dh)
-    KvCache.write(cache, l, startPos, kk, v)
-    const att = yield* k.attention(q, cache.keys[l]!, cache.values[l]!, {
-      T,
-      numHeads: H,
-      numKeyValueHeads: Hkv,
-      headDim: Dh,
-      kvLength: startPos + T,
-      positions,
-      mask: tree?.mask
-    }) // (T, H·Dh)
-    x = yield* k.add(x, yield* k.matmul(w.oProj, att, T))
+            // MLP block: x += down(silu(gate(xb)) ⊙ up(xb)), over all neurons or the kept ones
+            const xb2 = yield* k.rmsnorm(x, w.postAttentionLayernorm, eps) // (T, D)
+            yield* k.accumulate(x, yield* mlpBlock(k, w, l, xb2, config.intermediateSize, mlp))
+          })
+        )
+      }
 
-    // MLP block: x += down(silu(gate(xb)) ⊙ up(xb)), over all neurons or the kept ones
-    const xb2 = yield* k.rmsnorm(x, w.postAttentionLayernorm, T, eps) // (T, D)
-    x = yield* k.add(x, yield* mlpBlock(k, w, l, xb2, T, config.intermediateSize, mlp))
-  }
-
-  const rows = which === "all" ? T : 1
-  const last = which === "all" ? x : x.subarray((T - 1) * D, T * D)
-  const xf = yield* k.rmsnorm(last, model.norm, rows, eps) // (rows, D)
-  return yield* k.matmul(model.lmHead, xf, rows) // (rows, V)
-}) as (
-  model: Model,
-  cache: KvCache.KvCache,
-  tokens: Int32Array,
-  startPos: number,
-  which: Which,
-  mlp?: Mlp,
-  tree?: TreeLayout
-) => Effect.Effect<Float32Array, KernelError>
+      const last = which === "all" ? x : yield* k.slice(x, T - 1, 1) // (rows, D)
+      const logits = yield* k.matmul(model.lmHead, yield* k.rmsnorm(last, model.norm, eps)) // (rows, V)
+      return yield* k.read(logits)
+    })
+  )
 
 /** The MLP of one layer on xb2 (T, D) → (T, D). Sparse variants read only the kept neurons' weights. */
-const mlpBlock = Effect.fnUntraced(function* (
-  k: KernelsShape,
-  w: LayerHandles,
-  layer: number,
-  xb2: Float32Array,
-  T: number,
-  F: number,
-  mlp: Mlp
-) {
-  if (mlp._tag === "Dense") {
-    const gate = yield* k.matmul(w.gateProj, xb2, T) // (T, F)
-    const hb = yield* k.swiglu(gate, yield* k.matmul(w.upProj, xb2, T)) // (T, F)
-    mlp.observe?.(layer, gate, hb, T)
-    return yield* k.matmul(w.downProj, hb, T)
+const mlpBlock = Effect.fnUntraced(function* (k: KernelsShape, w: LayerHandles, layer: number, xb2: Activation, F: number, mlp: Mlp) {
+  switch (mlp._tag) {
+    case "Dense":
+    case "DenseWithStatistic":
+    case "DenseWithGates": {
+      const gate = yield* k.matmul(w.gateProj, xb2) // (T, F)
+      const hb = yield* k.swiglu(gate, yield* k.matmul(w.upProj, xb2)) // (T, F)
+      // coarse sparsity's prefill keeps each layer's GRIFFIN statistic (F values); calibration the gates
+      if (mlp._tag === "DenseWithStatistic") mlp.statistics[layer] = yield* k.read(yield* k.neuronStatistic(hb))
+      if (mlp._tag === "DenseWithGates") mlp.gates[layer] = yield* k.read(gate)
+      return yield* k.matmul(w.downProj, hb)
+    }
+    case "Coarse": {
+      // the dense MLP over the gathered neurons: same kernels as dense, fewer bytes
+      const c = mlp.layers[layer]!
+      const hb = yield* k.swiglu(yield* k.matmul(c.gateProj, xb2), yield* k.matmul(c.upProj, xb2)) // (T, n)
+      return yield* k.matmul(c.downProj, hb)
+    }
+    case "Fine":
+    case "FineThreshold": {
+      if (w.downProjT === undefined) return yield* Effect.die(new Error("fine sparsity on a model loaded without { sparse: true }"))
+      // gate is dense because the selection depends on it
+      const gate = yield* k.matmul(w.gateProj, xb2) // (T, F)
+      const rows = yield* k.selectNeurons(gate, mlp._tag === "Fine" ? { _tag: "TopK", count: mlp.keep } : { _tag: "Threshold", threshold: mlp.thresholds[layer]! })
+      if (mlp._tag === "FineThreshold" && mlp.tally !== undefined) {
+        mlp.tally.kept += yield* k.count(rows)
+        mlp.tally.total += F
+      }
+      const hb = yield* k.swigluRows(gate, yield* k.matmulRows(w.upProj, xb2, rows), rows) // (T, n)
+      return yield* k.matmulTransposedRows(w.downProjT, hb, rows) // (T, D)
+    }
   }
-  if (mlp._tag === "Coarse") {
-    // the dense MLP over the gathered neurons: same kernels as dense, fewer bytes
-    const c = mlp.layers[layer]!
-    const hb = yield* k.swiglu(yield* k.matmul(c.gateProj, xb2, T), yield* k.matmul(c.upProj, xb2, T)) // (T, n)
-    return yield* k.matmul(c.downProj, hb, T)
-  }
-  if (w.downProjT === undefined) return yield* Effect.die(new Error("fine sparsity on a model loaded without { sparse: true }"))
-  // fine: gate is dense because the selection depends on it
-  const gate = yield* k.matmul(w.gateProj, xb2, T) // (T, F)
-  const a = new Float32Array(gate.length) // (T, F) = silu(gate); a loop, not .map: this runs per layer per token
-  for (let i = 0; i < a.length; i++) a[i] = silu(gate[i]!)
-  const scores = fineScores(a, T, F)
-  const rows = mlp._tag === "Fine" ? topK(scores, mlp.keep) : aboveThreshold(scores.map((s) => s / T), mlp.thresholds[layer]!)
-  const n = rows.length
-  if (mlp._tag === "FineThreshold" && mlp.tally !== undefined) {
-    mlp.tally.kept += n
-    mlp.tally.total += F
-  }
-  if (n === 0) return new Float32Array(xb2.length)
-  const up = yield* k.matmulRows(w.upProj, xb2, T, rows) // (T, n)
-  const hb = new Float32Array(T * n) // (T, n) = a[kept] ⊙ up[kept]
-  for (let t = 0; t < T; t++) for (let i = 0; i < n; i++) hb[t * n + i] = a[t * F + rows[i]!]! * up[t * n + i]!
-  return yield* k.matmulTransposedRows(w.downProjT, hb, T, rows)
 })

@@ -1,35 +1,35 @@
 /**
- * KvCache: per-layer key/value slots for one sequence, with exactly the operations Sirius needs:
- * write a range of slots (append, or overwrite when verification rewrites a window), truncate
- * (rollback) and compact (move a tree branch's slots into place).
+ * KvCache: one request's key/value slots, with exactly the operations Sirius needs: write a range of slots
+ * (append, or overwrite when verification rewrites a window), truncate (rollback) and compact (move a tree
+ * branch's slots into place).
  *
- * Slot i holds the K/V of the token at absolute position i. Storage is allocated once, at a capacity
- * fixed when the request starts (bounded by the model's max_position_embeddings), so a request never
- * allocates without bound.
+ * The slots live on the backend (a Kernels `KvStore`, freed with the scope that made it); this module keeps
+ * the one number the host needs, the valid length, and checks every write against it. Slot i holds the K/V
+ * of the token at absolute position i. The capacity is fixed when the request starts (bounded by the model's
+ * max_position_embeddings), so a request never allocates without bound.
  */
+import { Effect } from "effect"
+import type { Scope } from "effect"
+import type { KernelError, KernelsShape, KvStore } from "./Kernels.ts"
 import type { LlamaConfig } from "./Config.ts"
 
 export interface KvCache {
+  readonly store: KvStore
   readonly capacity: number
   /** Hkv·Dh floats per slot. */
   readonly kvDim: number
-  /** keys[l], values[l]: (capacity, Hkv·Dh) for layer l. */
-  readonly keys: ReadonlyArray<Float32Array>
-  readonly values: ReadonlyArray<Float32Array>
   /** Number of valid slots: positions 0..length-1. */
   length: number
 }
 
-export const make = (config: LlamaConfig, capacity: number): KvCache => {
-  const kvDim = config.numKeyValueHeads * config.headDim
-  const layers = Array.from({ length: config.numHiddenLayers }, () => 0)
-  return {
+/** A cache of `capacity` slots on the backend, freed when the scope closes. */
+export const make = (kernels: KernelsShape, config: LlamaConfig, capacity: number): Effect.Effect<KvCache, KernelError, Scope.Scope> => {
+  return Effect.map(kernels.kvStore(config.numHiddenLayers, config.numKeyValueHeads, config.headDim, capacity), (store): KvCache => ({
+    store,
     capacity,
-    kvDim,
-    keys: layers.map(() => new Float32Array(capacity * kvDim)),
-    values: layers.map(() => new Float32Array(capacity * kvDim)),
+    kvDim: store.kvDim,
     length: 0
-  }
+  }))
 }
 
 /**
@@ -42,12 +42,6 @@ export const reserve = (cache: KvCache, start: number, T: number): void => {
   cache.length = Math.max(cache.length, start + T)
 }
 
-/** Write k, v (T, Hkv·Dh) of one layer into slots start..start+T-1 (overwrites or appends). */
-export const write = (cache: KvCache, layer: number, start: number, k: Float32Array, v: Float32Array): void => {
-  cache.keys[layer]!.set(k, start * cache.kvDim)
-  cache.values[layer]!.set(v, start * cache.kvDim)
-}
-
 /** Roll back to the first n slots. */
 export const truncate = (cache: KvCache, n: number): void => {
   cache.length = Math.min(cache.length, n)
@@ -57,17 +51,7 @@ export const truncate = (cache: KvCache, n: number): void => {
  * Gather slots `from[i]` into slots start+i, in every layer, and make start+from.length the new length.
  * Used to move the winning tree branch into contiguous positions. Sources are read before any write.
  */
-export const compact = (cache: KvCache, from: ReadonlyArray<number>, start: number): void => {
-  const d = cache.kvDim
-  for (const store of [...cache.keys, ...cache.values]) {
-    const rows = from.map((s) => store.slice(s * d, (s + 1) * d))
-    rows.forEach((row, i) => store.set(row, (start + i) * d))
-  }
-  cache.length = start + from.length
-}
-
-/** Copy of the valid K/V (layer-major) for comparisons in tests. */
-export const snapshot = (cache: KvCache): { keys: Float32Array[]; values: Float32Array[] } => ({
-  keys: cache.keys.map((k) => k.slice(0, cache.length * cache.kvDim)),
-  values: cache.values.map((v) => v.slice(0, cache.length * cache.kvDim))
-})
+export const compact = (kernels: KernelsShape, cache: KvCache, from: ReadonlyArray<number>, start: number): Effect.Effect<void, KernelError> =>
+  Effect.map(kernels.kvCompact(cache.store, Int32Array.from(from), start), () => {
+    cache.length = start + from.length
+  })

@@ -24,6 +24,10 @@ export interface LayerHandles {
   readonly downProj: Matrix
   /** down_proj transposed (F, D), one neuron's weights contiguous: present when loaded for fine sparsity. */
   readonly downProjT: Matrix | undefined
+  /** q/k/v_proj biases (Qwen2); absent for Llama. */
+  readonly qBias?: Vector
+  readonly kBias?: Vector
+  readonly vBias?: Vector
 }
 
 export interface Model {
@@ -71,7 +75,11 @@ export const fromWeights = Effect.fn("Model.fromWeights")(function* (config: Lla
       gateProj: yield* matrix(w.gateProj),
       upProj: yield* matrix(w.upProj),
       downProj: yield* matrix(w.downProj),
-      downProjT: options.sparse === true ? yield* matrix(transpose(w.downProj)) : undefined
+      downProjT: options.sparse === true ? yield* matrix(transpose(w.downProj)) : undefined,
+      // Qwen2's q/k/v biases (Weights: present exactly when config.attentionBias), added by matmul.
+      ...(w.qProjBias === undefined ? {} : { qBias: yield* vector(w.qProjBias) }),
+      ...(w.kProjBias === undefined ? {} : { kBias: yield* vector(w.kProjBias) }),
+      ...(w.vProjBias === undefined ? {} : { vBias: yield* vector(w.vProjBias) })
     })
   }
   const embedTokens = yield* matrix(weights.embedTokens)

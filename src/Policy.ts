@@ -2,7 +2,7 @@
  * Correction policies: how a Sirius request drafts, when it verifies, which drafts it accepts, and what
  * it emits where it rejects. The engine (Sirius.ts) owns the loop; a policy only decides.
  *
- * Built-ins (sirius-algorithm.md §3.4, §6):
+ * Built-ins (docs/sirius.md, acceptance policies):
  * - `threshold` (Sirius, lossy by design): accept a draft iff the full model's tempered probability
  *   softmax(logits/τ)[draft] ≥ acceptanceThreshold (τ = 0.6, threshold 0.1).
  * - `greedyExact`: accept iff the draft is the token full-model decoding would emit there (its argmax after

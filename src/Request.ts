@@ -8,7 +8,7 @@
  * interrupting the stream stops the work at the next step and drops the state; the stream's scope owns
  * what the request holds on the backend (coarse sparsity's gathered weights), freed when it ends.
  *
- * Stop rule (one for every mode, sirius-algorithm.md §3.7): only committed tokens stop generation: an EOS
+ * Stop rule (one for every mode, docs/sirius.md): only committed tokens stop generation: an EOS
  * id, a stop string in the committed text, or the token budget. Sirius commits only verified tokens.
  */
 import { Effect, Schema, Stream } from "effect"
@@ -66,7 +66,7 @@ export interface SiriusStats extends GenerationStats {
   readonly treeWidth: number
   /** Average advance length: mean of (accepted + 1) over verifications, the last one excluded (as the paper). */
   readonly aal: number
-  /** ((k − 1)·parameterDensity + 1) / AAL (sirius-algorithm.md §4). */
+  /** ((k − 1)·parameterDensity + 1) / AAL (docs/sirius.md, metrics). */
   readonly effectiveDensity: number
   /** Average parameters used per token: effectiveDensity × total parameters. */
   readonly apu: number
@@ -208,15 +208,17 @@ export const validateSparsity = (model: Model, sp: Sparsity.SparsityOptions): Ef
  * long as the stream. `extraSlots`: KV slots beyond prompt + budget (a Sirius window's look-ahead, a tree).
  */
 export const init = (model: Model, options: CommonOptions, sparsity: Sparsity.SparsityOptions | undefined, extraSlots: number) =>
-  Effect.map(Effect.scope, (scope): State => {
+  Effect.gen(function* () {
+    const scope = yield* Effect.scope
     const sampling = options.sampling ?? Sampler.greedy
-    return {
+    const cache = yield* KvCache.make(model.kernels, model.config, options.prompt.length + options.maxNewTokens + extraSlots)
+    const state: State = {
       model,
       options,
       sampling,
       eos: new Set(options.eosTokenIds ?? []),
       stops: (options.stopStrings ?? []).filter((s) => s.length > 0),
-      cache: KvCache.make(model.config, options.prompt.length + options.maxNewTokens + extraSlots),
+      cache,
       mlp: sparsity === undefined ? Sparsity.denseRequest : Sparsity.requestMlp(model, sparsity, scope),
       ids: [...options.prompt],
       lastCheck: options.prompt.length,
@@ -231,18 +233,33 @@ export const init = (model: Model, options: CommonOptions, sparsity: Sparsity.Sp
       finished: undefined,
       done: false
     }
+    return state
   })
 
 /**
- * Bytes a request will allocate in the backend's memory (Kernels.memory) at most: coarse sparsity's
- * gathered gate/up rows and down_proj columns. (Its KV cache and activations live in host memory.)
+ * Bytes a request will allocate in the backend's memory (Kernels.memory) at most, for admission control:
+ * coarse sparsity's gathered gate/up rows and down_proj columns; with `tokens`, also its KV cache (heads padded
+ * to 4 floats, as simd stores them) and the activations of its largest forward pass (the prefill). An estimate
+ * from above, layout padding aside; 0 on backends that live in host memory is the caller's concern.
  */
-export const backendBytes = (model: Model, sparsity: Sparsity.SparsityOptions | undefined): number => {
-  if (sparsity === undefined || sparsity.granularity !== "coarse") return 0
+export const backendBytes = (
+  model: Model,
+  sparsity: Sparsity.SparsityOptions | undefined,
+  tokens?: { readonly prompt: number; readonly maxNewTokens: number; readonly extraSlots?: number }
+): number => {
   const F = model.config.intermediateSize
-  const share = Sparsity.keptCount(F, sparsity.density) / F
-  // gate and up rows and down columns: the kept share of each layer's three MLP matrices (layout padding aside)
-  return model.layers.reduce((n, l) => n + share * ((l.gateProj.bytes ?? 0) + (l.upProj.bytes ?? 0) + (l.downProj.bytes ?? 0)), 0)
+  const share = sparsity?.granularity === "coarse" ? Sparsity.keptCount(F, sparsity.density) / F : 0
+  // gate and up rows and down columns: the kept share of each layer's three MLP matrices
+  const gathers = model.layers.reduce((n, l) => n + share * ((l.gateProj.bytes ?? 0) + (l.upProj.bytes ?? 0) + (l.downProj.bytes ?? 0)), 0)
+  if (tokens === undefined) return gathers
+  const { numHiddenLayers: L, numKeyValueHeads: Hkv, numAttentionHeads: H, headDim: Dh, hiddenSize: D, vocabSize: V } = model.config
+  const slots = tokens.prompt + tokens.maxNewTokens + (tokens.extraSlots ?? 1)
+  const kv = 2 * L * slots * Hkv * Math.ceil(Dh / 4) * 4 * 4
+  // the prefill's activations: per layer a few rows of D, q/k/v/attention, gate/up/hb of F, all kept until
+  // the pass ends; plus the last logits row
+  const T = tokens.prompt
+  const perLayer = T * (6 * D + 2 * H * Dh + 2 * Hkv * Dh + 3 * F) * 4
+  return gathers + kv + L * perLayer + V * 4
 }
 
 /** Generated tokens committed so far. */

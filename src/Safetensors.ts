@@ -1,5 +1,5 @@
 /**
- * Safetensors: read and write the HF safetensors format (formats-and-oracles.md §4).
+ * Safetensors: read and write the HF safetensors format (docs/formats.md).
  *
  * Layout: an 8-byte little-endian header length N, N bytes of UTF-8 JSON describing each tensor
  * (`dtype`, `shape`, `data_offsets` relative to the data region), then the data region.

@@ -1,5 +1,5 @@
 /**
- * Sirius (arXiv 2409.03856, §3 of docs/sirius.md): the sparse model drafts, and every `correctionPeriod`
+ * Sirius (arXiv 2409.03856; docs/sirius.md): the sparse model drafts, and every `correctionPeriod`
  * k tokens the full model verifies the window in one parallel forward that rewrites the window's KV, keeps
  * the longest accepted prefix, rolls back the rest (tokens and KV) and emits its own token at the first
  * rejected position (or a bonus token when every draft passed).
@@ -39,7 +39,7 @@ export interface ChainOptions extends Common {
 }
 
 /**
- * Tree drafting (w > 1, sirius-algorithm.md §3.6): the sparse model grows a beam tree, every branch is
+ * Tree drafting (w > 1, docs/sirius.md): the sparse model grows a beam tree, every branch is
  * verified in one full pass with tree attention, and the beam with the longest accepted prefix wins. The
  * beam chooses the drafts, so the policy must not have a `draft`.
  */
@@ -219,7 +219,7 @@ const verifyChain = Effect.fnUntraced(function* (s: State) {
   const window = s.ids.slice(start) // w_0 (full-made), then the drafts
   const n = window.length
   const V = s.model.config.vocabSize
-  const logits = yield* Forward.forward(s.model, s.cache, Int32Array.from(window), start, "all", Forward.dense) // (n, V)
+  const logits = yield* Forward.forward(s.model, s.cache, Int32Array.from(window), start, "all") // (n, V)
   s.fullForwards++
   const row = (i: number) => logits.subarray(i * V, (i + 1) * V)
   s.ids.length = start + 1 // the accepted drafts are pushed back one by one: each is the next one's context
@@ -308,7 +308,7 @@ const verifyTree = Effect.fnUntraced(function* (s: State, tree: DraftTree.Tree) 
   yield* visit(0)
   const { node, rejected } = DraftTree.winner(tree, ok)
   const path = DraftTree.path(tree, node)
-  KvCache.compact(s.cache, path.map((i) => start + i), start)
+  yield* KvCache.compact(s.model.kernels, s.cache, path.map((i) => start + i), start)
   const accepted = path.slice(1).map((i) => ({ token: tree.nodes[i]!.token, logits: row(tree.nodes[i]!.parent) }))
   s.ids.push(...accepted.map((a) => a.token))
   s.tree = undefined

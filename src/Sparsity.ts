@@ -1,5 +1,5 @@
 /**
- * Contextual MLP sparsity (sirius-algorithm.md §2): which MLP neurons a sparse token computes.
+ * Contextual MLP sparsity (docs/sirius.md): which MLP neurons a sparse token computes.
  *
  * Only the SwiGLU MLP is sparsified; attention, embeddings and lm_head stay dense, and the prompt is
  * always prefilled densely. `density` ρ is the fraction of the D_ff neurons kept, the same in every layer.
@@ -15,11 +15,50 @@
  */
 import { Effect, Scope } from "effect"
 import type { LlamaConfig } from "./Config.ts"
-import type { CoarseLayer, Mlp } from "./Forward.ts"
-import type { KernelError } from "./Kernels.ts"
+import type { KernelError, Matrix } from "./Kernels.ts"
 import type { Model } from "./Model.ts"
 
 export type Granularity = "fine" | "fine-threshold" | "coarse"
+
+/** The SwiGLU MLP's activation: silu(g) = g / (1 + e^(−g)) (sparsity is defined over |silu(W_gate·x)|). */
+export const silu = (g: number): number => g / (1 + Math.exp(-g))
+
+/** How the MLP runs in one forward call (Forward.ts). */
+export type Mlp =
+  /** All neurons. */
+  | { readonly _tag: "Dense" }
+  /**
+   * All neurons, and each layer's GRIFFIN neuron statistic over the call's tokens (Kernels.neuronStatistic,
+   * read back once: F values per layer) stored into `statistics[layer]`: coarse sparsity's prefill.
+   */
+  | { readonly _tag: "DenseWithStatistic"; readonly statistics: Array<Float32Array | undefined> }
+  /**
+   * All neurons, and each layer's gate pre-activations (T, F) read back into `gates[layer]`: the CATS
+   * threshold calibration (Calibration.ts), an offline tool.
+   */
+  | { readonly _tag: "DenseWithGates"; readonly gates: Array<Float32Array | undefined> }
+  /** Per call, keep the `keep` neurons with the largest Σ_t |silu(gate)| (shared by the call's tokens). */
+  | { readonly _tag: "Fine"; readonly keep: number }
+  /**
+   * Per call, keep neurons whose mean_t |silu(gate)| exceeds the layer's calibrated threshold; `tally`
+   * counts the neurons kept and considered (the measured parameter density).
+   */
+  | { readonly _tag: "FineThreshold"; readonly thresholds: ReadonlyArray<number>; readonly tally?: { kept: number; total: number } }
+  /** Fixed neurons per layer for the whole request (chosen at prefill), their weights gathered once. */
+  | { readonly _tag: "Coarse"; readonly layers: ReadonlyArray<CoarseLayer> }
+
+/**
+ * One layer's coarse MLP: the kept neurons (ascending) and resident copies of their weights (Kernels.gather):
+ * gate_proj and up_proj rows (n, D), down_proj columns (D, n). The MLP is then dense over n neurons.
+ */
+export interface CoarseLayer {
+  readonly neurons: Int32Array
+  readonly gateProj: Matrix
+  readonly upProj: Matrix
+  readonly downProj: Matrix
+}
+
+export const dense: Mlp = { _tag: "Dense" }
 
 /** ⌊ρ·D_ff⌋ (the 1e-9 guards against 0.3·10 = 2.9999…), at least 1. */
 export const keptCount = (intermediateSize: number, density: number): number =>
@@ -147,10 +186,6 @@ export interface RequestMlp {
   readonly sparse: Effect.Effect<Mlp, KernelError>
 }
 
-// Forward.dense's value, written here: Forward imports this module, so importing it back would read it
-// before Forward has initialised it
-const dense: Mlp = { _tag: "Dense" }
-
 /**
  * The parameter density a request's sparse steps had: the nominal ⌊ρ·D_ff⌋ kept neurons for top-k
  * granularities; for fine-threshold the fraction its thresholds actually kept (measured, not ρ), or ρ before
@@ -186,13 +221,13 @@ export const requestMlp = (model: Model, options: SparsityOptions, scope: Scope.
       return { prefill: dense, sparse: Effect.succeed({ _tag: "FineThreshold", thresholds, tally }), tally }
     }
     case "coarse": {
-      const stats: Array<Float64Array> = []
+      const statistics: Array<Float32Array | undefined> = []
       let chosen: Mlp | undefined
       const gatherAll = Effect.gen(function* () {
         const k = model.kernels
         const layers: Array<CoarseLayer> = []
         for (const [l, w] of model.layers.entries()) {
-          const neurons = topK(stats[l]!, keep)
+          const neurons = topK(statistics[l]!, keep)
           layers.push({
             neurons,
             gateProj: yield* k.gather(w.gateProj, neurons, "rows"),
@@ -203,7 +238,7 @@ export const requestMlp = (model: Model, options: SparsityOptions, scope: Scope.
         return { _tag: "Coarse", layers } as const
       }).pipe(Scope.provide(scope))
       return {
-        prefill: { _tag: "Dense", observe: (layer, _gate, hb, T) => void (stats[layer] = griffinStatistic(hb, T, F)) },
+        prefill: { _tag: "DenseWithStatistic", statistics },
         sparse: Effect.suspend(() => (chosen ? Effect.succeed(chosen) : Effect.map(gatherAll, (mlp) => (chosen = mlp))))
       }
     }

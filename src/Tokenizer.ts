@@ -1,5 +1,5 @@
 /**
- * Tokenizer: text ↔ token ids, wrapping `@huggingface/tokenizers` (formats-and-oracles.md §5).
+ * Tokenizer: text ↔ token ids, wrapping `@huggingface/tokenizers` (docs/formats.md).
  *
  * `loadTokenizer(dir)` reads `tokenizer.json` and, when present, `tokenizer_config.json` from a model
  * directory; nothing goes to the network. The rest of sirius-ts sees only the small TextTokenizer

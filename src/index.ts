@@ -6,8 +6,9 @@
  * interface), Model, KvCache, Forward (the forward pass), Sampler, Sparsity, Calibration, Policy
  * (correction policies), DraftTree, Request (the one request lifecycle), Generation (a request in any mode
  * as a stream), Sirius (the correction steps), Client (Promise facade), Eval, Bundled (the bundled model's
- * paths), RandomModel, Gguf.
- * Backends: `sirius-ts/reference`, `sirius-ts/simd`, `sirius-ts/gpu`. An effect/ai provider: `sirius-ts/ai`.
+ * paths), Gguf.
+ * Backends: `sirius-ts/reference`, `sirius-ts/simd`, `sirius-ts/gpu`. An effect/ai provider:
+ * `sirius-ts/ai`; the OpenAI-compatible server: `sirius-ts/serve`.
  */
 export * as Bundled from "./Bundled.ts"
 export * as Calibration from "./Calibration.ts"
@@ -20,12 +21,14 @@ export * as Eval from "./Eval.ts"
 export * as Forward from "./Forward.ts"
 export * as Generation from "./Generation.ts"
 export * as Gguf from "./Gguf.ts"
+export * as GgufCheckpoint from "./GgufCheckpoint.ts"
+export * as GgufTokenizer from "./GgufTokenizer.ts"
 export * as Kernels from "./Kernels.ts"
 export * as KvCache from "./KvCache.ts"
 export * as LoadProgress from "./LoadProgress.ts"
 export * as Model from "./Model.ts"
 export * as Policy from "./Policy.ts"
-export * as RandomModel from "./RandomModel.ts"
+export * as Quant from "./Quant.ts"
 export * as Request from "./Request.ts"
 export * as Safetensors from "./Safetensors.ts"
 export * as Sampler from "./Sampler.ts"

@@ -4,9 +4,12 @@
  * so shrinking stays fast and a counterexample prints as a handful of numbers.
  *
  * Shapes occasionally exceed 1000 along a reduction, to catch a backend that truncates long loops
- * (gpu.js's `loopMaxIterations` defaults to 1000).
+ * (gpu.js's `loopMaxIterations` defaults to 1000). Also tiny Llama configs with divisibility built in (KV
+ * heads divide heads, even head dims), prompts within the vocabulary, and seeds from which whole weight
+ * sets are derived (RandomModel.randomWeights).
  */
 import fc from "fast-check"
+import type { LlamaConfig } from "../src/Config.ts"
 import type { DType } from "../src/Tensor.ts"
 
 /** Deterministic values in [−range, range) from a seed (mulberry32). */
@@ -89,8 +92,96 @@ export const attentionCase: fc.Arbitrary<AttentionCase> = fc
   .record({ Hkv: fc.integer({ min: 1, max: 2 }), group: fc.integer({ min: 1, max: 3 }), Dh: fc.integer({ min: 1, max: 16 }), T: tokens, past: fc.integer({ min: 0, max: 20 }), seed })
   .map(({ group, ...r }) => ({ ...r, H: r.Hkv * group }))
 
+/**
+ * Gates (T, F) for fine sparsity's selection whose |silu| scores are far apart (each neuron's gate is one
+ * distinct positive value, the same for every token, from a grid with step 0.05; silu is increasing there),
+ * the kept count, and a threshold midway between two neighbouring scores: no near-tie for an f32 backend to
+ * resolve differently from the float64 reference.
+ */
+export const neuronsCase = fc
+  .record({ T: fc.integer({ min: 1, max: 4 }), F: fc.integer({ min: 1, max: 120 }), seed })
+  .chain(({ T, F }) =>
+    fc.record({
+      T: fc.constant(T),
+      F: fc.constant(F),
+      values: fc.shuffledSubarray(Array.from({ length: 200 }, (_, i) => 0.05 * (i + 1)), { minLength: F, maxLength: F }),
+      keep: fc.integer({ min: 1, max: F }),
+      cut: fc.integer({ min: 0, max: F })
+    })
+  )
+  .map(({ T, F, values, keep, cut }) => {
+    const sorted = [...values].sort((a, b) => a - b)
+    const score = (g: number) => g / (1 + Math.exp(-g)) // silu, as the rule's mean over identical rows
+    const lo = cut === 0 ? 0 : score(sorted[cut - 1]!)
+    const hi = cut === F ? score(sorted[F - 1]!) + 1 : score(sorted[cut]!)
+    return { T, F, keep, gates: Array.from({ length: T * F }, (_, i) => values[i % F]!), threshold: (lo + hi) / 2 }
+  })
+
 export interface ElementwiseCase {
   readonly n: number
   readonly seed: number
 }
 export const elementwiseCase: fc.Arbitrary<ElementwiseCase> = fc.record({ n: fc.integer({ min: 1, max: 300 }), seed })
+
+// ---------------------------------------------------------------------------------------------------
+// Whole tiny models
+
+export const tinyConfig: fc.Arbitrary<LlamaConfig> = fc
+  .record({
+    numKeyValueHeads: fc.integer({ min: 1, max: 2 }),
+    group: fc.integer({ min: 1, max: 3 }),
+    headDim: fc.constantFrom(2, 4, 6, 8, 16),
+    hiddenSize: fc.integer({ min: 4, max: 48 }),
+    intermediateSize: fc.integer({ min: 3, max: 80 }),
+    numHiddenLayers: fc.integer({ min: 1, max: 3 }),
+    vocabSize: fc.integer({ min: 5, max: 90 }),
+    ropeTheta: fc.constantFrom(10000, 500000),
+    llama3: fc.boolean(),
+    tieWordEmbeddings: fc.boolean()
+  })
+  .map(
+    (r): LlamaConfig => ({
+      architecture: "llama",
+      vocabSize: r.vocabSize,
+      hiddenSize: r.hiddenSize,
+      intermediateSize: r.intermediateSize,
+      numHiddenLayers: r.numHiddenLayers,
+      numAttentionHeads: r.numKeyValueHeads * r.group,
+      numKeyValueHeads: r.numKeyValueHeads,
+      headDim: r.headDim,
+      maxPositionEmbeddings: 64,
+      rmsNormEps: 1e-5,
+      ropeTheta: r.ropeTheta,
+      ropeScaling: r.llama3
+        ? { ropeType: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 16 }
+        : undefined,
+      tieWordEmbeddings: r.tieWordEmbeddings,
+      attentionBias: false,
+      bosTokenId: undefined,
+      eosTokenIds: []
+    })
+  )
+
+/** A config, a weight seed and a prompt of 1..maxLen ids inside its vocabulary. */
+export const tinyModelAndPrompt = (maxLen: number) =>
+  tinyConfig.chain((config) =>
+    fc.record({
+      config: fc.constant(config),
+      seed: fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+      prompt: fc.array(fc.integer({ min: 0, max: config.vocabSize - 1 }), { minLength: 1, maxLength: maxLen })
+    })
+  )
+
+/**
+ * A matrix (rows ≤ 90, odd column counts up to 300, any dtype), T = 1..17 tokens (past the simd kernels'
+ * 4-token passes) and a selection of distinct rows in any order (the kernels must not assume sorted ones).
+ */
+export const selectedRowsCase = fc
+  .record({
+    rows: fc.integer({ min: 1, max: 90 }),
+    cols: fc.oneof(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 41, max: 300 })),
+    T: fc.integer({ min: 1, max: 17 }),
+    dtype: fc.constantFrom<DType>("F32", "BF16", "F16"),
+    seed: fc.integer()
+  })
+  .chain((c) => fc.record({ c: fc.constant(c), sel: fc.uniqueArray(fc.integer({ min: 0, max: c.rows - 1 }), { minLength: 1, maxLength: c.rows }) }))

@@ -30,9 +30,9 @@
  *
  * @since 0.1.0
  */
-export { assertClose, compare, type Comparison, type Tolerance } from "../properties/tolerance.ts"
-export { tinyConfig, tinyModelAndPrompt } from "../properties/arbitraries.ts"
-export { multiTokenEqualsDecode, overwriteEqualsFreshPrefill } from "../properties/forward.properties.ts"
+export { assertClose, compare, type Comparison, type Tolerance } from "./tolerance.ts"
+export { tinyConfig, tinyModelAndPrompt } from "./arbitraries.ts"
+export { multiTokenEqualsDecode, overwriteEqualsFreshPrefill } from "./forward.ts"
 export {
   attentionCase,
   type AttentionCase,

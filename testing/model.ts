@@ -15,11 +15,11 @@ import * as Forward from "../src/Forward.ts"
 import { Kernels, type KernelsShape } from "../src/Kernels.ts"
 import * as KvCache from "../src/KvCache.ts"
 import * as Model from "../src/Model.ts"
-import { randomWeights } from "../src/RandomModel.ts"
+import { randomWeights } from "./RandomModel.ts"
 import { argmax } from "../src/Sampler.ts"
 import type { DType } from "../src/Tensor.ts"
-import { tinyModelAndPrompt } from "../properties/arbitraries.ts"
-import { compare, type Tolerance } from "../properties/tolerance.ts"
+import { tinyModelAndPrompt } from "./arbitraries.ts"
+import { compare, type Tolerance } from "./tolerance.ts"
 
 /**
  * Logits of f32 backends on the tiny models of `tinyConfig` (hidden ≤ 48, ≤ 3 layers, logits of order
@@ -73,8 +73,10 @@ export const forwardAgreesWithReference = async (
   const logits = (k: KernelsShape, config: LlamaConfig, seed: number, dtype: DType, prompt: ReadonlyArray<number>) =>
     withKernels(
       k,
-      Effect.flatMap(Model.fromWeights(config, randomWeights(config, { seed, dtype })), (model) =>
-        Forward.forward(model, KvCache.make(config, prompt.length), Int32Array.from(prompt), 0, "all")
+      Effect.scoped(
+        Effect.flatMap(Model.fromWeights(config, randomWeights(config, { seed, dtype })), (model) =>
+          Effect.flatMap(KvCache.make(model.kernels, config, prompt.length), (cache) => Forward.forward(model, cache, Int32Array.from(prompt), 0, "all"))
+        )
       )
     )
   const backend = await Effect.runPromise(
@@ -118,9 +120,9 @@ export interface GreedyReport {
 export const greedy = (k: KernelsShape, config: LlamaConfig, seed: number, dtype: DType, prompt: ReadonlyArray<number>, steps: number) =>
   withKernels(
     k,
-    Effect.gen(function* () {
+    Effect.scoped(Effect.gen(function* () {
       const model = yield* Model.fromWeights(config, randomWeights(config, { seed, dtype }))
-      const cache = KvCache.make(config, prompt.length + steps)
+      const cache = yield* KvCache.make(model.kernels, config, prompt.length + steps)
       let logits = yield* Forward.forward(model, cache, Int32Array.from(prompt), 0, "last")
       const out: Array<{ id: number; margin: number; logits: Float32Array }> = []
       for (let i = 0; i < steps; i++) {
@@ -133,7 +135,7 @@ export const greedy = (k: KernelsShape, config: LlamaConfig, seed: number, dtype
         if (i + 1 < steps) logits = yield* Forward.forward(model, cache, Int32Array.of(id), prompt.length + i, "last")
       }
       return out
-    })
+    }))
   )
 
 /**

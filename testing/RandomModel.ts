@@ -7,7 +7,7 @@
  * bytes chunk by chunk: the model is never held in f32, and a layer's values do not depend on how many
  * layers the model has (layer 0 of "tinyllama-1.1b-2layers" equals layer 0 of "tinyllama-1.1b").
  *
- * Distributions follow formats-and-oracles.md §7.1 (embeddings N(0,1), q/k/v N(0,0.3²), o and the MLP
+ * Distributions follow the llama.cpp oracle test model of docs/formats.md (embeddings N(0,1), q/k/v N(0,0.3²), o and the MLP
  * N(0,0.2²), lm_head N(0,0.5²), norms 1 + 0.1·N(0,1)), with matrix std devs multiplied by
  * sqrt(64 / hidden) once hidden > 64, so each projection's output variance (Σ over hidden inputs) stays
  * what it is for the 64-wide test model and logits stay in a sensible range for big shapes.
@@ -17,12 +17,12 @@
 import { Effect } from "effect"
 import { mkdirSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
-import type { LlamaConfig } from "./Config.ts"
-import { CheckpointError, writeSafetensors } from "./Safetensors.ts"
-import type { DType, RawTensor } from "./Tensor.ts"
-import { f32ToF16Bits, numel } from "./Tensor.ts"
-import type { LayerWeights, ModelWeights } from "./Weights.ts"
-import { weightEntries } from "./Weights.ts"
+import type { LlamaConfig } from "../src/Config.ts"
+import { CheckpointError, writeSafetensors } from "../src/Safetensors.ts"
+import type { DType, FloatDType, RawTensor } from "../src/Tensor.ts"
+import { f32ToF16Bits, isQuantized, numel } from "../src/Tensor.ts"
+import type { LayerWeights, ModelWeights } from "../src/Weights.ts"
+import { quantizeWeights, weightEntries } from "../src/Weights.ts"
 
 // ---------------------------------------------------------------------------------------------------
 // PRNG: mulberry32 (32-bit state) + Marsaglia's polar method
@@ -78,7 +78,7 @@ const fillNormal = (out: Float32Array, state: number, mean: number, std: number)
 const CHUNK = 1 << 16
 
 /** Little-endian platforms only (every Node target sirius-ts supports): u16/u32 views write LE bytes. */
-const encodeChunk = (dtype: DType, chunk: Float32Array, data: Uint8Array, start: number): void => {
+const encodeChunk = (dtype: FloatDType, chunk: Float32Array, data: Uint8Array, start: number): void => {
   const n = chunk.length
   switch (dtype) {
     case "F32":
@@ -109,7 +109,7 @@ const encodeChunk = (dtype: DType, chunk: Float32Array, data: Uint8Array, start:
  */
 export const randomTensor = (
   name: string,
-  dtype: DType,
+  dtype: FloatDType,
   shape: ReadonlyArray<number>,
   seed: number,
   mean: number,
@@ -134,7 +134,10 @@ export const randomTensor = (
 
 export interface RandomWeightsOptions {
   readonly seed: number
-  /** Dtype of every tensor, norms included (as in a real bf16 checkpoint). Default "F32". */
+  /**
+   * Dtype of every tensor, norms included (as in a real bf16 checkpoint). Default "F32". A quantized
+   * dtype draws F32 values and quantizes the matrices (Weights.quantizeWeights); norms and biases stay F32.
+   */
   readonly dtype?: DType
 }
 
@@ -154,7 +157,9 @@ export interface RandomWeightsOptions {
  * @category constructors
  */
 export const randomWeights = (config: LlamaConfig, options: RandomWeightsOptions): ModelWeights => {
-  const dtype = options.dtype ?? "F32"
+  const wanted = options.dtype ?? "F32"
+  if (isQuantized(wanted)) return quantizeWeights(config, randomWeights(config, { ...options, dtype: "F32" }), wanted)
+  const dtype: FloatDType = wanted
   const seed = options.seed
   const D = config.hiddenSize
   const F = config.intermediateSize
@@ -178,7 +183,15 @@ export const randomWeights = (config: LlamaConfig, options: RandomWeightsOptions
       postAttentionLayernorm: norm(`${p}post_attention_layernorm.weight`),
       gateProj: matrix(`${p}mlp.gate_proj.weight`, [F, D], 0.2),
       upProj: matrix(`${p}mlp.up_proj.weight`, [F, D], 0.2),
-      downProj: matrix(`${p}mlp.down_proj.weight`, [D, F], 0.2)
+      downProj: matrix(`${p}mlp.down_proj.weight`, [D, F], 0.2),
+      // Qwen2's q/k/v biases: N(0, 0.3²), large enough that a forward pass ignoring them is visibly wrong.
+      ...(config.attentionBias
+        ? {
+            qProjBias: randomTensor(`${p}self_attn.q_proj.bias`, dtype, [qRows], seed, 0, 0.3),
+            kProjBias: randomTensor(`${p}self_attn.k_proj.bias`, dtype, [kvRows], seed, 0, 0.3),
+            vProjBias: randomTensor(`${p}self_attn.v_proj.bias`, dtype, [kvRows], seed, 0, 0.3)
+          }
+        : {})
     })
   }
   const norm_ = norm("model.norm.weight")
@@ -190,6 +203,7 @@ export const randomWeights = (config: LlamaConfig, options: RandomWeightsOptions
 // Named shapes
 
 const tinyllama: LlamaConfig = {
+  architecture: "llama",
   vocabSize: 32000,
   hiddenSize: 2048,
   intermediateSize: 5632,
@@ -202,6 +216,7 @@ const tinyllama: LlamaConfig = {
   ropeTheta: 10000,
   ropeScaling: undefined,
   tieWordEmbeddings: false,
+  attentionBias: false,
   bosTokenId: 1,
   eosTokenIds: [2]
 }
@@ -211,7 +226,7 @@ const tinyllama: LlamaConfig = {
  *
  * - `tinyllama-1.1b`: TinyLlama-1.1B (hidden 2048, ffn 5632, 32 heads, 4 KV heads, 22 layers, vocab 32000).
  * - `tinyllama-1.1b-2layers`: the same with 2 layers (fast benchmark smoke runs).
- * - `tiny`: the formats-and-oracles.md §7.1 test shape (hidden 64, 4 heads, 2 KV heads, ffn 96,
+ * - `tiny`: the llama.cpp oracle's test shape (docs/formats.md) (hidden 64, 4 heads, 2 KV heads, ffn 96,
  *   2 layers), with vocab 320 so the GGUF's default vocab has room past the 259 special/byte tokens.
  *
  * @category constructors
@@ -220,6 +235,7 @@ export const shapes = {
   "tinyllama-1.1b": tinyllama,
   "tinyllama-1.1b-2layers": { ...tinyllama, numHiddenLayers: 2 },
   tiny: {
+    architecture: "llama",
     vocabSize: 320,
     hiddenSize: 64,
     intermediateSize: 96,
@@ -232,6 +248,7 @@ export const shapes = {
     ropeTheta: 10000,
     ropeScaling: undefined,
     tieWordEmbeddings: false,
+    attentionBias: false,
     bosTokenId: 1,
     eosTokenIds: [2]
   }
@@ -248,9 +265,9 @@ export type ShapeName = keyof typeof shapes
  *
  * @category writers
  */
-export const hfConfigJson = (config: LlamaConfig, dtype: DType = "F32"): Record<string, unknown> => ({
-  architectures: ["LlamaForCausalLM"],
-  model_type: "llama",
+export const hfConfigJson = (config: LlamaConfig, dtype: FloatDType = "F32"): Record<string, unknown> => ({
+  architectures: [config.architecture === "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"],
+  model_type: config.architecture,
   hidden_act: "silu",
   vocab_size: config.vocabSize,
   hidden_size: config.hiddenSize,
@@ -265,7 +282,9 @@ export const hfConfigJson = (config: LlamaConfig, dtype: DType = "F32"): Record<
   rope_scaling:
     config.ropeScaling === undefined
       ? null
-      : {
+      : config.ropeScaling.ropeType === "freq_factors"
+        ? unrepresentable("llama.cpp's per-frequency RoPE factors have no config.json form")
+        : {
           rope_type: "llama3",
           factor: config.ropeScaling.factor,
           low_freq_factor: config.ropeScaling.lowFreqFactor,
@@ -275,10 +294,15 @@ export const hfConfigJson = (config: LlamaConfig, dtype: DType = "F32"): Record<
   tie_word_embeddings: config.tieWordEmbeddings,
   bos_token_id: config.bosTokenId ?? null,
   eos_token_id: config.eosTokenIds.length === 1 ? config.eosTokenIds[0] : [...config.eosTokenIds],
-  attention_bias: false,
+  // Qwen2 has q/k/v biases unconditionally and no attention_bias field.
+  ...(config.architecture === "llama" ? { attention_bias: false } : { use_sliding_window: false }),
   mlp_bias: false,
   torch_dtype: { F32: "float32", F16: "float16", BF16: "bfloat16" }[dtype]
 })
+
+const unrepresentable = (what: string): never => {
+  throw new Error(`hfConfigJson: ${what}`)
+}
 
 export interface WriteHfCheckpointOptions {
   /**
@@ -308,7 +332,8 @@ export const writeHfCheckpoint = (
   Effect.gen(function* () {
     const entries = weightEntries(config, weights)
     const shards = Math.max(1, Math.min(options.shards ?? 1, entries.length))
-    const configJson = hfConfigJson(config, weights.embedTokens.dtype)
+    const dtype = weights.embedTokens.dtype
+    const configJson = hfConfigJson(config, dtype === "F16" || dtype === "BF16" ? dtype : "F32")
     yield* Effect.try({
       try: () => {
         mkdirSync(dir, { recursive: true })

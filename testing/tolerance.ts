@@ -1,5 +1,5 @@
 /**
- * The one comparison rule for backend-vs-reference checks (style.md §6, after llm.c's validate_result):
+ * The one comparison rule for backend-vs-reference checks (docs/testing.md, after llm.c's validate_result):
  *
  *   |actual − expected| ≤ atol + rtol·|expected| + c·2⁻²⁴·Σ|terms|
  *
