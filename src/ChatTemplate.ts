@@ -1,7 +1,7 @@
 /**
  * ChatTemplate: a conversation (role/content messages) to the prompt text the model was trained on.
  *
- * A chat model ships its format as a Jinja template (formats-and-oracles §6): `chat_template` in
+ * A chat model ships its format as a Jinja template: `chat_template` in
  * tokenizer_config.json (a string, or a list of named templates of which "default" is used), or a
  * `chat_template.jinja` file beside it; a GGUF file carries it as `tokenizer.chat_template`. It is rendered
  * with `@huggingface/jinja` (whose Template trims and lstrips blocks as transformers' environment does),
