@@ -1,16 +1,15 @@
 /**
  * ChatTemplate: a conversation (role/content messages) to the prompt text the model was trained on.
  *
- * A chat model ships its format as a Jinja template: `chat_template` in
- * tokenizer_config.json (a string, or a list of named templates of which "default" is used), or a
- * `chat_template.jinja` file beside it; a GGUF file carries it as `tokenizer.chat_template`. It is rendered
- * with `@huggingface/jinja` (whose Template trims and lstrips blocks as transformers' environment does),
- * given the messages, the special tokens' strings and `add_generation_prompt: true`, so the text ends where
- * the assistant's answer begins.
+ * A chat model ships its format as a Jinja template: `chat_template` in tokenizer_config.json (a string,
+ * or a list of named templates of which "default" is used), or a `chat_template.jinja` file beside it; a
+ * GGUF file carries it as `tokenizer.chat_template`. It is rendered with `@huggingface/jinja` (whose
+ * Template trims and lstrips blocks as transformers' environment does), given the messages, the special
+ * tokens' strings and `add_generation_prompt: true`, so the text ends where the assistant's answer begins.
  *
- * `make(source, specialTokens)` takes a template string and the special tokens directly (what a GGUF
- * checkpoint provides); `fromDirectory(dir)` reads an HF directory; `forCheckpoint` picks whichever the
- * checkpoint offers.
+ * `make(source, specialTokens)` takes a template string and the special tokens directly; `forCheckpoint`
+ * uses what a loaded Checkpoint carries (Checkpoint.ts reads both from HF directories and GGUF files);
+ * `fromDirectory(dir)` reads an HF directory without loading its weights.
  *
  * Models without a template (the bundled sirius-tiny-arith, base models) get the documented `fallback`,
  * the bundled model's own question/answer format:
@@ -153,8 +152,8 @@ export const fromDirectory = (dir: string): Effect.Effect<ChatTemplate, ChatTemp
   })
 
 /**
- * The template of a loaded checkpoint. A checkpoint that carries its template and special tokens (GGUF
- * files do: `chatTemplate`, `specialTokens`) is used as it is; otherwise the model directory is read.
+ * The template of a loaded checkpoint: its `chatTemplate` with its `specialTokens`, or the fallback when
+ * it has none. An object without `specialTokens` (not a Checkpoint) is read from its directory.
  */
 export const forCheckpoint = (checkpoint: {
   readonly dir: string
