@@ -275,6 +275,7 @@ export const make = (options: GpuRuntimeOptions): Effect.Effect<GpuRuntime, Back
         ...(settings.pipeline === true ? { pipeline: true, immutable: true } : {})
       } as IGPUKernelSettings)
 
+    const traffic = Traffic.make()
     // ---- the device, known once the probe kernel has run (gpu.js creates it on a kernel's first call) ----
     let lostReason: string | undefined
     /** Resolves with the reason when the WebGPU device is lost (never, elsewhere). */
@@ -312,12 +313,20 @@ export const make = (options: GpuRuntimeOptions): Effect.Effect<GpuRuntime, Back
           const result: unknown = await (kernel as unknown as (...a: ReadonlyArray<unknown>) => unknown)(...args)
           checkRan(kernel)
           checkDevice() // a lost GL context reads back zeros
+          // the host path's transfers: every array argument is uploaded, the result read back (weights, as
+          // kernel constants, were uploaded once when the kernel was built)
+          const uploaded = args.filter(ArrayBuffer.isView) as ReadonlyArray<ArrayBufferView>
+          Traffic.charge(traffic, undefined, {
+            inputUploads: uploaded.length,
+            inputBytes: uploaded.reduce((n, a) => n + a.byteLength, 0),
+            readbacks: 1,
+            readbackBytes: 4 * size,
+            dispatches: 1
+          })
           return flatten(result, size)
         },
         catch: (cause) => failure(op, cause)
       })
-
-    const traffic = Traffic.make()
     const released = new WeakSet<DeviceBuffer>()
     let liveBuffers = 0
     let liveBytes = 0
