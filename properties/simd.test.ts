@@ -242,7 +242,7 @@ describe("simd elementwise and small ops", () => {
               return [
                 yield* b.read(yield* b.rmsnorm(xa, yield* b.vector(w), eps)),
                 yield* b.read(yield* b.rope(xa, heads, Dh, input, invFreq)),
-                yield* b.read(yield* b.add(xa, yield* b.upload(y, T, D)))
+                yield* Effect.flatMap(b.upload(y, T, D), (ya) => Effect.andThen(b.accumulate(xa, ya), b.read(xa)))
               ] as const
             }))
           const [got, want] = [await ops(two), await ops(ref)]

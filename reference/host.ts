@@ -139,7 +139,7 @@ export const fromHost = (h: HostKernelsShape): KernelsShape => {
     },
     swiglu: (gate, up) => map(h.swiglu(data(gate), data(up)), gate.rows, gate.cols),
     swigluRows: (gate, up, rows) => Effect.sync(() => act(swigluRows(data(gate), gate.cols, data(up), sel(rows)), up.rows, up.cols)),
-    add: (a, b) => map(h.add(data(a), data(b)), a.rows, a.cols),
+    accumulate: (x, y) => Effect.map(h.add(data(x), data(y)), (sum) => void data(x).set(sum)),
 
     selectNeurons: (gate, rule: NeuronRule) =>
       Effect.sync((): HostSelection => {

@@ -490,15 +490,14 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
       return out as Activation
     })
 
-  const add: KernelsShape["add"] = (x, y) =>
-    scoped("add", (arena) => {
+  const accumulate: KernelsShape["accumulate"] = (x, y) =>
+    attempt("accumulate", () => {
       const a = act(x)
       const b = act(y)
-      const out = activation(arena, a.rows, a.cols, a.stride)
-      if (a.stride === b.stride) rt.exports.add(a.address, b.address, out.address, a.rows * a.stride)
-      else for (let t = 0; t < a.rows; t++) rt.exports.add(a.address + t * a.stride * 4, b.address + t * b.stride * 4, out.address + t * out.stride * 4, roundUp(a.cols, 4))
-      zeroPadding(out)
-      return out as Activation
+      // x ← x + y in place (the wasm add reads each lane before writing it)
+      if (a.stride === b.stride) rt.exports.add(a.address, b.address, a.address, a.rows * a.stride)
+      else for (let t = 0; t < a.rows; t++) rt.exports.add(a.address + t * a.stride * 4, b.address + t * b.stride * 4, a.address + t * a.stride * 4, roundUp(a.cols, 4))
+      zeroPadding(a)
     })
 
   const swiglu: KernelsShape["swiglu"] = (gate, up) =>
@@ -548,8 +547,9 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
       const spad = roundUp(S, 4)
       const out = activation(arena, T, H * Dh)
       const scaleBits = new Int32Array(Float32Array.of(1 / Math.sqrt(Dh)).buffer)[0]!
-      // queries in blocks of tokens so that one job has at most MAX_CHUNKS (token, head) items
-      const tb = Math.min(T, Math.max(1, Math.floor(MAX_CHUNKS / H)))
+      // queries in blocks of tokens: one job has at most MAX_CHUNKS (token, head) items, and the block's
+      // scores (tb·H·S floats) stay within 32 MiB of scratch (a long prefill attends in several jobs)
+      const tb = Math.min(T, Math.max(1, Math.floor(MAX_CHUNKS / H), 1), Math.max(1, Math.floor((32 << 20) / (H * roundUp(S, 4) * 4))))
       const kAt = store.address + layer * 2 * store.capacity * store.slotBytes
       const vAt = kAt + store.capacity * store.slotBytes
       // heads padded to 4 floats (odd head dims): q and out go through packed copies in scratch
@@ -573,7 +573,15 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
           qStride = oStride = H * dh4 * 4
         }
         const mask = i.maskAt === 0 ? 0 : i.maskAt + t0 * S
-        rt.run(OP_ATTENTION, Tb * H, [qBase, kAt, vAt, oBase, sAt!, i.positionsAt + t0 * 4, H, H / Hkv, dh4, Hkv * dh4 * 4, scaleBits, spad, mask, S, qStride, oStride])
+        // heads per item: the whole group sharing a KV head (each key slot loaded once for all of them), unless
+        // that leaves fewer than two items per thread: then the largest divisor of the group that does not
+        const group = H / Hkv
+        let G = group
+        while (G > 1 && (Tb * H) / G < 2 * threads) {
+          G--
+          while (group % G !== 0) G--
+        }
+        rt.run(OP_ATTENTION, (Tb * H) / G, [qBase, kAt, vAt, oBase, sAt!, i.positionsAt + t0 * 4, H, group, dh4, Hkv * dh4 * 4, scaleBits, spad, mask, S, qStride, oStride, G])
         if (padded)
           for (let t = 0; t < Tb; t++)
             for (let h = 0; h < H; h++)
@@ -708,7 +716,7 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
     attention,
     swiglu,
     swigluRows,
-    add,
+    accumulate,
     selectNeurons,
     neuronStatistic,
     kvStore,

@@ -712,26 +712,30 @@
         (local.set $i (i32.add (local.get $i) (i32.const 4)))
         (br $l))))
 
-  ;; ---- attention: one (token, query head) item per chunk ----
+;; ---- attention: one (token, block of query heads sharing a KV head) item per chunk ----
   ;; ARG 0 q (T rows of H·dh4)  1 keys (S, Hkv, dh4)  2 values (S, Hkv, dh4)  3 out (T rows of H·dh4)
-  ;;     4 scores (T·H items × spad f32)  5 positions (T i32)  6 H  7 group = H / Hkv  8 dh4 (head dim
-  ;;     padded to 4)  9 kv stride (bytes per slot = Hkv·dh4·4)  10 scale (f32 bits)  11 spad (≥ S, mult of 4)
-  ;;     12 mask: 0 = causal (query t sees slots 0..positions[t]), else (T, S) bytes, 1 = visible (tree
-  ;;     attention: query t sees exactly its row's slots)  13 S  14 q row stride (bytes)  15 out row stride
-  ;; Scores sᵢ = (q·kᵢ)·scale in f32, max-subtracted exp, f32x4 sums; out = (Σ eᵢ vᵢ) · (1 / Σ eᵢ).
-  ;; A masked slot's score is -inf and its weight exactly 0.
+  ;;     4 scores (items × heads per item × spad f32)  5 positions (T i32)  6 H  7 group = H / Hkv  8 dh4
+  ;;     (head dim padded to 4)  9 kv stride (bytes per slot = Hkv·dh4·4)  10 scale (f32 bits)  11 spad (≥ S,
+  ;;     mult of 4)  12 mask: 0 = causal (query t sees slots 0..positions[t]), else (T, S) bytes, 1 = visible
+  ;;     (tree attention: query t sees exactly its row's slots)  13 S  14 q row stride (bytes)  15 out row
+  ;;     stride  16 heads per item (G: a divisor of the group)
+  ;; An item's G query heads read the same KV head: each key slot is loaded once and scored against all G
+  ;; queries (slot-major), so a long context streams K once per item instead of once per head; then each head's
+  ;; softmax and value sum ($attendHead). Per head the arithmetic is the same whatever G: scores sᵢ = (q·kᵢ)·scale
+  ;; in f32 (madd over the head's f32x4 lanes, then (l0 + l1) + (l2 + l3)), max-subtracted exp, f32x4 sums,
+  ;; out = (Σ eᵢ vᵢ) · (1 / Σ eᵢ). A masked slot's score is -inf and its weight exactly 0.
   (func $attentionItem (param $item i32)
-    (local $H i32) (local $dh4 i32) (local $kvs i32) (local $t i32) (local $h i32) (local $n i32) (local $n4 i32)
-    (local $q i32) (local $k i32) (local $v i32) (local $sc i32) (local $o i32)
-    (local $s i32) (local $i i32) (local $kp i32) (local $vp i32) (local $mrow i32)
-    (local $acc v128) (local $max f32) (local $scale f32) (local $sum v128) (local $inv v128) (local $e v128)
-    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local $H i32) (local $G i32) (local $dh4 i32) (local $kvs i32) (local $t i32) (local $h0 i32) (local $g i32)
+    (local $n i32) (local $n4 i32) (local $spad i32) (local $q i32) (local $qh i32) (local $k i32) (local $v i32)
+    (local $sc i32) (local $s i32) (local $i i32) (local $kp i32) (local $mrow i32) (local $acc v128) (local $scale f32)
     (local.set $H (call $arg (i32.const 6)))
+    (local.set $G (call $arg (i32.const 16)))
     (local.set $dh4 (call $arg (i32.const 8)))
     (local.set $kvs (call $arg (i32.const 9)))
+    (local.set $spad (call $arg (i32.const 11)))
     (local.set $scale (f32.reinterpret_i32 (call $arg (i32.const 10))))
-    (local.set $t (i32.div_u (local.get $item) (local.get $H)))
-    (local.set $h (i32.rem_u (local.get $item) (local.get $H)))
+    (local.set $t (i32.div_u (local.get $item) (i32.div_u (local.get $H) (local.get $G))))
+    (local.set $h0 (i32.mul (i32.rem_u (local.get $item) (i32.div_u (local.get $H) (local.get $G))) (local.get $G)))
     ;; visible slots: 0..positions[t] (causal), or all S slots filtered by the mask row
     (if (call $arg (i32.const 12))
       (then
@@ -742,65 +746,84 @@
     (local.set $n4 (i32.and (i32.add (local.get $n) (i32.const 3)) (i32.const -4)))
     ;; q and out rows are activations: token t's row at t·stride (ARG 14 / 15, bytes), head h at h·dh4 floats in it
     (local.set $q (i32.add (i32.add (call $arg (i32.const 0)) (i32.mul (local.get $t) (call $arg (i32.const 14))))
-      (i32.shl (i32.mul (local.get $h) (local.get $dh4)) (i32.const 2))))
-    (local.set $o (i32.add (i32.add (call $arg (i32.const 3)) (i32.mul (local.get $t) (call $arg (i32.const 15))))
-      (i32.shl (i32.mul (local.get $h) (local.get $dh4)) (i32.const 2))))
-    ;; KV head h / group, at byte offset kvh·dh4·4 inside each slot
+      (i32.shl (i32.mul (local.get $h0) (local.get $dh4)) (i32.const 2))))
+    ;; the KV head of the block's heads (h0 / group), at byte offset kvh·dh4·4 inside each slot
     (local.set $k (i32.add (call $arg (i32.const 1))
-      (i32.shl (i32.mul (i32.div_u (local.get $h) (call $arg (i32.const 7))) (local.get $dh4)) (i32.const 2))))
+      (i32.shl (i32.mul (i32.div_u (local.get $h0) (call $arg (i32.const 7))) (local.get $dh4)) (i32.const 2))))
     (local.set $v (i32.add (call $arg (i32.const 2)) (i32.sub (local.get $k) (call $arg (i32.const 1)))))
-    (local.set $sc (i32.add (call $arg (i32.const 4)) (i32.shl (i32.mul (local.get $item) (call $arg (i32.const 11))) (i32.const 2))))
+    (local.set $sc (i32.add (call $arg (i32.const 4)) (i32.shl (i32.mul (i32.mul (local.get $item) (local.get $G)) (local.get $spad)) (i32.const 2))))
 
-    ;; scores and their max
-    (local.set $max (f32.const -inf))
+    ;; scores, slot by slot: head g's at sc + (g·spad + s)·4
     (local.set $kp (local.get $k))
     (local.set $s (i32.const 0))
     (loop $slots
-      (if (i32.and (i32.ne (local.get $mrow) (i32.const 0))
-                   (i32.eqz (i32.load8_u (i32.add (local.get $mrow) (local.get $s)))))
-        (then (f32.store (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))) (f32.const -inf)))
-        (else
-          (local.set $acc (v128.const i32x4 0 0 0 0))
-          (local.set $i (i32.const 0))
-          (loop $dot
-            (local.set $acc (f32x4.relaxed_madd
-              (v128.load (i32.add (local.get $q) (local.get $i))) (v128.load (i32.add (local.get $kp) (local.get $i))) (local.get $acc)))
-            (local.set $i (i32.add (local.get $i) (i32.const 16)))
-            (br_if $dot (i32.lt_u (local.get $i) (i32.shl (local.get $dh4) (i32.const 2)))))
-          (f32.store (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2)))
-            (f32.mul (local.get $scale)
-              (f32.add
-                (f32.add (f32x4.extract_lane 0 (local.get $acc)) (f32x4.extract_lane 1 (local.get $acc)))
-                (f32.add (f32x4.extract_lane 2 (local.get $acc)) (f32x4.extract_lane 3 (local.get $acc))))))))
-      (local.set $max (f32.max (local.get $max) (f32.load (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))))))
+      (local.set $g (i32.const 0))
+      (loop $heads
+        (if (i32.and (i32.ne (local.get $mrow) (i32.const 0))
+                     (i32.eqz (i32.load8_u (i32.add (local.get $mrow) (local.get $s)))))
+          (then (f32.store (i32.add (local.get $sc) (i32.shl (i32.add (i32.mul (local.get $g) (local.get $spad)) (local.get $s)) (i32.const 2))) (f32.const -inf)))
+          (else
+            (local.set $qh (i32.add (local.get $q) (i32.shl (i32.mul (local.get $g) (local.get $dh4)) (i32.const 2))))
+            (local.set $acc (v128.const i32x4 0 0 0 0))
+            (local.set $i (i32.const 0))
+            (loop $dot
+              (local.set $acc (f32x4.relaxed_madd
+                (v128.load (i32.add (local.get $qh) (local.get $i))) (v128.load (i32.add (local.get $kp) (local.get $i))) (local.get $acc)))
+              (local.set $i (i32.add (local.get $i) (i32.const 16)))
+              (br_if $dot (i32.lt_u (local.get $i) (i32.shl (local.get $dh4) (i32.const 2)))))
+            (f32.store (i32.add (local.get $sc) (i32.shl (i32.add (i32.mul (local.get $g) (local.get $spad)) (local.get $s)) (i32.const 2)))
+              (f32.mul (local.get $scale)
+                (f32.add
+                  (f32.add (f32x4.extract_lane 0 (local.get $acc)) (f32x4.extract_lane 1 (local.get $acc)))
+                  (f32.add (f32x4.extract_lane 2 (local.get $acc)) (f32x4.extract_lane 3 (local.get $acc))))))))
+        (local.set $g (i32.add (local.get $g) (i32.const 1)))
+        (br_if $heads (i32.lt_u (local.get $g) (local.get $G))))
       (local.set $kp (i32.add (local.get $kp) (local.get $kvs)))
       (local.set $s (i32.add (local.get $s) (i32.const 1)))
       (br_if $slots (i32.lt_u (local.get $s) (local.get $n))))
 
-    ;; e = exp(score − max) in place, exactly 0 for masked (-inf) scores; slots n..n4 set to 0 afterwards
-    ;; so the f32x4 sum sees only valid ones
+    ;; each head: softmax over its scores and the weighted sum of values
+    (local.set $g (i32.const 0))
+    (loop $each
+      (call $attendHead
+        (i32.add (local.get $sc) (i32.shl (i32.mul (local.get $g) (local.get $spad)) (i32.const 2)))
+        (local.get $n) (local.get $n4) (local.get $v) (local.get $kvs) (local.get $dh4)
+        (i32.add (i32.add (call $arg (i32.const 3)) (i32.mul (local.get $t) (call $arg (i32.const 15))))
+          (i32.shl (i32.mul (i32.add (local.get $h0) (local.get $g)) (local.get $dh4)) (i32.const 2))))
+      (local.set $g (i32.add (local.get $g) (i32.const 1)))
+      (br_if $each (i32.lt_u (local.get $g) (local.get $G)))))
+
+  ;; One head: scores sc[0..n) (masked ones -inf) become weights e = exp(s − max) in place (n..n4 zeroed for
+  ;; the f32x4 sums), then out[0..dh4) = (Σ_s e_s · v_s) · (1 / Σ e), v_s at v + s·kvs.
+  (func $attendHead (param $sc i32) (param $n i32) (param $n4 i32) (param $v i32) (param $kvs i32) (param $dh4 i32) (param $o i32)
+    (local $s i32) (local $i i32) (local $vp i32) (local $max f32) (local $e v128) (local $sum v128) (local $inv v128)
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local.set $max (f32.const -inf))
+    (local.set $s (i32.const 0))
+    (loop $maxes
+      (local.set $max (f32.max (local.get $max) (f32.load (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))))))
+      (local.set $s (i32.add (local.get $s) (i32.const 1)))
+      (br_if $maxes (i32.lt_u (local.get $s) (local.get $n))))
+    ;; slots n..n4 hold whatever the scratch held: set them to -inf so their weights come out exactly 0
+    (local.set $s (local.get $n))
+    (block $padded
+      (loop $pad
+        (br_if $padded (i32.ge_u (local.get $s) (local.get $n4)))
+        (f32.store (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))) (f32.const -inf))
+        (local.set $s (i32.add (local.get $s) (i32.const 1)))
+        (br $pad)))
+    (local.set $sum (v128.const i32x4 0 0 0 0))
     (local.set $s (i32.const 0))
     (loop $exps
       (local.set $e (v128.load (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2)))))
-      (v128.store (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2)))
+      (local.set $e
         (v128.andnot
           (call $exp4 (f32x4.sub (local.get $e) (f32x4.splat (local.get $max))))
           (f32x4.eq (local.get $e) (v128.const f32x4 -inf -inf -inf -inf))))
+      (v128.store (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))) (local.get $e))
+      (local.set $sum (f32x4.add (local.get $sum) (local.get $e)))
       (local.set $s (i32.add (local.get $s) (i32.const 4)))
       (br_if $exps (i32.lt_u (local.get $s) (local.get $n4))))
-    (local.set $s (local.get $n))
-    (block $zeroed
-      (loop $zero
-        (br_if $zeroed (i32.ge_u (local.get $s) (local.get $n4)))
-        (f32.store (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))) (f32.const 0))
-        (local.set $s (i32.add (local.get $s) (i32.const 1)))
-        (br $zero)))
-    (local.set $sum (v128.const i32x4 0 0 0 0))
-    (local.set $s (i32.const 0))
-    (loop $sums
-      (local.set $sum (f32x4.add (local.get $sum) (v128.load (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))))))
-      (local.set $s (i32.add (local.get $s) (i32.const 4)))
-      (br_if $sums (i32.lt_u (local.get $s) (local.get $n4))))
     (local.set $inv (f32x4.splat (f32.div (f32.const 1)
       (f32.add
         (f32.add (f32x4.extract_lane 0 (local.get $sum)) (f32x4.extract_lane 1 (local.get $sum)))

@@ -48,22 +48,26 @@ export const forward = (
       const input = yield* k.input(tokens, positions, startPos + T, tree?.mask)
       const heads = { numHeads: H, numKeyValueHeads: Hkv, headDim: Dh }
 
-      let x = yield* k.embedding(model.embedTokens, input) // (T, D) residual stream
+      const x = yield* k.embedding(model.embedTokens, input) // (T, D) the residual stream, updated in place
       for (let l = 0; l < model.layers.length; l++) {
         const w = model.layers[l]!
+        // a layer's intermediates live until the layer ends (a long prefill holds one layer's at a time)
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            // attention block: x += o(attn(rope(q), rope(k), v))
+            const xb = yield* k.rmsnorm(x, w.inputLayernorm, eps) // (T, D)
+            const q = yield* k.rope(yield* k.matmul(w.qProj, xb, w.qBias), H, Dh, input, model.invFreq) // (T, H·Dh)
+            const kk = yield* k.rope(yield* k.matmul(w.kProj, xb, w.kBias), Hkv, Dh, input, model.invFreq) // (T, Hkv·Dh)
+            const v = yield* k.matmul(w.vProj, xb, w.vBias) // (T, Hkv·Dh)
+            yield* k.kvWrite(cache.store, l, startPos, kk, v)
+            const att = yield* k.attention(q, cache.store, l, input, heads) // (T, H·Dh)
+            yield* k.accumulate(x, yield* k.matmul(w.oProj, att))
 
-        // attention block: x += o(attn(rope(q), rope(k), v))
-        const xb = yield* k.rmsnorm(x, w.inputLayernorm, eps) // (T, D)
-        const q = yield* k.rope(yield* k.matmul(w.qProj, xb, w.qBias), H, Dh, input, model.invFreq) // (T, H·Dh)
-        const kk = yield* k.rope(yield* k.matmul(w.kProj, xb, w.kBias), Hkv, Dh, input, model.invFreq) // (T, Hkv·Dh)
-        const v = yield* k.matmul(w.vProj, xb, w.vBias) // (T, Hkv·Dh)
-        yield* k.kvWrite(cache.store, l, startPos, kk, v)
-        const att = yield* k.attention(q, cache.store, l, input, heads) // (T, H·Dh)
-        x = yield* k.add(x, yield* k.matmul(w.oProj, att))
-
-        // MLP block: x += down(silu(gate(xb)) ⊙ up(xb)), over all neurons or the kept ones
-        const xb2 = yield* k.rmsnorm(x, w.postAttentionLayernorm, eps) // (T, D)
-        x = yield* k.add(x, yield* mlpBlock(k, w, l, xb2, config.intermediateSize, mlp))
+            // MLP block: x += down(silu(gate(xb)) ⊙ up(xb)), over all neurons or the kept ones
+            const xb2 = yield* k.rmsnorm(x, w.postAttentionLayernorm, eps) // (T, D)
+            yield* k.accumulate(x, yield* mlpBlock(k, w, l, xb2, config.intermediateSize, mlp))
+          })
+        )
       }
 
       const last = which === "all" ? x : yield* k.slice(x, T - 1, 1) // (rows, D)

@@ -157,8 +157,11 @@ export interface KernelsShape {
   readonly swiglu: (gate: Activation, up: Activation) => Effect.Effect<Activation, KernelError, Scope.Scope>
   /** Fine sparsity: out (T, n) = silu(gate[:, rows]) ⊙ up, gate (T, F), up (T, n). */
   readonly swigluRows: (gate: Activation, up: Activation, rows: Selection) => Effect.Effect<Activation, KernelError, Scope.Scope>
-  /** out = a + b, elementwise (residual connections). */
-  readonly add: (a: Activation, b: Activation) => Effect.Effect<Activation, KernelError, Scope.Scope>
+  /**
+   * x ← x + y, elementwise, in place: the residual stream. (It is the one op that changes an activation: the
+   * forward pass keeps x across layers while each layer's intermediates are freed at the layer's end.)
+   */
+  readonly accumulate: (x: Activation, y: Activation) => Effect.Effect<void, KernelError>
 
   // ---- sparsity ----
   /** Fine sparsity's neurons for this call, from the gate pre-activations (T, F) (see NeuronRule). */

@@ -43,7 +43,7 @@ export const kernelOps = [
   "attention",
   "swiglu",
   "swigluRows",
-  "add",
+  "accumulate",
   "selectNeurons",
   "neuronStatistic",
   "kvCache"
@@ -410,15 +410,17 @@ const checks = (k: KernelsShape, tol: (op: KernelOp) => Tolerance, acc: (op: Ker
       const picked = Float32Array.from({ length: T * sorted.length }, (_, i) => gate[Math.floor(i / sorted.length) * F + sorted[i % sorted.length]!]!)
       check("swigluRows", `T=${T} F=${F} rows=[${sorted}]`, got, want, swigluBound(picked, upv))
     }),
-    add: fc.asyncProperty(elementwiseCase, async ({ n, seed }) => {
+    accumulate: fc.asyncProperty(elementwiseCase, async ({ n, seed }) => {
       const a = seeded(seed, n, 4)
       const b2 = seeded(seed + 1, n, 4)
       const [got, want] = await both((b) =>
         Effect.gen(function* () {
-          return yield* b.read(yield* b.add(yield* up(b, a, 1), yield* up(b, b2, 1)))
+          const x = yield* up(b, a, 1)
+          yield* b.accumulate(x, yield* up(b, b2, 1))
+          return yield* b.read(x)
         })
       )
-      check("add", `n=${n}`, got, want, addBound(a, b2))
+      check("accumulate", `n=${n}`, got, want, addBound(a, b2))
     }),
     // the selection is a set: exact agreement, on gates whose scores are well apart (no near-ties to flip)
     selectNeurons: fc.asyncProperty(neuronsCase, async ({ T, F, keep, gates, threshold }) => {
