@@ -58,7 +58,6 @@ export const scopedOps = new Set([
   "attention",
   "swiglu",
   "swigluRows",
-  "add",
   "selectNeurons",
   "neuronStatistic",
   "kvStore"

@@ -132,7 +132,7 @@ export const remoteKernels = (page: PageLike, mode: string, pipeline?: boolean):
       attention: op("attention"),
       swiglu: op("swiglu"),
       swigluRows: op("swigluRows"),
-      add: op("add"),
+      accumulate: op("accumulate"),
       selectNeurons: op("selectNeurons"),
       neuronStatistic: op("neuronStatistic"),
       kvStore: op("kvStore"),

@@ -7,8 +7,9 @@
  *   - weights are uploaded once (`matrix`, `vector`) and passed to kernels as arguments, which bind them
  *     without a copy; kernels are compiled per shape, not per weight, and a weight is stored once whatever
  *     reads it (dense, row-sparse, gathered);
- *   - activations belong to the scope of the forward pass that made them (as in simd's arena) and are
- *     released when it closes;
+ *   - activations belong to the scope that made them (as in simd's arena: the forward pass, or one of its
+ *     layers) and are released when it closes; the residual stream's `accumulate` swaps in a fresh buffer
+ *     (gpu.js has no in-place writes; one launch, as an add);
  *   - the KV cache is two device buffers per layer (gpu/device/kv.ts: a write re-emits the layer's buffer on
  *     the device, gpu.js having no partial writes);
  *   - fine sparsity's selection, the GRIFFIN statistic and coarse sparsity's gather run on the device;
@@ -66,8 +67,11 @@ interface PVector extends Vector {
 }
 /** An activation (rows, cols) on the device; no buffer when cols = 0 (an empty selection's rows). */
 interface PActivation extends Activation {
-  readonly buffer: DeviceBuffer | undefined
-  /** The forward pass whose scope made it, charged with what is done to it. */
+  /** Replaced by `accumulate` (gpu.js cannot write in place): the arena's entry is swapped with it. */
+  buffer: DeviceBuffer | undefined
+  /** The scope's arena that owns the buffer. */
+  readonly arena: Arena
+  /** The forward pass it belongs to (its inputs' pass), charged with what is done to it. */
   readonly forward: Traffic.ForwardTraffic | undefined
 }
 interface PSelection extends Selection {
@@ -89,7 +93,11 @@ interface PKv extends KvStore {
   readonly values: Array<DeviceBuffer>
 }
 
-/** What a scope's ops allocated (released when it closes), and the forward pass it is, if `input` ran there. */
+/**
+ * What a scope's ops allocated (released when it closes), and the forward pass it is, if `input` ran there.
+ * A forward pass's inner scopes (Forward.ts: one per layer) have arenas of their own; their work is charged
+ * to the pass through the data: an op's record is its first argument's (an activation's or the input's).
+ */
 interface Arena {
   readonly buffers: Array<DeviceBuffer>
   forward: Traffic.ForwardTraffic | undefined
@@ -131,13 +139,22 @@ export const pipelineKernels = (rt: GpuRuntime, name: string): KernelsShape => {
         })
       )
     )
-  const activation = (arena: Arena, rows: number, cols: number, op: Effect.Effect<DeviceBuffer, KernelError>): Effect.Effect<Activation, KernelError, Scope.Scope> =>
-    scoped(() => Effect.map(op, (buffer): PActivation => ({ rows, cols, buffer, forward: arena.forward })), (a) => [a.buffer])
-  /** An op producing an activation in the current scope: `make` gets the scope's forward record. */
-  const op = (rows: number, cols: number, make: (forward: Traffic.Counts | undefined) => Effect.Effect<DeviceBuffer, KernelError>): Effect.Effect<Activation, KernelError, Scope.Scope> =>
-    Effect.flatMap(arenaOf, (arena) => activation(arena, rows, cols, make(arena.forward)))
-  const empty = (rows: number): Effect.Effect<Activation, never, Scope.Scope> =>
-    Effect.map(arenaOf, (arena): PActivation => ({ rows, cols: 0, buffer: undefined, forward: arena.forward }))
+  /** The forward record an op is charged to: its first argument's, else its scope's. */
+  const forwardOf = (from: Activation | ForwardInput | undefined, arena: Arena): Traffic.ForwardTraffic | undefined =>
+    (from as PActivation | PInput | undefined)?.forward ?? arena.forward
+  /** An op producing an activation (rows, cols) in the current scope, charged to `from`'s forward pass. */
+  const op = (
+    from: Activation | ForwardInput | undefined,
+    rows: number,
+    cols: number,
+    make: (forward: Traffic.Counts | undefined) => Effect.Effect<DeviceBuffer, KernelError>
+  ): Effect.Effect<Activation, KernelError, Scope.Scope> =>
+    Effect.flatMap(arenaOf, (arena) => {
+      const forward = forwardOf(from, arena)
+      return scoped(() => Effect.map(make(forward), (buffer): PActivation => ({ rows, cols, buffer, arena, forward })), (a) => [a.buffer])
+    })
+  const empty = (from: Activation | ForwardInput | undefined, rows: number): Effect.Effect<Activation, never, Scope.Scope> =>
+    Effect.map(arenaOf, (arena): PActivation => ({ rows, cols: 0, buffer: undefined, arena, forward: forwardOf(from, arena) }))
 
   const buf = (x: Activation): DeviceBuffer => (x as PActivation).buffer!
   const fail = (op: string, message: string) => new KernelError({ op, backend: name, message })
@@ -219,7 +236,7 @@ export const pipelineKernels = (rt: GpuRuntime, name: string): KernelsShape => {
           (i) => [i.buffer]
         )
       }),
-    upload: (values, rows, cols) => (cols === 0 ? empty(rows) : op(rows, cols, (forward) => rt.upload("upload", values, cols, rows, "input", forward))),
+    upload: (values, rows, cols) => (cols === 0 ? empty(undefined, rows) : op(undefined, rows, cols, (forward) => rt.upload("upload", values, cols, rows, "input", forward))),
     read: (x) => {
       const a = x as PActivation
       return a.buffer === undefined ? Effect.succeed(new Float32Array(0)) : rt.readback("read", a.buffer, a.forward)
@@ -241,33 +258,33 @@ export const pipelineKernels = (rt: GpuRuntime, name: string): KernelsShape => {
       ),
     count: countOf,
 
-    embedding: (table, input) => op(input.T, table.cols, (forward) => embeddingOp(rt, (table as PMatrix).buffer, table.cols, (input as PInput).buffer, input.T, forward)),
+    embedding: (table, input) => op(input, input.T, table.cols, (forward) => embeddingOp(rt, (table as PMatrix).buffer, table.cols, (input as PInput).buffer, input.T, forward)),
     slice: (x, start, count) =>
       // the whole activation is itself (a decode step's "last" row); otherwise a copy of the rows
-      start === 0 && count === x.rows ? Effect.succeed(x) : op(count, x.cols, (forward) => sliceOp(rt, buf(x), x.cols, start, count, forward)),
-    rmsnorm: (x, weight, eps) => op(x.rows, x.cols, (forward) => rmsnormOp(rt, buf(x), (weight as PVector).buffer, x.rows, x.cols, eps, forward)),
+      start === 0 && count === x.rows ? Effect.succeed(x) : op(x, count, x.cols, (forward) => sliceOp(rt, buf(x), x.cols, start, count, forward)),
+    rmsnorm: (x, weight, eps) => op(x, x.rows, x.cols, (forward) => rmsnormOp(rt, buf(x), (weight as PVector).buffer, x.rows, x.cols, eps, forward)),
     matmul: (w, x, bias) =>
-      op(x.rows, w.rows, (forward) => matmulOp(rt, (w as PMatrix).buffer, w.rows, w.cols, buf(x), x.rows, bias === undefined ? undefined : (bias as PVector).buffer, forward)),
+      op(x, x.rows, w.rows, (forward) => matmulOp(rt, (w as PMatrix).buffer, w.rows, w.cols, buf(x), x.rows, bias === undefined ? undefined : (bias as PVector).buffer, forward)),
     matmulRows: (w, x, rows) =>
       Effect.flatMap(countOf(rows), (n) =>
-        n === 0 ? empty(x.rows) : op(x.rows, n, (forward) => matmulRowsOp(rt, (w as PMatrix).buffer, w.cols, buf(x), x.rows, (rows as PSelection).indices!, n, forward))
+        n === 0 ? empty(x, x.rows) : op(x, x.rows, n, (forward) => matmulRowsOp(rt, (w as PMatrix).buffer, w.cols, buf(x), x.rows, (rows as PSelection).indices!, n, forward))
       ),
     matmulTransposedRows: (wT, h, rows) =>
       Effect.flatMap(countOf(rows), (n) =>
-        op(h.rows, wT.cols, (forward) =>
+        op(h, h.rows, wT.cols, (forward) =>
           n === 0
             ? zeros(rt, "matmulTransposedRows", h.rows, wT.cols, forward)
             : matmulTransposedRowsOp(rt, (wT as PMatrix).buffer, wT.rows, wT.cols, buf(h), h.rows, (rows as PSelection).indices!, n, forward)
         )
       ),
     rope: (x, heads, headDim, input, invFreq) =>
-      op(x.rows, x.cols, (forward) =>
+      op(x, x.rows, x.cols, (forward) =>
         Effect.flatMap(ropeTableFor(invFreq, (input as PInput).maxPosition + 1, forward), (table) => ropeOp(rt, buf(x), x.rows, heads, headDim, (input as PInput).buffer, table, forward))
       ),
     attention: (q, kv, layer, input, dims) => {
       const store = kv as PKv
       const i = input as PInput
-      return op(q.rows, dims.numHeads * dims.headDim, (forward) =>
+      return op(q, q.rows, dims.numHeads * dims.headDim, (forward) =>
         attentionOp(rt, buf(q), store.keys[layer]!, store.values[layer]!, i.buffer, {
           T: i.T,
           S: i.kvLength,
@@ -278,25 +295,37 @@ export const pipelineKernels = (rt: GpuRuntime, name: string): KernelsShape => {
         }, forward)
       )
     },
-    swiglu: (gate, up) => op(gate.rows, gate.cols, (forward) => swiglu(rt, buf(gate), buf(up), gate.rows, gate.cols, forward)),
+    swiglu: (gate, up) => op(gate, gate.rows, gate.cols, (forward) => swiglu(rt, buf(gate), buf(up), gate.rows, gate.cols, forward)),
     swigluRows: (gate, up, rows) =>
-      Effect.flatMap(countOf(rows), (n) => (n === 0 ? empty(gate.rows) : op(gate.rows, n, (forward) => swigluRows(rt, buf(gate), buf(up), (rows as PSelection).indices!, gate.rows, n, forward)))),
-    add: (a, b) => op(a.rows, a.cols, (forward) => add(rt, buf(a), buf(b), a.rows, a.cols, forward)),
+      Effect.flatMap(countOf(rows), (n) => (n === 0 ? empty(gate, gate.rows) : op(gate, gate.rows, n, (forward) => swigluRows(rt, buf(gate), buf(up), (rows as PSelection).indices!, gate.rows, n, forward)))),
+    // gpu.js cannot write in place: x + y goes to a fresh buffer, which replaces x's in x's own arena (so the
+    // residual stream outlives the layer scope that computed y), and x's old buffer is released
+    accumulate: (x, y) =>
+      Effect.gen(function* () {
+        const a = x as PActivation
+        const old = a.buffer!
+        const sum = yield* add(rt, old, buf(y), a.rows, a.cols, a.forward)
+        const at = a.arena.buffers.indexOf(old)
+        if (at >= 0) a.arena.buffers[at] = sum
+        else a.arena.buffers.push(sum)
+        a.buffer = sum
+        rt.release(old)
+      }),
 
     selectNeurons: (gate, rule) =>
       Effect.flatMap(arenaOf, (arena) =>
         scoped(
           () =>
-            Effect.map(selectNeuronsOp(rt, buf(gate), gate.rows, gate.cols, rule, arena.forward), (s): PSelection => ({
+            Effect.map(selectNeuronsOp(rt, buf(gate), gate.rows, gate.cols, rule, forwardOf(gate, arena)), (s): PSelection => ({
               capacity: s.capacity,
               indices: s.indices,
               count: s.count,
-              forward: arena.forward
+              forward: forwardOf(gate, arena)
             })),
           (s) => [s.indices, typeof s.count === "number" ? undefined : s.count]
         )
       ),
-    neuronStatistic: (hb) => op(1, hb.cols, (forward) => neuronStatisticOp(rt, buf(hb), hb.rows, hb.cols, forward)),
+    neuronStatistic: (hb) => op(hb, 1, hb.cols, (forward) => neuronStatisticOp(rt, buf(hb), hb.rows, hb.cols, forward)),
 
     kvStore: (layers, numKeyValueHeads, headDim, capacity) =>
       Effect.acquireRelease(
