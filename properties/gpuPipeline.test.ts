@@ -118,6 +118,20 @@ describe("gpu pipeline: Sirius, traffic and lifetimes", () => {
       })
     ))
 
+  it("fine-threshold: each sparse forward also reads back each layer's kept count (4 bytes), which only the device knows", () =>
+    withBackend((k) =>
+      Effect.gen(function* () {
+        const thresholds = Array.from({ length: config.numHiddenLayers }, () => 0.05)
+        const options = { mode: "sparse", prompt, maxNewTokens: 5, sparsity: { granularity: "fine-threshold", density: 0.5, thresholds } } as Generation.SparseOptions
+        const { forwards } = yield* generate(k, config, options)
+        expect(forwards[0]!.readbacks).toBe(1) // the dense prefill
+        for (const f of forwards.slice(1)) {
+          expect([f.inputUploads, f.readbacks]).toEqual([1, 1 + config.numHiddenLayers])
+          expect(f.readbackBytes).toBe(4 * config.vocabSize + 4 * config.numHiddenLayers)
+        }
+      })
+    ))
+
   it("a forward's activations are released when its scope closes; a request's KV cache and gathers when it ends", () =>
     withBackend((k) =>
       Effect.gen(function* () {

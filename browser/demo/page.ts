@@ -274,9 +274,10 @@ const main = async () => {
   // the paper table and the test problems (for the example picker and a correctness check)
   void fetch("/results/paper-table.json")
     .then((r) => r.json())
-    .then((t: { table: ReadonlyArray<{ label: string; accuracy: number; effectiveDensity: number; aal?: number; correctionPeriod?: number }> }) => {
+    .then((t: { table?: ReadonlyArray<{ label?: string; accuracy?: number; effectiveDensity?: number; aal?: number; correctionPeriod?: number }> }) => {
       const body = document.querySelector("#paper tbody")!
-      for (const row of t.table) {
+      for (const row of t.table ?? []) {
+        if (typeof row.label !== "string" || typeof row.accuracy !== "number" || typeof row.effectiveDensity !== "number") continue
         const tr = document.createElement("tr")
         for (const cell of [row.label, row.accuracy.toFixed(3), row.effectiveDensity.toFixed(3), row.aal === undefined ? "—" : `${row.aal.toFixed(2)}/${row.correctionPeriod}`]) {
           const td = document.createElement("td")

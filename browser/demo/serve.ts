@@ -7,6 +7,7 @@
  *
  * Not here: the command line (main.ts), what the page does (page.ts).
  */
+import { existsSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { buildBundle } from "../build.ts"
 import { serve, type StaticServer } from "../server.ts"
@@ -33,12 +34,18 @@ export interface DemoServer extends StaticServer {
   readonly page: string
 }
 
+/** The bundled model's paper-table results: scripts/paper-table.ts writes docs/results/NAME/ (older runs: docs/results/). */
+const resultsDir = (): string => {
+  const named = root("docs/results/sirius-tiny-arith")
+  return existsSync(`${named}/accuracy-vs-density.svg`) ? named : root("docs/results")
+}
+
 /** Build the bundle and serve the demo on `port` (0: any free port). */
 export const startDemo = async (options: { readonly port?: number; readonly host?: string } = {}): Promise<DemoServer> => {
   const [bundle, bench] = await Promise.all([buildBundle(pageEntry), buildBundle(benchEntry)])
   const server = await serve(
     { "/": demoHtml, "/index.html": demoHtml, "/demo.js": bundle, "/bench": benchHtml, "/bench.js": bench },
-    { "/model/": root("models/sirius-tiny-arith"), "/results/": root("docs/results"), "/data/": root("data/arith") },
+    { "/model/": root("models/sirius-tiny-arith"), "/results/": resultsDir(), "/data/": root("data/arith") },
     { port: options.port ?? 0, ...(options.host === undefined ? {} : { host: options.host }) }
   )
   return { ...server, page: `${server.url}/` }
