@@ -331,12 +331,23 @@ export const make = (options: GpuRuntimeOptions): Effect.Effect<GpuRuntime, Back
     let liveBuffers = 0
     let liveBytes = 0
 
+    /**
+     * A kernel's first call, while it builds: WebGPU builds asynchronously and reads the output size when the
+     * build ends, so a second call (another request's) must not resize it meanwhile; it waits.
+     */
+    const building = new WeakMap<IKernelRunShortcut, Promise<unknown>>()
+    const isBuilt = (kernel: IKernelRunShortcut): boolean => (kernel as unknown as { kernel?: { built?: boolean } }).kernel?.built === true
+
     const dispatch: GpuRuntime["dispatch"] = (op, kernel, output, args, forward) =>
       Effect.tryPromise({
         try: async (): Promise<DeviceBuffer> => {
           checkDevice()
+          if (!isBuilt(kernel)) await building.get(kernel)?.catch(() => undefined)
+          const first = !isBuilt(kernel)
           kernel.setOutput([...output])
-          const value: unknown = await (kernel as unknown as (...a: ReadonlyArray<unknown>) => unknown)(...args)
+          const call = Promise.resolve((kernel as unknown as (...a: ReadonlyArray<unknown>) => unknown)(...args))
+          if (first) building.set(kernel, call)
+          const value: unknown = await call
           checkRan(kernel)
           const buffer: DeviceBuffer = { output: [...output], value, bytes: 4 * output.reduce((a, b) => a * b, 1) }
           liveBuffers++
