@@ -109,7 +109,7 @@ describe("sirius generate", () => {
   })
 
   it("--help prints the command's flags and defaults; --version the package version", async () => {
-    for (const command of ["generate", "eval", "calibrate", "bench"]) {
+    for (const command of ["generate", "eval", "calibrate", "bench", "serve"]) {
       const r = await run(command, "--help")
       expect(r.code).toBe(0)
       expect(r.out).toMatch(new RegExp(`^.*\\n\\nusage: sirius ${command}`))
@@ -124,7 +124,33 @@ describe("sirius generate", () => {
     expect(overview.code).toBe(0)
     expect(overview.out).toContain("generate")
     const unknown = await run("nonsense")
-    expect(unknown).toEqual({ code: 2, out: "", err: `sirius: unknown command "nonsense" (commands: generate, eval, calibrate, bench, quantize; sirius --help)\n` })
+    expect(unknown).toEqual({ code: 2, out: "", err: `sirius: unknown command "nonsense" (commands: generate, eval, calibrate, bench, quantize, serve; sirius --help)\n` })
+  })
+})
+
+describe("sirius serve", () => {
+  it("--help lists the server's flags beside the generation defaults (no --json)", async () => {
+    const r = await run("serve", "--help")
+    expect(r.out).toMatch(/--port PORT +port to listen on; 0 picks a free one \(printed\) \[default: 8080\]/)
+    expect(r.out).toMatch(/--parallel N .*\[default: 4\]/)
+    expect(r.out).toMatch(/--queue M .*\[default: 32\]/)
+    expect(r.out).toMatch(/--mode full\|sparse\|sirius/)
+    expect(r.out).not.toContain("--json")
+  })
+
+  it("bad flags: one line naming the flag, exit 2, before anything listens", async () => {
+    await expectUsage(["serve", "--port", "70000"], `--port must be an integer in [0, 65535] (got "70000")`)
+    await expectUsage(["serve", "--parallel", "0"], `--parallel must be an integer in [1, 4096] (got "0")`)
+    await expectUsage(["serve", "--queue", "-1"], `--queue must be an integer in [0, 1000000] (got "-1")`)
+    await expectUsage(["serve", "--json"], `unknown flag '--json'`)
+    await expectUsage(["serve", "--api-key", " "], `--api-key must not be empty`)
+    await expectUsage(
+      ["serve", "--tree-width", "2", "--acceptance", "speculative"],
+      `--acceptance speculative samples its own drafts, which tree drafting cannot honour: use --tree-width 1, or --acceptance greedy-exact or threshold`
+    )
+    // per-request defaults: a Sirius flag is accepted whatever --mode is (requests choose their mode)
+    const help = await run("serve", "--period", "8", "--help")
+    expect(help.code).toBe(0)
   })
 })
 

@@ -101,12 +101,15 @@ export interface Client {
 
 const defaultSparsity: SparsityOptions = { granularity: "coarse", density: 0.5 }
 
+/** What a request reads from its checkpoint: not the weights, which a server can let go once resident. */
+export type RequestCheckpoint = Omit<Checkpoint, "weights">
+
 /**
  * The Effect stream of one request: the request's text encoded, its defaults filled in from the
  * checkpoint, its mode mapped to a Generation mode. Also what the fp-ts interop runs.
  */
 export const requestStream = <R extends Request>(
-  checkpoint: Checkpoint,
+  checkpoint: RequestCheckpoint,
   model: Model.Model,
   request: R
 ): Stream.Stream<Event<ModeOf<R>>, Generation.GenerateError> =>

@@ -255,11 +255,12 @@ export const backendBytes = (
   const { numHiddenLayers: L, numKeyValueHeads: Hkv, numAttentionHeads: H, headDim: Dh, hiddenSize: D, vocabSize: V } = model.config
   const slots = tokens.prompt + tokens.maxNewTokens + (tokens.extraSlots ?? 1)
   const kv = 2 * L * slots * Hkv * Math.ceil(Dh / 4) * 4 * 4
-  // the prefill's activations: per layer a few rows of D, q/k/v/attention, gate/up/hb of F, all kept until
-  // the pass ends; plus the last logits row
+  // the prefill's activations: the residual stream for the whole pass, and one layer's intermediates at a
+  // time (Forward frees them at the layer's end: a few rows of D, q/k/v/attention, gate/up/hb of F); plus
+  // the last logits row
   const T = tokens.prompt
-  const perLayer = T * (6 * D + 2 * H * Dh + 2 * Hkv * Dh + 3 * F) * 4
-  return gathers + kv + L * perLayer + V * 4
+  const layer = T * (5 * D + 2 * H * Dh + 2 * Hkv * Dh + 3 * F) * 4
+  return gathers + kv + T * D * 4 + layer + V * 4
 }
 
 /** Generated tokens committed so far. */
