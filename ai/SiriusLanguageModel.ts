@@ -152,7 +152,7 @@ export const make = (options: MakeOptions): Effect.Effect<LanguageModel.Language
                 ...(c.correctionPeriod === undefined ? {} : { correctionPeriod: c.correctionPeriod }),
                 ...(c.treeWidth === undefined ? {} : { treeWidth: c.treeWidth }),
                 ...(c.policy === undefined ? {} : { policy: c.policy })
-              } as Client.SiriusRequest)
+              } as Client.Request)
             : c.mode === "sparse"
               ? { ...common, mode: "sparse", ...sparsity }
               : { ...common, mode: "full" }

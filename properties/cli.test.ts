@@ -52,6 +52,18 @@ describe("sirius generate", () => {
     expect(json.stopReason).toBe("eos")
   })
 
+  it("--chat: the prompt is one user message through the model's template (the bundled model's is the Q/A fallback); only the answer is printed", async () => {
+    const question = "Ann has 26 pens. She buys 13 more. She buys 2 more. How many pens now?"
+    const chat = await run("generate", "--prompt", question, "--chat")
+    const plain = await run("generate", "--prompt", `Q: ${question}\nA:`)
+    expect(chat.code, chat.err).toBe(0)
+    expect(chat.out).toContain("The answer is 41.")
+    expect(`Q: ${question}\nA:${chat.out}`).toBe(plain.out)
+    const json = JSON.parse((await run("generate", "--prompt", question, "--chat", "--max-tokens", "24", "--json")).out)
+    expect(json.stats.promptTokens).toBe(JSON.parse((await run("generate", "--prompt", `Q: ${question}\nA:`, "--max-tokens", "24", "--json")).out).stats.promptTokens)
+    await expectUsage(["generate", "--model", dir, "--prompt-ids", "1", "--chat"], "--chat applies to --prompt (a user message as text), not --prompt-ids")
+  })
+
   it("bad flags: one line naming the flag, exit 2", async () => {
     await expectUsage(["generate", "--bogus"], `unknown flag '--bogus'`)
     await expectUsage(["generate", "--model", dir, "--prompt-ids", "1,x"], `--prompt-ids must be comma-separated token ids, e.g. 1,2,3 (got "1,x")`)

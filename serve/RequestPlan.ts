@@ -213,7 +213,7 @@ export const plan = (served: ServedModel, d: Defaults, input: Input): Effect.Eff
         ? { ...common, mode: "full" }
         : mode === "sparse"
           ? { ...common, mode: "sparse", sparsity: sparsity! }
-          : ({ ...common, mode: "sirius", sparsity: sparsity!, correctionPeriod: s.period ?? d.period, treeWidth, policy } as Client.SiriusRequest)
+          : ({ ...common, mode: "sirius", sparsity: sparsity!, correctionPeriod: s.period ?? d.period, treeWidth, policy } as Client.Request)
     return {
       kind: input.kind,
       request,

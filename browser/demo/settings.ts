@@ -179,5 +179,5 @@ export const request = (s: DemoSettings): Client.Request => {
   const policy = Policy.byName(s.acceptance, s.threshold)
   if (s.treeWidth > 1 && policy.draft !== undefined)
     throw new Error(`acceptance: ${s.acceptance} samples its own drafts, which tree drafting cannot honour: use tree width 1, or greedy-exact or threshold`)
-  return { ...common, mode: "sirius", sparsity, correctionPeriod: s.period, treeWidth: s.treeWidth, policy } as Client.SiriusRequest
+  return { ...common, mode: "sirius", sparsity, correctionPeriod: s.period, treeWidth: s.treeWidth, policy } as Client.Request
 }
