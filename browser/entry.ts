@@ -1,20 +1,26 @@
 /**
- * The browser bundle's entry (built by browser/build.ts with esbuild): installs `globalThis.sirius`, the
- * page-side API of protocol.ts, over the library itself: GpuKernels on WebGPU/WebGL2 (or any gpu.js
- * backend the page has), a fetch-based model loader, and Generation.generate.
+ * The browser bundle's entry for tests (built by browser/build.ts with esbuild): installs `globalThis.sirius`,
+ * the page-side API of protocol.ts, over the library itself: GpuKernels on WebGPU/WebGL2 (or any gpu.js
+ * backend the page has; the pipeline by default), a fetch-based model loader, and Generation.generate.
  *
- * A Node test drives it through playwright (properties/browser.test.ts): kernel properties run their
- * ops here through `open`/`call`, and `generate` decodes a whole model from the page's origin.
+ * A Node test drives it through playwright (properties/browser.test.ts): kernel properties run every
+ * Kernels op here through `open`/`openScope`/`call` (handles stay in the page; browser/remote.ts is the Node
+ * side), and `generate` runs a whole request on a model from the page's origin, reporting each forward
+ * pass's transfers.
+ *
+ * Not here: the demo page (browser/demo/), which bundles the engine with its own UI.
  */
 import { Cause, Effect, Exit, Scope, Stream } from "effect"
 import { BackendUnavailableError, gpuBackends, GpuKernels, type GpuKernelsShape, type GpuMode } from "../gpu/index.ts"
+import * as Traffic from "../gpu/Traffic.ts"
 import * as Forward from "../src/Forward.ts"
 import * as Generation from "../src/Generation.ts"
-import { Kernels, type Matrix, type Vector } from "../src/Kernels.ts"
+import { Kernels, type KernelsShape } from "../src/Kernels.ts"
 import * as KvCache from "../src/KvCache.ts"
 import * as Model from "../src/Model.ts"
+import * as Policy from "../src/Policy.ts"
 import { loadFromUrl } from "./load.ts"
-import { decodeTensor, type GenerateRequest, type GenerateResult, type SiriusPage, type Wire, type WireError } from "./protocol.ts"
+import { decodeTensor, type GenerateRequest, type GenerateResult, type GenerationWire, scopedOps, type SiriusPage, type Wire, type WireError } from "./protocol.ts"
 
 const backendsReason = async (): Promise<Record<string, string | null>> => {
   const out: Record<string, string | null> = {}
@@ -41,80 +47,99 @@ const run = async <A>(effect: Effect.Effect<A, unknown>): Promise<A | WireError>
 interface Open {
   readonly scope: Scope.Closeable
   readonly kernels: GpuKernelsShape
-  readonly handles: Map<number, Matrix | Vector>
+  /** Handles by id: weights live as long as the backend, scoped handles until their scope closes. */
+  readonly handles: Map<number, object>
+  readonly scopes: Map<number, { readonly scope: Scope.Closeable; readonly handles: Array<number> }>
 }
 const open = new Map<number, Open>()
-let nextOpen = 1
-let nextHandle = 1
+let nextId = 1
 
-const f32 = (w: Wire): Float32Array => Float32Array.from((w as { f32: ReadonlyArray<number> }).f32)
-const i32 = (w: Wire): Int32Array => Int32Array.from((w as { i32: ReadonlyArray<number> }).i32)
-const out = (a: Float32Array): Wire => ({ f32: Array.from(a) })
+/** The numeric fields of a handle, as the Node proxy sees them (rows, cols, T, capacity, ...). */
+const shapeOf = (h: object): Record<string, number> =>
+  Object.fromEntries(Object.entries(h).filter((e): e is [string, number] => typeof e[1] === "number"))
 
-const call = (o: Open, op: string, args: ReadonlyArray<Wire>): Effect.Effect<Wire, unknown> => {
-  const k = o.kernels.host
-  const handle = <H>(w: Wire): H => o.handles.get((w as { handle: number }).handle) as H
-  const keep = (h: Matrix | Vector): Wire => {
-    const id = nextHandle++
-    o.handles.set(id, h)
-    return "rows" in h ? { handle: id, rows: h.rows, cols: h.cols } : { handle: id, length: h.length }
+const decode = (o: Open, w: Wire): unknown => {
+  if ("f32" in w) return Float32Array.from(w.f32)
+  if ("i32" in w) return Int32Array.from(w.i32)
+  if ("u8" in w) return Uint8Array.from(w.u8)
+  if ("tensor" in w) return decodeTensor(w)
+  if ("handle" in w) {
+    const h = o.handles.get(w.handle)
+    if (h === undefined) throw new Error(`no handle ${w.handle} (its scope closed?)`)
+    return h
   }
-  const json = <J>(w: Wire): J => (w as { json: J }).json
-  switch (op) {
-    case "matrix":
-      return Effect.map(k.matrix(decodeTensor(args[0] as Extract<Wire, { tensor: unknown }>)), keep)
-    case "vector":
-      return Effect.map(k.vector(decodeTensor(args[0] as Extract<Wire, { tensor: unknown }>)), keep)
-    case "gather": // lives as long as the open backend (its scope)
-      return Effect.map(Scope.provide(o.scope)(k.gather(handle(args[0]!), i32(args[1]!), json<"rows" | "columns">(args[2]!))), keep)
-    case "matmul":
-      return Effect.map(k.matmul(handle(args[0]!), f32(args[1]!), json<number>(args[2]!)), out)
-    case "matmulRows":
-      return Effect.map(k.matmulRows(handle(args[0]!), f32(args[1]!), json<number>(args[2]!), i32(args[3]!)), out)
-    case "matmulTransposedRows":
-      return Effect.map(k.matmulTransposedRows(handle(args[0]!), f32(args[1]!), json<number>(args[2]!), i32(args[3]!)), out)
-    case "embedding":
-      return Effect.map(k.embedding(handle(args[0]!), i32(args[1]!)), out)
-    case "rmsnorm":
-      return Effect.map(k.rmsnorm(f32(args[0]!), handle(args[1]!), json<number>(args[2]!), json<number>(args[3]!)), out)
-    case "rope":
-      return Effect.map(
-        k.rope(f32(args[0]!), json<number>(args[1]!), json<number>(args[2]!), json<number>(args[3]!), i32(args[4]!), f32(args[5]!)),
-        out
-      )
-    case "attention": {
-      const s = json<{ T: number; numHeads: number; numKeyValueHeads: number; headDim: number; kvLength: number; positions: ReadonlyArray<number> }>(args[3]!)
-      return Effect.map(k.attention(f32(args[0]!), f32(args[1]!), f32(args[2]!), { ...s, positions: Int32Array.from(s.positions) }), out)
-    }
-    case "swiglu":
-      return Effect.map(k.swiglu(f32(args[0]!), f32(args[1]!)), out)
-    case "add":
-      return Effect.map(k.add(f32(args[0]!), f32(args[1]!)), out)
-    default:
-      return Effect.die(new Error(`unknown op ${op}`))
-  }
+  if ("undef" in w) return undefined
+  return w.json
+}
+
+const call = (o: Open, op: string, args: ReadonlyArray<Wire>, scopeId: number | undefined): Effect.Effect<Wire, unknown> =>
+  Effect.suspend(() => {
+    const k = o.kernels as unknown as Record<string, (...a: ReadonlyArray<unknown>) => Effect.Effect<unknown, unknown, Scope.Scope>>
+    if (!(op in o.kernels) || typeof k[op] !== "function") return Effect.die(new Error(`unknown op ${op}`))
+    const scoped = scopedOps.has(op) ? o.scopes.get(scopeId ?? -1) : undefined
+    if (scopedOps.has(op) && scoped === undefined) return Effect.die(new Error(`${op} needs an open scope (got ${scopeId})`))
+    const effect = k[op]!(...args.map((a) => decode(o, a)))
+    const provided = (scoped === undefined ? effect : Scope.provide(scoped.scope)(effect)) as Effect.Effect<unknown, unknown>
+    return Effect.map(provided, (result): Wire => {
+      if (result instanceof Float32Array) return { f32: Array.from(result) }
+      if (result === undefined) return { undef: true }
+      if (typeof result === "number") return { json: result }
+      if (op === "kvRead") {
+        const r = result as { keys: Float32Array; values: Float32Array }
+        return { json: { keys: Array.from(r.keys), values: Array.from(r.values) } }
+      }
+      // a handle: weights (matrix, vector) live with the backend, the rest with their scope
+      const id = nextId++
+      o.handles.set(id, result as object)
+      scoped?.handles.push(id)
+      return { handle: id, shape: shapeOf(result as object) }
+    })
+  })
+
+/** Generation.generate's options from the wire (greedy sampling; the page's tests and benchmark). */
+const generationOptions = (g: GenerationWire | undefined, prompt: ReadonlyArray<number>, maxNewTokens: number): Generation.GenerateOptions => {
+  if (g === undefined || g.mode === "full") return { prompt, maxNewTokens }
+  const sparsity = { granularity: g.granularity ?? "coarse", density: g.density ?? 0.5 } as const
+  if (g.mode === "sparse") return { mode: "sparse", prompt, maxNewTokens, sparsity }
+  return {
+    mode: "sirius",
+    prompt,
+    maxNewTokens,
+    sparsity,
+    correctionPeriod: g.correctionPeriod ?? 16,
+    treeWidth: g.treeWidth ?? 1,
+    policy: g.acceptance === "greedy-exact" ? Policy.greedyExact : Policy.threshold()
+  } as Generation.SiriusOptions
 }
 
 const generate = (request: GenerateRequest): Effect.Effect<GenerateResult, unknown> =>
   Effect.scoped(
     Effect.gen(function* () {
-      const kernels = yield* GpuKernels.make({ mode: request.mode as GpuMode })
+      const kernels = yield* GpuKernels.make({ mode: request.mode as GpuMode, ...(request.pipeline === undefined ? {} : { pipeline: request.pipeline }) })
       const t0 = performance.now()
       const { config, weights } = yield* loadFromUrl(request.base)
-      const model = yield* Effect.provideService(Model.fromWeights(config, weights), Kernels, kernels)
+      const model = yield* Effect.provideService(Model.fromWeights(config, weights, { sparse: request.generation?.granularity === "fine" }), Kernels, kernels as KernelsShape)
       const loadMs = performance.now() - t0
-      const prefill = yield* Forward.forward(model, yield* KvCache.make(kernels, config, request.prompt.length), Int32Array.from(request.prompt), 0, "last")
+      const prefill = yield* Effect.scoped(
+        Effect.flatMap(KvCache.make(kernels, config, request.prompt.length), (cache) => Forward.forward(model, cache, Int32Array.from(request.prompt), 0, "last"))
+      )
+      const before = Traffic.snapshot(kernels.runtime.traffic)
       const t1 = performance.now()
-      const events = yield* Stream.runCollect(Generation.generate(model, { prompt: request.prompt, maxNewTokens: request.maxNewTokens }))
+      const events = yield* Stream.runCollect(Generation.generate(model, generationOptions(request.generation, request.prompt, request.maxNewTokens)))
       const finished = Array.from(events).find((e) => e._tag === "Finished")
       if (finished === undefined || finished._tag !== "Finished") return yield* Effect.die(new Error("generation ended without a Finished event"))
+      const verifications = Array.from(events).filter((e) => e._tag === "Verified").length
+      const after = Traffic.snapshot(kernels.runtime.traffic)
       const result: GenerateResult = {
         backend: kernels.name,
         tokens: finished.tokens,
         prefillLogits: Array.from(prefill),
         tokensPerSecond: finished.stats.tokensPerSecond,
         loadMs,
-        generateMs: performance.now() - t1
+        generateMs: performance.now() - t1,
+        forwards: after.forwards.slice(before.forwards.length),
+        total: Object.fromEntries(Object.entries(after.total).map(([key, v]) => [key, v - before.total[key as keyof Traffic.Counts]])) as unknown as Traffic.Counts,
+        ...(request.generation?.mode === "sirius" ? { verifications } : {})
       }
       return result
     })
@@ -122,26 +147,47 @@ const generate = (request: GenerateRequest): Effect.Effect<GenerateResult, unkno
 
 const sirius: SiriusPage = {
   backends: backendsReason,
-  open: async (mode) => {
+  open: async (mode, pipeline) => {
     const scope = Effect.runSync(Scope.make())
-    const made = await run(Scope.provide(GpuKernels.make({ mode: mode as GpuMode }), scope))
+    const made = await run(Scope.provide(GpuKernels.make({ mode: mode as GpuMode, ...(pipeline === undefined ? {} : { pipeline }) }), scope))
     if ("error" in made) {
       await Effect.runPromise(Scope.close(scope, Exit.void))
       return made
     }
-    const id = nextOpen++
-    open.set(id, { scope, kernels: made, handles: new Map() })
+    const id = nextId++
+    open.set(id, { scope, kernels: made, handles: new Map(), scopes: new Map() })
     return { id, name: made.name }
   },
-  call: (id, op, args) => {
+  openScope: async (id) => {
+    const o = open.get(id)
+    if (o === undefined) return { error: { _tag: "Error", message: `no open backend ${id}` } }
+    const scopeId = nextId++
+    o.scopes.set(scopeId, { scope: Effect.runSync(Scope.make()), handles: [] })
+    return scopeId
+  },
+  closeScope: async (id, scopeId) => {
+    const o = open.get(id)
+    const s = o?.scopes.get(scopeId)
+    if (o === undefined || s === undefined) return
+    o.scopes.delete(scopeId)
+    s.handles.forEach((h) => o.handles.delete(h))
+    await Effect.runPromise(Scope.close(s.scope, Exit.void))
+  },
+  call: (id, op, args, scope) => {
     const o = open.get(id)
     if (o === undefined) return Promise.resolve({ error: { _tag: "Error", message: `no open backend ${id}` } })
-    return run(call(o, op, args))
+    return run(call(o, op, args, scope))
+  },
+  loseDevice: async (id) => {
+    const o = open.get(id)
+    if (o !== undefined) await Effect.runPromise(o.kernels.runtime.loseDevice())
   },
   close: async (id) => {
     const o = open.get(id)
     open.delete(id)
-    if (o !== undefined) await Effect.runPromise(Scope.close(o.scope, Exit.void))
+    if (o === undefined) return
+    for (const s of o.scopes.values()) await Effect.runPromise(Scope.close(s.scope, Exit.void))
+    await Effect.runPromise(Scope.close(o.scope, Exit.void))
   },
   generate: (request) => run(generate(request))
 }

@@ -18,6 +18,9 @@ const types: Record<string, string> = {
   ".html": "text/html; charset=utf-8",
   ".js": "text/javascript; charset=utf-8",
   ".json": "application/json",
+  ".jsonl": "application/x-ndjson",
+  ".svg": "image/svg+xml",
+  ".png": "image/png",
   ".safetensors": "application/octet-stream"
 }
 
@@ -31,12 +34,18 @@ const isolation = {
 /**
  * @param files  URL path → contents, e.g. { "/index.html": page, "/bundle.js": js }
  * @param mounts URL prefix → directory, e.g. { "/model/": "/tmp/model" }; paths cannot escape the directory
+ * @param listen port (default 0: any free port) and host (default 127.0.0.1)
  */
-export const serve = (files: Readonly<Record<string, string | Uint8Array>>, mounts: Readonly<Record<string, string>> = {}): Promise<StaticServer> =>
+export const serve = (
+  files: Readonly<Record<string, string | Uint8Array>>,
+  mounts: Readonly<Record<string, string>> = {},
+  listen: { readonly port?: number; readonly host?: string } = {}
+): Promise<StaticServer> =>
   new Promise((resolve, reject) => {
     const server = createServer((req, res) => {
       const path = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname)
-      const type = types[extname(path)] ?? "application/octet-stream"
+      // a page's path may have no extension ("/", "/bench")
+      const type = types[extname(path)] ?? (extname(path) === "" ? types[".html"]! : "application/octet-stream")
       const body = files[path]
       if (body !== undefined) {
         res.writeHead(200, { ...isolation, "Content-Type": type })
@@ -57,10 +66,11 @@ export const serve = (files: Readonly<Record<string, string | Uint8Array>>, moun
       res.end("not found")
     })
     server.on("error", reject)
-    server.listen(0, "127.0.0.1", () => {
+    const host = listen.host ?? "127.0.0.1"
+    server.listen(listen.port ?? 0, host, () => {
       const { port } = server.address() as AddressInfo
       resolve({
-        url: `http://127.0.0.1:${port}`,
+        url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
         close: () => new Promise<void>((done) => server.close(() => done()))
       })
     })

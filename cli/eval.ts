@@ -42,7 +42,7 @@ export const run = (argv: ReadonlyArray<string>, io: Io) => {
       const filled = Math.round((done / total) * width)
       io.err(`\r[${"#".repeat(filled)}${".".repeat(width - filled)}] ${done}/${total} accuracy ${(correct / done).toFixed(3)}${done === total ? "\n" : ""}`)
     }
-    const report = yield* Eval.evaluate(problems, rule, (prompt) => Effect.flatMap(requestStream(s, checkpoint, model, prompt), Eval.outcomeOf), bar)
+    const report = yield* Eval.evaluate(problems, rule, (prompt) => Effect.flatMap(requestStream(s, checkpoint, model, { prompt }), Eval.outcomeOf), bar)
     const result = { data: file, answerRule: rule.pattern.source, mode: s.mode, granularity: s.granularity, density: s.density, policy: s.policy.name, backend: model.kernels.name, ...report }
     if (s.json) io.out(JSON.stringify(result) + "\n")
     else {

@@ -18,7 +18,7 @@ import { loadProgressBar } from "./progress.ts"
 import { defaultModelDir } from "./root.ts"
 
 export const summary = "Generate text from a prompt in full, sparse or Sirius mode."
-export const usage = `sirius generate [--model DIR] (--prompt TEXT | --prompt-ids 1,2,3) [flags]`
+export const usage = `sirius generate [--model DIR] (--prompt TEXT [--chat] | --prompt-ids 1,2,3) [flags]`
 
 /** The generation flags generate, eval and serve share (serve takes them as per-request defaults). */
 export const generationFlags = {
@@ -47,7 +47,8 @@ export const generationFlags = {
 export const flags = {
   ...generationFlags,
   prompt: { type: "string", value: "TEXT", help: "the prompt, as text (needs the model's tokenizer)" },
-  "prompt-ids": { type: "string", value: "1,2,3", help: "the prompt, as token ids" }
+  "prompt-ids": { type: "string", value: "1,2,3", help: "the prompt, as token ids" },
+  chat: { type: "boolean", help: "(--prompt) the prompt is one user message: render it with the model's chat template (its own, else the question/answer fallback) and print only the answer" }
 } as const satisfies Flags
 
 export type Mode = Generation.Mode
@@ -149,10 +150,10 @@ const sparsityOf = (s: RunSettings, checkpoint: Checkpoint) =>
   })
 
 /** The Client request the settings describe (Client.requestStream maps it to a stream: the one place). */
-export const clientRequest = (s: RunSettings, checkpoint: Checkpoint, prompt: string | ReadonlyArray<number>) =>
+export const clientRequest = (s: RunSettings, checkpoint: Checkpoint, input: Client.RequestInput) =>
   Effect.map(sparsityOf(s, checkpoint), (sparsity): Client.Request => {
     const common = {
-      prompt,
+      ...input,
       ...(s.maxTokens !== undefined ? { maxNewTokens: s.maxTokens } : {}),
       sampling: s.sampling,
       stopStrings: s.stopStrings
@@ -160,12 +161,12 @@ export const clientRequest = (s: RunSettings, checkpoint: Checkpoint, prompt: st
     if (s.mode === "full") return { ...common, mode: "full" }
     if (s.mode === "sparse") return { ...common, mode: "sparse", sparsity }
     // the tree/draft combination was checked with the flags
-    return { ...common, mode: "sirius", sparsity, correctionPeriod: s.correctionPeriod, treeWidth: s.treeWidth, policy: s.policy } as Client.SiriusRequest
+    return { ...common, mode: "sirius", sparsity, correctionPeriod: s.correctionPeriod, treeWidth: s.treeWidth, policy: s.policy } as Client.Request
   })
 
 /** The event stream of one request in the chosen mode. */
-export const requestStream = (s: RunSettings, checkpoint: Checkpoint, model: Model.Model, prompt: string | ReadonlyArray<number>) =>
-  Effect.map(clientRequest(s, checkpoint, prompt), (request) => Client.requestStream(checkpoint, model, request))
+export const requestStream = (s: RunSettings, checkpoint: Checkpoint, model: Model.Model, input: Client.RequestInput) =>
+  Effect.map(clientRequest(s, checkpoint, input), (request) => Client.requestStream(checkpoint, model, request))
 
 export type FinishedEvent = Client.Completion
 
@@ -194,6 +195,7 @@ export interface Io {
 export const run = (argv: ReadonlyArray<string>, io: Io) => {
   const v = parse(argv, flags)
   if ((v.prompt === undefined) === (v["prompt-ids"] === undefined)) throw new UsageError("give exactly one of --prompt or --prompt-ids")
+  if (v.chat === true && v.prompt === undefined) throw new UsageError("--chat applies to --prompt (a user message as text), not --prompt-ids")
   const s = settings(v)
   const promptIds = v["prompt-ids"] === undefined ? undefined : idList("prompt-ids", v["prompt-ids"])
   const mark = io.isTTY === true ? (t: string) => `\x1b[33m${t}\x1b[0m` : (t: string) => (t === "" ? t : `[${t}]`)
@@ -204,13 +206,16 @@ export const run = (argv: ReadonlyArray<string>, io: Io) => {
     if (promptIds === undefined && tokenizer === undefined)
       return yield* Effect.fail(new UsageError(`--prompt needs the model's tokenizer, and ${s.dir} has no tokenizer.json: use --prompt-ids`))
     let finished: FinishedEvent | undefined
-    const stream = yield* requestStream(s, checkpoint, model, promptIds ?? v.prompt!)
+    const input: Client.RequestInput =
+      promptIds !== undefined ? { prompt: promptIds } : v.chat === true ? { messages: [{ role: "user", content: v.prompt! }] } : { prompt: v.prompt! }
+    const stream = yield* requestStream(s, checkpoint, model, input)
     yield* stream.pipe(
       Stream.runForEach((event) =>
         Effect.sync(() => {
           if (event._tag === "Finished") finished = event
-          // the prompt is echoed once the request is accepted (after validation), then the tokens as they commit
-          else if (event._tag === "Prefilled" && !s.json && v.prompt !== undefined) io.out(v.prompt)
+          // the prompt is echoed once the request is accepted (after validation), then the tokens as they commit;
+          // a chat prints only the answer (the rendered template is the model's business, not the reader's)
+          else if (event._tag === "Prefilled" && !s.json && v.prompt !== undefined && v.chat !== true) io.out(v.prompt)
           else if (event._tag === "Committed" && !s.json) {
             const text = tokenizer === undefined ? `${event.token} ` : event.text
             io.out(event.source === "correction" ? mark(text) : text)

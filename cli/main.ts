@@ -1,8 +1,8 @@
 /**
- * The `sirius` command line. Subcommands: generate, eval, calibrate, bench. `sirius <command> --help` prints
- * the command's flags and defaults; `sirius --version` the package version. Usage errors print one line
- * and exit 2; a failure while running (bad checkpoint, kernel error) prints one line naming what is wrong
- * and exits 1.
+ * The `sirius` command line. Subcommands: generate, eval, calibrate, bench, quantize, serve. `sirius <command>
+ * --help` prints the command's flags and defaults; `sirius --version` the package version. Usage errors
+ * print one line and exit 2; a failure while running (bad checkpoint, kernel error) prints one line naming
+ * what is wrong and exits 1.
  */
 import { Cause, Effect, Exit } from "effect"
 import { readFileSync } from "node:fs"
@@ -14,6 +14,7 @@ import * as Eval from "./eval.ts"
 import * as Generate from "./generate.ts"
 import * as Quantize from "./quantize.ts"
 import { packageRoot } from "./root.ts"
+import * as Serve from "./serve.ts"
 
 export interface Io {
   readonly out: (s: string) => void
@@ -31,7 +32,7 @@ interface Command {
   readonly run: (argv: ReadonlyArray<string>, io: Io) => Effect.Effect<void, unknown>
 }
 
-const commands: Record<string, Command> = { generate: Generate, eval: Eval, calibrate: Calibrate, bench: Bench, quantize: Quantize }
+const commands: Record<string, Command> = { generate: Generate, eval: Eval, calibrate: Calibrate, bench: Bench, quantize: Quantize, serve: Serve }
 
 const processIo: Io = {
   out: (s) => void process.stdout.write(s),

@@ -13,13 +13,26 @@
  * tries to provide one from the `webgpu` package (Dawn); its prebuilt binary needs glibc ≥ 2.38, so on
  * older systems the load fails and the reason is reported (`webGpuProbe`).
  *
- * Not here: the kernels themselves (one file per op, mirroring reference/), the Kernels service (index.ts).
+ * Two ways to run a kernel. `run` (the host path) reads every result back to the host. `dispatch` (the
+ * pipeline, gpu/pipeline.ts) keeps the result on the device as a DeviceBuffer that the next kernel takes as
+ * an argument; `upload` and `readback` are then the only transfers, counted in `traffic` (Traffic.ts).
+ *
+ * A lost device or context is a KernelError on the next dispatch or readback, never a hang and never
+ * silent zeros: WebGPU reports loss through `device.lost` (a pending readback is raced against it); a lost
+ * WebGL context keeps accepting draws and reads back zeros, so every GL dispatch and readback checks
+ * `isContextLost()`. `loseDevice` forces a loss, for tests (WebGPU: destroy the device; GL: the
+ * WEBGL_lose_context extension).
+ *
+ * Not here: the kernels themselves (one file per op, mirroring reference/; the pipeline's in gpu/device/),
+ * the Kernels service (index.ts, pipeline.ts).
  */
 import { Effect } from "effect"
 import type { Scope } from "effect"
-import { CPUKernel, GPU, HeadlessGLKernel, WebAssemblyKernel, WebGL2Kernel, WebGLKernel } from "gpu.js"
+import { CPUKernel, GPU, HeadlessGLKernel, Input, WebAssemblyKernel, WebGL2Kernel, WebGLKernel } from "gpu.js"
 import type { IKernelRunShortcut, IGPUKernelSettings, KernelFunction } from "gpu.js"
 import { BackendUnavailableError, KernelError } from "../src/Kernels.ts"
+import * as Traffic from "./Traffic.ts"
+import type { DeviceBuffer, KernelThis } from "./types.ts"
 
 export { BackendUnavailableError } from "../src/Kernels.ts"
 
@@ -48,6 +61,27 @@ export interface GpuRuntime {
   readonly compiledKernels: () => number
   /** gpu.js kernels still holding resources: 0 once the scope has closed (for tests: the finalizer ran). */
   readonly liveKernels: () => number
+
+  // ---- the pipeline: results stay on the device ----
+  /**
+   * Run a pipeline kernel (built with `pipeline: true`): resize its output, launch it, keep the result on
+   * the device. Work of a forward pass is charged to its record (`forward`).
+   */
+  readonly dispatch: (op: string, kernel: IKernelRunShortcut, output: ReadonlyArray<number>, args: ReadonlyArray<unknown>, forward?: Traffic.Counts) => Effect.Effect<DeviceBuffer, KernelError>
+  /** Host values (rows, cols) onto the device as a [cols, rows] buffer: one upload. */
+  readonly upload: (op: string, data: Float32Array, cols: number, rows: number, kind: "input" | "resident", forward?: Traffic.Counts) => Effect.Effect<DeviceBuffer, KernelError>
+  /** A device buffer's values on the host, row-major: one readback. */
+  readonly readback: (op: string, buffer: DeviceBuffer, forward?: Traffic.Counts) => Effect.Effect<Float32Array, KernelError>
+  /** Free a device buffer (its memory returns to gpu.js, which may reuse it for a later output). */
+  readonly release: (buffer: DeviceBuffer) => void
+  /** Device buffers alive now and their bytes (weights included). */
+  readonly live: () => { readonly buffers: number; readonly bytes: number }
+  /** What crossed between host and device so far. */
+  readonly traffic: Traffic.Traffic
+  /** Why the device is unusable (lost device or context), or undefined while it works. */
+  readonly lost: () => string | undefined
+  /** Force a device loss (tests): WebGPU destroys its device, GL loses its context; a no-op on cpu/webasm. */
+  readonly loseDevice: () => Effect.Effect<void>
 }
 
 /** `gpu.createKernel` with this runtime's settings (single precision, highp, async, dynamic sizes) applied. */
@@ -56,6 +90,11 @@ export type CreateKernel = (fn: KernelFunction, settings: KernelSettings) => IKe
 /** The settings a kernel file chooses; the rest is fixed by the runtime. */
 export interface KernelSettings {
   readonly output: ReadonlyArray<number>
+  /**
+   * A pipeline kernel (gpu.js `pipeline: true, immutable: true`): each call returns a fresh device buffer
+   * (`dispatch`), never read back by the runtime. Absent: a host-path kernel (`run`).
+   */
+  readonly pipeline?: true
   readonly constants?: Record<string, unknown>
   /**
    * gpu.js `loopMaxIterations`: at least the longest loop this kernel runs (GLSL needs a constant bound,
@@ -187,6 +226,25 @@ const probeKernel = function (this: { thread: { x: number } }, a: Float32Array, 
   return a[this.thread.x]! + b[this.thread.x]!
 }
 
+/** Cell (x = c, y = r) of an upload: the host values, given as a gpu.js Input of size [cols, rows]. */
+function uploadKernel(this: KernelThis<object>, a: ReadonlyArray<ArrayLike<number>>): number {
+  return a[this.thread.y]![this.thread.x]!
+}
+
+/** The parts of a GL context the runtime uses. */
+interface GlContext {
+  isContextLost(): boolean
+  getExtension(name: string): unknown
+}
+/** The parts of gpu.js's WebGPU context ({ adapter, device, isLost }) the runtime uses. */
+interface WebGpuDevice {
+  destroy(): void
+  readonly lost: Promise<{ readonly reason: string; readonly message: string }>
+}
+const isGlContext = (c: unknown): c is GlContext => typeof (c as GlContext | undefined)?.isContextLost === "function"
+const isWebGpuContext = (c: unknown): c is { readonly device: WebGpuDevice } =>
+  typeof (c as { device?: WebGpuDevice } | undefined)?.device?.destroy === "function"
+
 /**
  * Acquire a runtime (and its GPU instance) in the current scope; `gpu.destroy()` runs when the scope
  * closes, releasing every kernel, texture and worker. Fails with BackendUnavailableError when the
@@ -213,21 +271,135 @@ export const make = (options: GpuRuntimeOptions): Effect.Effect<GpuRuntime, Back
         loopMaxIterations: settings.loopMaxIterations,
         asyncMode: true,
         dynamicOutput: true,
-        dynamicArguments: true
+        dynamicArguments: true,
+        ...(settings.pipeline === true ? { pipeline: true, immutable: true } : {})
       } as IGPUKernelSettings)
+
+    const traffic = Traffic.make()
+    // ---- the device, known once the probe kernel has run (gpu.js creates it on a kernel's first call) ----
+    let lostReason: string | undefined
+    /** Resolves with the reason when the WebGPU device is lost (never, elsewhere). */
+    let lostSignal: Promise<string> = new Promise<string>(() => undefined)
+    let gl: GlContext | undefined
+    let device: WebGpuDevice | undefined
+    const lost = (): string | undefined => {
+      if (lostReason === undefined && gl?.isContextLost() === true) lostReason = `the ${backend} context was lost`
+      return lostReason
+    }
+    const failure = (op: string, cause: unknown): KernelError => {
+      const reason = lost()
+      return new KernelError({
+        op,
+        backend: `gpu:${backend}`,
+        message: reason === undefined ? `${op} on gpu:${backend}: ${errorText(cause)}` : `${op} on gpu:${backend}: device lost (${reason})`
+      })
+    }
+    const checkDevice = (): void => {
+      const reason = lost()
+      if (reason !== undefined) throw new Error(reason)
+    }
+    const checkRan = (kernel: IKernelRunShortcut): void => {
+      const ran = ranOn(kernel)
+      if (ran.backend !== backend || ran.fallbackReason !== null)
+        throw new Error(`ran on ${ran.backend} instead of ${backend}${ran.fallbackReason === null ? "" : ` (${ran.fallbackReason})`}`)
+    }
 
     const run: GpuRuntime["run"] = (op, kernel, output, args) =>
       Effect.tryPromise({
         try: async () => {
+          checkDevice()
           const size = output.reduce((a, b) => a * b, 1)
           kernel.setOutput([...output])
           const result: unknown = await (kernel as unknown as (...a: ReadonlyArray<unknown>) => unknown)(...args)
-          const ran = ranOn(kernel)
-          if (ran.backend !== backend || ran.fallbackReason !== null)
-            throw new Error(`ran on ${ran.backend} instead of ${backend}${ran.fallbackReason === null ? "" : ` (${ran.fallbackReason})`}`)
+          checkRan(kernel)
+          checkDevice() // a lost GL context reads back zeros
+          // the host path's transfers: every array argument is uploaded, the result read back (weights, as
+          // kernel constants, were uploaded once when the kernel was built)
+          const uploaded = args.filter(ArrayBuffer.isView) as ReadonlyArray<ArrayBufferView>
+          Traffic.charge(traffic, undefined, {
+            inputUploads: uploaded.length,
+            inputBytes: uploaded.reduce((n, a) => n + a.byteLength, 0),
+            readbacks: 1,
+            readbackBytes: 4 * size,
+            dispatches: 1
+          })
           return flatten(result, size)
         },
-        catch: (cause) => new KernelError({ op, backend: `gpu:${backend}`, message: `${op} on gpu:${backend}: ${errorText(cause)}` })
+        catch: (cause) => failure(op, cause)
+      })
+    const released = new WeakSet<DeviceBuffer>()
+    let liveBuffers = 0
+    let liveBytes = 0
+
+    /**
+     * A kernel's first call, while it builds: WebGPU builds asynchronously and reads the output size when the
+     * build ends, so a second call (another request's) must not resize it meanwhile; it waits.
+     */
+    const building = new WeakMap<IKernelRunShortcut, Promise<unknown>>()
+    const isBuilt = (kernel: IKernelRunShortcut): boolean => (kernel as unknown as { kernel?: { built?: boolean } }).kernel?.built === true
+
+    const dispatch: GpuRuntime["dispatch"] = (op, kernel, output, args, forward) =>
+      Effect.tryPromise({
+        try: async (): Promise<DeviceBuffer> => {
+          checkDevice()
+          if (!isBuilt(kernel)) await building.get(kernel)?.catch(() => undefined)
+          const first = !isBuilt(kernel)
+          kernel.setOutput([...output])
+          const call = Promise.resolve((kernel as unknown as (...a: ReadonlyArray<unknown>) => unknown)(...args))
+          if (first) building.set(kernel, call)
+          const value: unknown = await call
+          checkRan(kernel)
+          const buffer: DeviceBuffer = { output: [...output], value, bytes: 4 * output.reduce((a, b) => a * b, 1) }
+          liveBuffers++
+          liveBytes += buffer.bytes
+          Traffic.charge(traffic, forward, { dispatches: 1 })
+          return buffer
+        },
+        catch: (cause) => failure(op, cause)
+      })
+
+    const release: GpuRuntime["release"] = (buffer) => {
+      if (released.has(buffer)) return
+      released.add(buffer)
+      liveBuffers--
+      liveBytes -= buffer.bytes
+      const v = buffer.value as { delete?: () => void } | null
+      // WebGPU buffers and GL textures; the cpu/webasm modes' arrays are garbage-collected
+      if (typeof v?.delete === "function") {
+        try {
+          v.delete()
+        } catch {
+          // a lost context may refuse deletes: the memory went with it
+        }
+      }
+    }
+
+    const upload: GpuRuntime["upload"] = (op, data, cols, rows, kind, forward) =>
+      Effect.tap(
+        dispatch(op, runtime.kernel("pipeline.upload", (c) => c(uploadKernel as unknown as KernelFunction, { output: [1, 1], loopMaxIterations: 1, pipeline: true })), [cols, rows], [
+          new Input(data.subarray(0, cols * rows) as unknown as Array<number>, [cols, rows])
+        ], forward),
+        () =>
+          Effect.sync(() =>
+            Traffic.charge(traffic, forward, kind === "input" ? { inputUploads: 1, inputBytes: cols * rows * 4 } : { residentUploads: 1, residentBytes: cols * rows * 4 })
+          )
+      )
+
+    const readback: GpuRuntime["readback"] = (op, buffer, forward) =>
+      Effect.tryPromise({
+        try: async () => {
+          checkDevice()
+          if (released.has(buffer)) throw new Error("the buffer was already released (its scope closed)")
+          const v = buffer.value as { toArray?: () => unknown }
+          const values: unknown =
+            typeof v.toArray === "function"
+              ? await Promise.race([Promise.resolve(v.toArray()), lostSignal.then((reason) => Promise.reject(new Error(reason)))])
+              : v
+          checkDevice() // a lost GL context reads back zeros
+          Traffic.charge(traffic, forward, { readbacks: 1, readbackBytes: buffer.bytes })
+          return flatten(values, buffer.bytes / 4)
+        },
+        catch: (cause) => failure(op, cause)
       })
 
     const runtime: GpuRuntime = {
@@ -244,7 +416,25 @@ export const make = (options: GpuRuntimeOptions): Effect.Effect<GpuRuntime, Back
       },
       run,
       compiledKernels: () => kernels.size,
-      liveKernels: () => (gpu as unknown as { kernels?: ReadonlyArray<unknown> }).kernels?.length ?? 0
+      liveKernels: () => (gpu as unknown as { kernels?: ReadonlyArray<unknown> }).kernels?.length ?? 0,
+      dispatch,
+      upload,
+      readback,
+      release,
+      live: () => ({ buffers: liveBuffers, bytes: liveBytes }),
+      traffic,
+      lost,
+      loseDevice: () =>
+        Effect.promise(async () => {
+          if (device !== undefined) {
+            device.destroy()
+            await lostSignal
+          } else if (gl !== undefined) {
+            const extension = gl.getExtension("WEBGL_lose_context") as { loseContext: () => void } | null
+            if (extension === null) lostReason ??= "WEBGL_lose_context is not available: the context was declared lost"
+            else extension.loseContext()
+          }
+        })
     }
 
     // Probe: a tiny kernel must run on the chosen backend (e.g. an adapter that vanished, a GL context
@@ -255,5 +445,13 @@ export const make = (options: GpuRuntimeOptions): Effect.Effect<GpuRuntime, Back
     )
     if (sum[0] !== 4 || sum[1] !== 6)
       return yield* new BackendUnavailableError({ requested: options.mode, reason: `probe kernel on ${backend} computed [${sum}] instead of [4, 6]` })
+
+    // The device the probe ran on: every kernel of this GPU instance shares it (one GL context per
+    // instance; gpu.js's one WebGPU device per page).
+    const context = (probe as unknown as { kernel?: { context?: unknown } }).kernel?.context
+    if (backend === "webgpu" && isWebGpuContext(context)) {
+      device = context.device
+      lostSignal = context.device.lost.then((info) => (lostReason ??= `the WebGPU device was lost (${info.reason}${info.message ? `: ${info.message}` : ""})`))
+    } else if ((backend === "webgl2" || backend === "webgl" || backend === "headlessgl") && isGlContext(context)) gl = context
     return runtime
   })

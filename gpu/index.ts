@@ -1,15 +1,20 @@
 /**
- * The gpu backend: the Kernels interface on gpu.js (WebGPU, WebGL2/WebGL, headless-gl, wasm or plain JS).
+ * The gpu backend: the Kernels interface on gpu.js (WebGPU, WebGL2/WebGL, headless-gl, wasm or plain JS),
+ * in one of two forms.
  *
- * Each op lives in the file of the same name as its reference (reference/matmul.ts ↔ gpu/matmul.ts, ...),
- * written as gpu.js kernels that compute one output cell each. Kernels are compiled once per (op, shape)
- * and cached by the runtime (GpuRuntime.ts); a weight matrix or norm vector is a kernel constant, so it is
- * uploaded once, when its kernel is built (on first use), and stays on the device: per call only the
- * activations move. Every call runs under gpu.js's async contract and is checked to have run on the
- * backend the layer was built for.
+ * - **The pipeline** (pipeline.ts, gpu/device/; the default on webgpu, webgl2, webgl and headlessgl):
+ *   native to the device. Weights, activations, the KV cache and fine sparsity's selections stay there;
+ *   per forward pass one upload (tokens, positions, tree mask) and one readback (the logits).
+ * - **The host path** (this file's `host` ops, lifted by reference/host.ts's `fromHost`; the default on
+ *   webasm and cpu, where there is no device to keep anything on): each op is a gpu.js kernel whose result
+ *   is read back to the host; activations and the KV cache live in host arrays, and selection, the GRIFFIN
+ *   statistic and the KV moves run the reference code. Its ops live in the file of the same name as their
+ *   reference (reference/matmul.ts ↔ gpu/matmul.ts, ...), a weight as a kernel constant (uploaded once,
+ *   when its kernel is built). It remains the faster choice on webasm (weights as constants stay inside
+ *   each kernel's wasm memory), and the baseline the pipeline is measured against.
  *
- * Per-op readback (each op returns a Float32Array) follows the Kernels interface; a fused layer op could
- * keep intermediates on the device later.
+ * Either form is asked for with `pipeline: true | false`; every call runs under gpu.js's async contract
+ * and is checked to have run on the backend the layer was built for.
  *
  * Not here: a tokenizer or a model (src/), the Node/browser WebGPU provisioning (GpuRuntime.ts).
  *
@@ -33,6 +38,7 @@ import { matmulColumns, matmulRows, matmulTransposedRows } from "./matmul.ts"
 import { rmsnorm } from "./rmsnorm.ts"
 import { rope } from "./rope.ts"
 import { swiglu } from "./swiglu.ts"
+import { pipelineKernels } from "./pipeline.ts"
 import { type GpuGathered, indices, type GpuMatrix, type GpuVector } from "./types.ts"
 
 export { BackendUnavailableError, gpuBackends, ranOn, webGpuProbe } from "./GpuRuntime.ts"
@@ -42,13 +48,22 @@ export { softmax } from "./softmax.ts"
 export interface GpuOptions {
   /** `"gpu"`: the best backend available here; a backend name demands exactly that one. */
   readonly mode: GpuMode
+  /**
+   * The pipeline (true: everything on the device) or the host path (false: a readback per op). Default:
+   * the pipeline on the device backends (webgpu, webgl2, webgl, headlessgl), the host path on webasm and cpu.
+   */
+  readonly pipeline?: boolean
 }
 
+/** The gpu backends that run on a device: the pipeline is their default. */
+export const pipelineByDefault = (backend: GpuBackend): boolean => backend !== "webasm" && backend !== "cpu"
+
 /**
- * The gpu backend: Kernels over gpu.js's per-op kernels (`host`, each op reading its result back) through
- * reference/host.ts's `fromHost` until the pipeline with device-resident activations lands.
+ * The gpu backend: Kernels natively on the device (`pipeline: true`) or over gpu.js's per-op kernels
+ * (`host`, each op reading its result back, lifted by reference/host.ts's `fromHost`). `host` is there in
+ * both forms (tests, tools).
  */
-export type GpuKernelsShape = KernelsShape & { readonly runtime: GpuRuntime; readonly host: HostKernelsShape }
+export type GpuKernelsShape = KernelsShape & { readonly runtime: GpuRuntime; readonly host: HostKernelsShape; readonly pipeline: boolean }
 
 /**
  * Build the backend on a fresh gpu.js instance, destroyed with the scope.
@@ -110,7 +125,10 @@ export const make = (options: GpuOptions): Effect.Effect<GpuKernelsShape, Backen
       swiglu: (gate, up) => swiglu(rt, gate, up),
       add: (a, b) => add(rt, a, b)
     }
-    const kernels: GpuKernelsShape = Object.assign(fromHost(host), { runtime: rt, host })
+    const pipeline = options.pipeline ?? pipelineByDefault(rt.backend)
+    // the name says which form runs when it is not the backend's default
+    const name = pipeline === pipelineByDefault(rt.backend) ? host.name : `${host.name}(${pipeline ? "pipeline" : "per-op readback"})`
+    const kernels: GpuKernelsShape = Object.assign(pipeline ? pipelineKernels(rt, name) : { ...fromHost(host), name }, { runtime: rt, host, pipeline })
     return kernels
   })
 

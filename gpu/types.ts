@@ -1,5 +1,6 @@
 /**
- * What a gpu.js kernel body sees as `this`, and the resident weight handles of the gpu backend.
+ * What a gpu.js kernel body sees as `this` and as its arguments, and the handles of the gpu backend: the
+ * host path's resident weights (GpuMatrix, GpuVector, GpuGathered) and the pipeline's device buffers.
  *
  * Kernel bodies are `function`s that gpu.js parses and transpiles (to WGSL, GLSL, wasm or JS): they
  * compute one output cell at `this.thread.{x,y,z}` and read sizes and resident weights from
@@ -37,3 +38,26 @@ export interface GpuVector extends Vector {
 
 /** gpu.js takes index arrays as floats (exact below 2²⁴). */
 export const indices = (ids: ArrayLike<number>): Float32Array => Float32Array.from(ids)
+
+/**
+ * A 2D kernel argument indexed `a[y][x]` (a pipeline buffer of output [cols, rows]). Pipeline kernels index
+ * every buffer by (row, column), never by a flat float index: gpu.js then computes the flat offset in
+ * integer arithmetic (exact beyond 2²⁴ elements), and a GL kernel sees every argument with the one texture
+ * type it was compiled for (a 1D and a 2D texture are different argument types there).
+ */
+export type Grid = ReadonlyArray<ArrayLike<number>>
+/** A 3D kernel argument indexed `a[z][y][x]` (attention's scores and softmax statistics). */
+export type Grid3 = ReadonlyArray<ReadonlyArray<ArrayLike<number>>>
+
+/**
+ * A kernel output kept on the device (gpu.js `pipeline: true, immutable: true`): a WebGPU buffer, a GL
+ * texture, or on the cpu/webasm modes (no device) the nested arrays gpu.js returns. Released explicitly
+ * (`GpuRuntime.release`), when the scope that made it closes.
+ */
+export interface DeviceBuffer {
+  /** gpu.js output dims, x fastest: [cols, rows] for every activation, weight and KV buffer; [S, H, T] for attention's scores. */
+  readonly output: ReadonlyArray<number>
+  /** The gpu.js result: passed as a kernel argument as is. */
+  readonly value: unknown
+  readonly bytes: number
+}

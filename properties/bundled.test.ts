@@ -62,5 +62,5 @@ describe("training/train.py", () => {
     // fp32: bf16 autocast is emulated, ~25× slower, on CPUs without AVX-512 BF16 (the smoke test checks the code path, not the recipe)
     const run = spawnSync("/usr/bin/python3", ["training/train.py", "--smoke", "--bf16", "0"], { encoding: "utf8", timeout: 240_000, env: { ...process.env, OPENBLAS_NUM_THREADS: "1" } })
     expect(run.status, run.stderr.slice(-2000)).toBe(0)
-  })
+  }, 250_000)
 })

@@ -52,6 +52,18 @@ describe("sirius generate", () => {
     expect(json.stopReason).toBe("eos")
   })
 
+  it("--chat: the prompt is one user message through the model's template (the bundled model's is the Q/A fallback); only the answer is printed", async () => {
+    const question = "Ann has 26 pens. She buys 13 more. She buys 2 more. How many pens now?"
+    const chat = await run("generate", "--prompt", question, "--chat")
+    const plain = await run("generate", "--prompt", `Q: ${question}\nA:`)
+    expect(chat.code, chat.err).toBe(0)
+    expect(chat.out).toContain("The answer is 41.")
+    expect(`Q: ${question}\nA:${chat.out}`).toBe(plain.out)
+    const json = JSON.parse((await run("generate", "--prompt", question, "--chat", "--max-tokens", "24", "--json")).out)
+    expect(json.stats.promptTokens).toBe(JSON.parse((await run("generate", "--prompt", `Q: ${question}\nA:`, "--max-tokens", "24", "--json")).out).stats.promptTokens)
+    await expectUsage(["generate", "--model", dir, "--prompt-ids", "1", "--chat"], "--chat applies to --prompt (a user message as text), not --prompt-ids")
+  })
+
   it("bad flags: one line naming the flag, exit 2", async () => {
     await expectUsage(["generate", "--bogus"], `unknown flag '--bogus'`)
     await expectUsage(["generate", "--model", dir, "--prompt-ids", "1,x"], `--prompt-ids must be comma-separated token ids, e.g. 1,2,3 (got "1,x")`)
@@ -109,7 +121,7 @@ describe("sirius generate", () => {
   })
 
   it("--help prints the command's flags and defaults; --version the package version", async () => {
-    for (const command of ["generate", "eval", "calibrate", "bench"]) {
+    for (const command of ["generate", "eval", "calibrate", "bench", "serve"]) {
       const r = await run(command, "--help")
       expect(r.code).toBe(0)
       expect(r.out).toMatch(new RegExp(`^.*\\n\\nusage: sirius ${command}`))
@@ -124,7 +136,33 @@ describe("sirius generate", () => {
     expect(overview.code).toBe(0)
     expect(overview.out).toContain("generate")
     const unknown = await run("nonsense")
-    expect(unknown).toEqual({ code: 2, out: "", err: `sirius: unknown command "nonsense" (commands: generate, eval, calibrate, bench, quantize; sirius --help)\n` })
+    expect(unknown).toEqual({ code: 2, out: "", err: `sirius: unknown command "nonsense" (commands: generate, eval, calibrate, bench, quantize, serve; sirius --help)\n` })
+  })
+})
+
+describe("sirius serve", () => {
+  it("--help lists the server's flags beside the generation defaults (no --json)", async () => {
+    const r = await run("serve", "--help")
+    expect(r.out).toMatch(/--port PORT +port to listen on; 0 picks a free one \(printed\) \[default: 8080\]/)
+    expect(r.out).toMatch(/--parallel N .*\[default: 4\]/)
+    expect(r.out).toMatch(/--queue M .*\[default: 32\]/)
+    expect(r.out).toMatch(/--mode full\|sparse\|sirius/)
+    expect(r.out).not.toContain("--json")
+  })
+
+  it("bad flags: one line naming the flag, exit 2, before anything listens", async () => {
+    await expectUsage(["serve", "--port", "70000"], `--port must be an integer in [0, 65535] (got "70000")`)
+    await expectUsage(["serve", "--parallel", "0"], `--parallel must be an integer in [1, 4096] (got "0")`)
+    await expectUsage(["serve", "--queue", "-1"], `--queue must be an integer in [0, 1000000] (got "-1")`)
+    await expectUsage(["serve", "--json"], `unknown flag '--json'`)
+    await expectUsage(["serve", "--api-key", " "], `--api-key must not be empty`)
+    await expectUsage(
+      ["serve", "--tree-width", "2", "--acceptance", "speculative"],
+      `--acceptance speculative samples its own drafts, which tree drafting cannot honour: use --tree-width 1, or --acceptance greedy-exact or threshold`
+    )
+    // per-request defaults: a Sirius flag is accepted whatever --mode is (requests choose their mode)
+    const help = await run("serve", "--period", "8", "--help")
+    expect(help.code).toBe(0)
   })
 })
 

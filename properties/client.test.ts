@@ -2,11 +2,12 @@
 // subclasses with a _tag, disposal when opening fails, aborts and closed clients as their own errors, stats
 // typed by mode, load progress; and custom policies checked at every call (Policy.PolicyError).
 import { Effect, Layer } from "effect"
-import { mkdtempSync } from "node:fs"
+import { mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from "vitest"
 import { SimdKernels } from "../simd/index.ts"
+import * as Bundled from "../src/Bundled.ts"
 import * as Client from "../src/Client.ts"
 import { Kernels } from "../src/Kernels.ts"
 import type { LoadProgress } from "../src/LoadProgress.ts"
@@ -118,6 +119,65 @@ describe("Client requests", () => {
   it("a bad request rejects with GenerationError naming the field", async () => {
     const e = await rejection(client.generate({ prompt: [shapes.tiny.vocabSize + 5], maxNewTokens: 4 }))
     expect(e).toMatchObject({ _tag: "GenerationError", field: "prompt", message: `prompt: token id ${shapes.tiny.vocabSize + 5} is outside the vocabulary [0, ${shapes.tiny.vocabSize})` })
+  })
+})
+
+describe("messages: a conversation through the model's chat template", () => {
+  const question = "Ann has 26 pens. She buys 13 more. She buys 2 more. How many pens now?"
+  let bundled: Client.Client
+  let templated: Client.Client
+  const templatedDir = mkdtempSync(join(tmpdir(), "sirius-client-chat-"))
+  beforeAll(async () => {
+    bundled = await Client.open(Bundled.modelDir, { kernels: SimdKernels.layer({ threads: 1 }) })
+    // the bundled model with a template of its own (the weights linked, not copied)
+    for (const f of ["config.json", "model.safetensors", "tokenizer.json", "generation_config.json"]) symlinkSync(join(Bundled.modelDir, f), join(templatedDir, f))
+    const config = JSON.parse(readFileSync(join(Bundled.modelDir, "tokenizer_config.json"), "utf8"))
+    const template = "{% for m in messages %}{{ m.role | upper }}> {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}A:{% endif %}"
+    writeFileSync(join(templatedDir, "tokenizer_config.json"), JSON.stringify({ ...config, chat_template: template }))
+    templated = await Client.open(templatedDir, { kernels: SimdKernels.layer({ threads: 1 }) })
+  })
+  afterAll(async () => {
+    await bundled?.close()
+    await templated?.close()
+  })
+
+  it("a model without a template: one user message is the question/answer format's prompt", async () => {
+    const chat = await bundled.generate({ messages: [{ role: "user", content: question }], mode: "sirius" })
+    const plain = await bundled.generate({ prompt: `Q: ${question}\nA:`, mode: "sirius" })
+    expect(chat.tokens).toEqual(plain.tokens)
+    expect(chat.stats.promptTokens).toBe(plain.stats.promptTokens)
+    expect(chat.text).toContain("The answer is 41.")
+  })
+
+  it("a model with a template renders it (roles, generation prompt), in every mode", async () => {
+    for (const mode of ["full", "sparse", "sirius"] as const) {
+      const chat = await templated.generate({ messages: [{ role: "system", content: "Count." }, { role: "user", content: question }], mode, maxNewTokens: 8 } as Client.Request)
+      const plain = await templated.generate({ prompt: `SYSTEM> Count.\nUSER> ${question}\nA:`, mode, maxNewTokens: 8 } as Client.Request)
+      expect(chat.tokens, mode).toEqual(plain.tokens)
+      expect(chat.stats.promptTokens, mode).toBe(plain.stats.promptTokens)
+    }
+  })
+
+  it("bad conversations reject with GenerationError naming messages", async () => {
+    const e1 = await rejection(bundled.generate({ messages: [{ role: "tool", content: "42" }] }))
+    expect(e1).toMatchObject({ _tag: "GenerationError", field: "messages" })
+    expect(e1.message).toMatch(/^messages\.0\.role: "tool" has no place/)
+    expect(await rejection(bundled.generate({ messages: [] }))).toMatchObject({ _tag: "GenerationError", field: "messages", message: "messages: the conversation is empty" })
+    // callers without types: neither, or both
+    expect(await rejection(bundled.generate({} as Client.Request))).toMatchObject({ field: "prompt", message: "prompt, messages: give exactly one of them" })
+    expect(await rejection(bundled.generate({ prompt: "Q:", messages: [{ role: "user", content: "x" }] } as unknown as Client.Request))).toMatchObject({ field: "prompt" })
+    expect(await rejection(bundled.generate({ messages: [{ role: "user" }] } as unknown as Client.Request))).toMatchObject({
+      field: "messages",
+      message: "messages.0: expected { role: string, content: string }"
+    })
+    // a model without a tokenizer cannot encode a conversation
+    expect(await rejection(client.generate({ messages: [{ role: "user", content: "x" }] }))).toMatchObject({ _tag: "GenerationError", field: "messages" })
+  })
+
+  it("prompt and messages exclude each other in the types", () => {
+    // @ts-expect-error: both
+    const both: Client.Request = { prompt: "x", messages: [{ role: "user", content: "x" }] }
+    void both
   })
 })
 

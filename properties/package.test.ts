@@ -3,13 +3,17 @@
 // filled), then under plain `node` (no vitest resolver): import every subpath export, run a short
 // generation with Client on the simd backend, and `tsc --strict` a small app that uses the Effect, Promise
 // and fp-ts APIs against the installed effect. A plain install (sirius-ts + effect) must run no install
-// script and bring no GPU package.
-import { execFileSync } from "node:child_process"
+// script and bring no GPU package. `sirius serve` runs from the installed package in a child process: the
+// real port for --port 0, answers, and a graceful shutdown on SIGTERM.
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { createHash } from "node:crypto"
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { Effect } from "effect"
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
+import type { LlamaConfig } from "../src/Config.ts"
+import { randomWeights, shapes, writeHfCheckpoint } from "../testing/RandomModel.ts"
 
 const root = resolve(".")
 const work = mkdtempSync(join(tmpdir(), "sirius-pack-"))
@@ -83,6 +87,15 @@ const install = (app: string, deps: Record<string, string>, extraArgs: ReadonlyA
   sh("npm", ["ci", "--offline", "--no-audit", "--no-fund", ...extraArgs], app)
 }
 
+/** The app with a plain install (sirius-ts + effect), installed once. */
+const plainApp = (): string => {
+  const app = join(work, "plain")
+  if (existsSync(join(app, "node_modules"))) return app
+  mkdirSync(app, { recursive: true })
+  install(app, { [pkg.name]: "tarball", effect: lock.packages["node_modules/effect"]!.version })
+  return app
+}
+
 /** Every package.json under node_modules (scoped and nested included). */
 const installedPackages = (dir: string): Array<{ name: string; scripts?: Record<string, string> }> => {
   const out: Array<{ name: string; scripts?: Record<string, string> }> = []
@@ -124,9 +137,7 @@ describe("the npm package", () => {
   })
 
   it("a plain install runs no install script and brings no GPU or oracle package", () => {
-    const app = join(work, "plain")
-    mkdirSync(app)
-    install(app, { [pkg.name]: "tarball", effect: lock.packages["node_modules/effect"]!.version })
+    const app = plainApp()
     const installed = installedPackages(app)
     expect(installed.map((p) => p.name)).toContain(pkg.name)
     const withScripts = installed.filter((p) => p.scripts?.install !== undefined || p.scripts?.preinstall !== undefined || p.scripts?.postinstall !== undefined)
@@ -218,4 +229,77 @@ export const fp = async (client: Client.Client): Promise<string> => {
     )
     sh("node", [join(app, "node_modules", "typescript", "bin", "tsc"), "-p", app], app)
   }, 240_000)
+
+  describe("sirius serve from the installed package", () => {
+    // a random model that never emits EOS and takes about 5 ms a token: requests last as long as asked
+    const slow: LlamaConfig = { ...shapes.tiny, hiddenSize: 256, intermediateSize: 1024, numHiddenLayers: 4, numAttentionHeads: 8, numKeyValueHeads: 4, headDim: 32, maxPositionEmbeddings: 2048, eosTokenIds: [] }
+    const model = join(work, "slow-model")
+
+    /** Start `sirius serve` and wait for its `listening on` line. */
+    const serve = async (...args: Array<string>) => {
+      const child = spawn("node", [join(plainApp(), "node_modules", pkg.name, "bin", "sirius.js"), "serve", "--model", model, "--port", "0", "--threads", "1", ...args], {
+        cwd: plainApp(),
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let out = ""
+      let err = ""
+      child.stdout!.on("data", (d: Buffer) => void (out += d.toString()))
+      child.stderr!.on("data", (d: Buffer) => void (err += d.toString()))
+      const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
+      for (let i = 0; i < 300 && !/listening on /.test(out); i++) await new Promise((r) => setTimeout(r, 50))
+      const url = /^listening on (http:\/\/127\.0\.0\.1:(\d+))\n$/.exec(out)
+      expect(url, `stdout: ${out}\nstderr: ${err}`).not.toBeNull()
+      for (let i = 0; i < 300 && (await fetch(`${url![1]}/health`)).status !== 200; i++) await new Promise((r) => setTimeout(r, 50))
+      return { child, url: url![1]!, port: Number(url![2]), exited, output: () => ({ out, err }) }
+    }
+
+    /** A streamed completion of `tokens` tokens: resolves with the SSE text once it ends; `started` once the first chunk arrived. */
+    const stream = (url: string, tokens: number) => {
+      let started: () => void = () => {}
+      const first = new Promise<void>((r) => (started = r))
+      const done = fetch(`${url}/v1/completions`, { method: "POST", body: JSON.stringify({ prompt: [5, 6, 7], max_tokens: tokens, stream: true, logprobs: 0 }) }).then(async (r) => {
+        const reader = r.body!.getReader()
+        let text = ""
+        for (;;) {
+          const next = await reader.read().catch(() => ({ done: true as const, value: undefined }))
+          if (next.done) return text
+          text += new TextDecoder().decode(next.value)
+          started()
+        }
+      })
+      return { first, done }
+    }
+
+    const kill = (child: ChildProcess) => child.kill("SIGTERM")
+
+    it("--port 0 prints the real port; SIGTERM stops accepting, lets the in-flight request finish, exits 0", async () => {
+      await Effect.runPromise(writeHfCheckpoint(model, slow, randomWeights(slow, { seed: 9 })))
+      const s = await serve()
+      expect(s.port).toBeGreaterThan(0)
+      const inflight = stream(s.url, 300)
+      await inflight.first
+      kill(s.child)
+      await new Promise((r) => setTimeout(r, 200))
+      await expect(fetch(`${s.url}/health`)).rejects.toThrow() // no longer accepting
+      const text = await inflight.done
+      expect(text.endsWith("data: [DONE]\n\n")).toBe(true)
+      expect(text.split("\n\n").filter((m) => m.startsWith("data: {")).length).toBe(301) // 300 tokens and the finish
+      expect(await s.exited).toBe(0)
+      const { err } = s.output()
+      expect(err).toContain("SIGTERM: shutting down")
+      expect(err).toMatch(/INFO POST \/v1\/completions 200 full prompt=3 completion=300 finish=length \d+ms\n/)
+    }, 60_000)
+
+    it("past --shutdown-timeout, the in-flight request is cancelled and the process still exits 0", async () => {
+      const s = await serve("--shutdown-timeout", "0.3")
+      const inflight = stream(s.url, 1900)
+      await inflight.first
+      const killed = performance.now()
+      kill(s.child)
+      const text = await inflight.done
+      expect(text).not.toContain("[DONE]") // cut off
+      expect(await s.exited).toBe(0)
+      expect(performance.now() - killed).toBeLessThan(5000)
+    }, 60_000)
+  })
 })

@@ -79,7 +79,7 @@ const program = Effect.gen(function* () {
       const texts: Array<string> = []
       const t0 = performance.now()
       const report = yield* Eval.evaluate(problems, rule, (prompt) =>
-        Effect.flatMap(requestStream(s, checkpoint, model, prompt), Eval.outcomeOf).pipe(Effect.tap((o) => Effect.sync(() => void texts.push(o.text))))
+        Effect.flatMap(requestStream(s, checkpoint, model, { prompt }), Eval.outcomeOf).pipe(Effect.tap((o) => Effect.sync(() => void texts.push(o.text))))
       )
       const seconds = (performance.now() - t0) / 1000
       process.stderr.write(`${label.padEnd(48)} accuracy ${report.accuracy.toFixed(3)} AAL ${report.aal?.toFixed(2) ?? "-"} eff ${report.effectiveDensity.toFixed(3)} (${seconds.toFixed(0)} s)\n`)

@@ -18,6 +18,7 @@
  * await client.close()
  */
 import { Cause, Effect, Exit, Fiber, type Layer, ManagedRuntime, Schema, Stream } from "effect"
+import * as ChatTemplate from "./ChatTemplate.ts"
 import { type Checkpoint, type CheckpointError, loadCheckpoint } from "./Checkpoint.ts"
 import type { ConfigError } from "./Config.ts"
 import * as Generation from "./Generation.ts"
@@ -52,8 +53,6 @@ export type ClientError =
 export type Mode = Generation.Mode
 
 interface CommonRequest {
-  /** Text (needs the model's tokenizer) or token ids. */
-  readonly prompt: string | ReadonlyArray<number>
   /** Default: the model's generation_config max_new_tokens, else 128. */
   readonly maxNewTokens?: number
   readonly sampling?: Partial<Sampler.SamplingOptions>
@@ -84,7 +83,18 @@ export type SiriusRequest =
   | (SiriusCommon & { readonly treeWidth?: 1; readonly policy?: Policy.CorrectionPolicy })
   | (SiriusCommon & { readonly treeWidth: number; readonly policy?: Policy.TreePolicy })
 
-export type Request = FullRequest | SparseRequest | SiriusRequest
+/**
+ * What to continue, exactly one of (checked at run time too, for callers without types):
+ * - `prompt`: text (needs the model's tokenizer) or token ids, used as they are;
+ * - `messages`: a conversation, rendered with the model's chat template (ChatTemplate.forCheckpoint: the
+ *   template of its tokenizer_config.json, chat_template.jinja or GGUF file, else the documented
+ *   question/answer fallback) and encoded with its tokenizer.
+ */
+export type RequestInput =
+  | { readonly prompt: string | ReadonlyArray<number>; readonly messages?: never }
+  | { readonly messages: ReadonlyArray<ChatTemplate.Message>; readonly prompt?: never }
+
+export type Request = (FullRequest | SparseRequest | SiriusRequest) & RequestInput
 
 export type ModeOf<R> = R extends { readonly mode: infer M extends Mode } ? M : "full"
 export type Event<M extends Mode = Mode> = Generation.EventOf<M>
@@ -101,21 +111,23 @@ export interface Client {
 
 const defaultSparsity: SparsityOptions = { granularity: "coarse", density: 0.5 }
 
+/** What a request reads from its checkpoint: not the weights, which a server can let go once resident. */
+export type RequestCheckpoint = Omit<Checkpoint, "weights">
+
 /**
  * The Effect stream of one request: the request's text encoded, its defaults filled in from the
  * checkpoint, its mode mapped to a Generation mode. Also what the fp-ts interop runs.
  */
 export const requestStream = <R extends Request>(
-  checkpoint: Checkpoint,
+  checkpoint: RequestCheckpoint,
   model: Model.Model,
   request: R
 ): Stream.Stream<Event<ModeOf<R>>, Generation.GenerateError> =>
   Effect.gen(function* () {
     const tokenizer = checkpoint.tokenizer
-    if (typeof request.prompt === "string" && tokenizer === undefined)
-      return yield* new Generation.GenerationError({ field: "prompt", message: `prompt: ${checkpoint.dir} has no tokenizer.json, so the prompt must be token ids` })
+    const prompt = yield* promptIds(checkpoint, request)
     const common: Generation.CommonOptions = {
-      prompt: typeof request.prompt === "string" ? tokenizer!.encode(request.prompt) : request.prompt,
+      prompt,
       maxNewTokens: request.maxNewTokens ?? checkpoint.generation.maxNewTokens ?? 128,
       sampling: { ...Sampler.greedy, ...request.sampling },
       eosTokenIds: checkpoint.eosTokenIds,
@@ -139,6 +151,38 @@ export const requestStream = <R extends Request>(
           : { ...common, mode: "full" }
     return Generation.generate(model, options) as Stream.Stream<Event<ModeOf<R>>, Generation.GenerateError>
   }).pipe(Stream.unwrap)
+
+/** Each checkpoint's chat template, parsed once (a server or client renders many conversations). */
+const templates = new WeakMap<RequestCheckpoint, ChatTemplate.ChatTemplate>()
+
+const templateOf = (checkpoint: RequestCheckpoint): Effect.Effect<ChatTemplate.ChatTemplate, ChatTemplate.ChatTemplateError> => {
+  const known = templates.get(checkpoint)
+  return known !== undefined ? Effect.succeed(known) : Effect.tap(ChatTemplate.forCheckpoint(checkpoint), (t) => Effect.sync(() => templates.set(checkpoint, t)))
+}
+
+/** The request's prompt as token ids: its ids, its text encoded, or its messages rendered and encoded. */
+const promptIds = (checkpoint: RequestCheckpoint, request: { readonly prompt?: string | ReadonlyArray<number> | undefined; readonly messages?: ReadonlyArray<ChatTemplate.Message> | undefined }) =>
+  Effect.gen(function* () {
+    const tokenizer = checkpoint.tokenizer
+    if ((request.prompt === undefined) === (request.messages === undefined))
+      return yield* new Generation.GenerationError({ field: "prompt", message: "prompt, messages: give exactly one of them" })
+    if (request.messages !== undefined) {
+      if (tokenizer === undefined)
+        return yield* new Generation.GenerationError({ field: "messages", message: `messages: ${checkpoint.dir} has no tokenizer, so a conversation cannot be encoded: give the prompt as token ids` })
+      if (request.messages.length === 0) return yield* new Generation.GenerationError({ field: "messages", message: "messages: the conversation is empty" })
+      for (const [i, m] of request.messages.entries())
+        if (typeof m?.role !== "string" || typeof m.content !== "string")
+          return yield* new Generation.GenerationError({ field: "messages", message: `messages.${i}: expected { role: string, content: string }` })
+      const template = yield* Effect.mapError(templateOf(checkpoint), (e) => new Generation.GenerationError({ field: "messages", message: `messages: ${e.message}` }))
+      const text = yield* Effect.mapError(template.render(request.messages), (e) => new Generation.GenerationError({ field: "messages", message: e.message.startsWith("messages.") ? e.message : `messages: ${e.message}` }))
+      return ChatTemplate.encode(template, tokenizer, text)
+    }
+    const prompt = request.prompt!
+    if (typeof prompt !== "string") return prompt
+    if (tokenizer === undefined)
+      return yield* new Generation.GenerationError({ field: "prompt", message: `prompt: ${checkpoint.dir} has no tokenizer.json, so the prompt must be token ids` })
+    return tokenizer.encode(prompt)
+  })
 
 /** Fail the stream with AbortedError when the signal aborts (at the next forward pass). */
 const abortable = <A, E>(stream: Stream.Stream<A, E>, signal: AbortSignal | undefined): Stream.Stream<A, E | AbortedError> =>

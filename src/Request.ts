@@ -239,8 +239,9 @@ export const init = (model: Model, options: CommonOptions, sparsity: Sparsity.Sp
 /**
  * Bytes a request will allocate in the backend's memory (Kernels.memory) at most, for admission control:
  * coarse sparsity's gathered gate/up rows and down_proj columns; with `tokens`, also its KV cache (heads padded
- * to 4 floats, as simd stores them) and the activations of its largest forward pass (the prefill). An estimate
- * from above, layout padding aside; 0 on backends that live in host memory is the caller's concern.
+ * to 4 floats, as simd stores them), the activations of its largest forward pass (the prefill) and that pass's
+ * scratch. An estimate from above, shaped on simd's allocations (matrix layout padding aside); a server admits
+ * a request only when this fits beside what is in use (Kernels.memory).
  */
 export const backendBytes = (
   model: Model,
@@ -255,11 +256,16 @@ export const backendBytes = (
   const { numHiddenLayers: L, numKeyValueHeads: Hkv, numAttentionHeads: H, headDim: Dh, hiddenSize: D, vocabSize: V } = model.config
   const slots = tokens.prompt + tokens.maxNewTokens + (tokens.extraSlots ?? 1)
   const kv = 2 * L * slots * Hkv * Math.ceil(Dh / 4) * 4 * 4
-  // the prefill's activations: per layer a few rows of D, q/k/v/attention, gate/up/hb of F, all kept until
-  // the pass ends; plus the last logits row
+  // the prefill's activations: the residual stream for the whole pass, and one layer's intermediates at a
+  // time (Forward frees them at the layer's end: a few rows of D, q/k/v/attention, gate/up/hb of F), each
+  // scope's in blocks of at least 1 MiB (simd's arena); plus the last logits row and an op's scratch (at
+  // most the attention scores, capped at 32 MiB, and a padded copy of an input)
   const T = tokens.prompt
-  const perLayer = T * (6 * D + 2 * H * Dh + 2 * Hkv * Dh + 3 * F) * 4
-  return gathers + kv + L * perLayer + V * 4
+  const block = (bytes: number) => Math.max(bytes, 1 << 20)
+  const pass = block(T * D * 4 + T * 8 + V * 4)
+  const layer = block(T * (5 * D + 2 * H * Dh + 2 * Hkv * Dh + 3 * F) * 4)
+  const scratch = Math.min(32 << 20, T * H * (slots + 4) * 4) + T * (Math.max(D, F) + 64) * 4
+  return gathers + kv + pass + layer + scratch
 }
 
 /** Generated tokens committed so far. */

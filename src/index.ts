@@ -2,14 +2,17 @@
  * sirius-ts: Llama-family inference with contextual sparsity and Sirius correction, as Effect Streams.
  *
  * Modules, one concept each: Config (config.json), Safetensors, Weights (HF names), Checkpoint (model
- * directories), LoadProgress, Tokenizer, Kernels (the backend interface), Model, KvCache, Forward (the
- * forward pass), Sampler, Sparsity, Calibration, Policy (correction policies), DraftTree, Request (the one
- * request lifecycle), Generation (a request in any mode as a stream), Sirius (the correction steps),
- * Client (Promise facade), Eval, Bundled (the bundled model's paths), Gguf.
- * Backends: `sirius-ts/reference`, `sirius-ts/simd`, `sirius-ts/gpu`.
+ * directories), LoadProgress, Tokenizer, ChatTemplate (conversations to prompt text), Kernels (the backend
+ * interface), Model, KvCache, Forward (the forward pass), Sampler, Sparsity, Calibration, Policy
+ * (correction policies), DraftTree, Request (the one request lifecycle), Generation (a request in any mode
+ * as a stream), Sirius (the correction steps), Client (Promise facade), Eval, Bundled (the bundled model's
+ * paths), Gguf.
+ * Backends: `sirius-ts/reference`, `sirius-ts/simd`, `sirius-ts/gpu`. An effect/ai provider:
+ * `sirius-ts/ai`; the OpenAI-compatible server: `sirius-ts/serve`.
  */
 export * as Bundled from "./Bundled.ts"
 export * as Calibration from "./Calibration.ts"
+export * as ChatTemplate from "./ChatTemplate.ts"
 export * as Checkpoint from "./Checkpoint.ts"
 export * as Client from "./Client.ts"
 export * as Config from "./Config.ts"
