@@ -250,8 +250,11 @@ export const backendBytes = (
 ): number => {
   const F = model.config.intermediateSize
   const share = sparsity?.granularity === "coarse" ? Sparsity.keptCount(F, sparsity.density) / F : 0
-  // gate and up rows and down columns: the kept share of each layer's three MLP matrices
-  const gathers = model.layers.reduce((n, l) => n + share * ((l.gateProj.bytes ?? 0) + (l.upProj.bytes ?? 0) + (l.downProj.bytes ?? 0)), 0)
+  // gate and up rows and down columns: the kept share of each layer's three MLP matrices. A column gather
+  // of a block-quantized down_proj is re-blocked (simd: as Q8_0, 34 bytes per 32 weights, whatever the
+  // source type), so its share is counted at no less than that.
+  const columns = (m: Model["layers"][number]["downProj"]) => Math.max(m.bytes ?? 0, m.bytes !== undefined && m.bytes < m.rows * m.cols * 2 ? (m.rows * m.cols * 34) / 32 : 0)
+  const gathers = model.layers.reduce((n, l) => n + share * ((l.gateProj.bytes ?? 0) + (l.upProj.bytes ?? 0) + columns(l.downProj)), 0)
   if (tokens === undefined) return gathers
   const { numHiddenLayers: L, numKeyValueHeads: Hkv, numAttentionHeads: H, headDim: Dh, hiddenSize: D, vocabSize: V } = model.config
   const slots = tokens.prompt + tokens.maxNewTokens + (tokens.extraSlots ?? 1)
