@@ -437,7 +437,7 @@ describe("simd refuses models beyond its memory before allocating", () => {
     const result = await run(
       Effect.scoped(
         Effect.gen(function* () {
-          const small = yield* SimdKernels.make({ threads: 1, maxMemoryBytes: 4 << 20 })
+          const small = yield* SimdKernels.make({ threads: 1, maxMemoryBytes: 2 << 20 })
           const exit = yield* Effect.exit(Effect.provideService(Model.fromWeights(config, randomWeights(config, { seed: 1, dtype: "Q8_0" })), Kernels, small))
           const roomy = yield* SimdKernels.make({ threads: 1, maxMemoryBytes: 256 << 20 })
           const ok = yield* Effect.exit(Effect.provideService(Model.fromWeights(config, randomWeights(config, { seed: 1, dtype: "Q8_0" })), Kernels, roomy))
@@ -448,7 +448,7 @@ describe("simd refuses models beyond its memory before allocating", () => {
     expect(Exit.isFailure(result.exit)).toBe(true)
     const failure = Exit.isFailure(result.exit) ? (result.exit.cause.reasons[0] as { error?: KernelError }).error : undefined
     expect(failure?.op).toBe("weights")
-    expect(failure?.limitBytes).toBe(4 << 20)
+    expect(failure?.limitBytes).toBe(2 << 20)
     expect(result.allocated).toBe(0)
     expect(result.ok).toBe(true)
   })

@@ -142,10 +142,11 @@ const BLOCK_BYTES = 128 * 1024
 /** Activations are allocated from arena blocks of at least this size. */
 const ARENA_BLOCK = 1 << 20
 /**
- * What `admit` keeps free beside the weights: a decode step's activations, scratch, the RoPE tables and a
- * few thousand positions of KV cache for a small model (a request that needs more is refused when it asks).
+ * What `admit` keeps free beside the weights: one arena block, the least a forward pass allocates. A model
+ * that fits is then refused nothing until a request asks for more than is left (its KV cache, its
+ * activations), and that request is refused then, naming what it needed (`fail` below).
  */
-const WORKING_RESERVE = 64 << 20
+const WORKING_RESERVE = ARENA_BLOCK
 
 /**
  * Build the backend on a fresh runtime (memory + workers), released with the scope.
@@ -316,7 +317,7 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
           limitBytes: limit,
           message:
             `this model needs ${gib(needed)} of wasm memory (${gib(weights)} of weights in simd's storage, ${gib(file)} in the file, ` +
-            `plus ${WORKING_RESERVE >> 20} MiB to run) and the limit is ${gib(limit)}${limit === MAX_MEMORY_BYTES ? " (one wasm32 memory)" : ""}: ` +
+            `plus ${WORKING_RESERVE >> 20} MiB to run a step) and the limit is ${gib(limit)}${limit === MAX_MEMORY_BYTES ? " (one wasm32 memory)" : ""}: ` +
             `simd keeps a model in one memory (simd/README.md, "Models beyond 4 GiB"); use a smaller model or a smaller quantization (sirius quantize)`
         })
       )
