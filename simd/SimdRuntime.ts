@@ -2,7 +2,7 @@
  * SimdRuntime: one shared WebAssembly.Memory, the compiled kernels module, and a pool of worker threads
  * that instantiate the same module on the same memory.
  *
- * Memory map: [0, 64 KiB) control block (layout.ts) · allocations (`alloc`/`free`, first fit, never
+ * Memory map: [0, 64 KiB) control block (layout.ts; the kernels' constants at 4096, written here) · allocations (`alloc`/`free`, first fit, never
  * moved): the weights, kept for the runtime's life, and coarse sparsity's per-request gathers · scratch,
  * re-laid above the highest allocation on every call (`scratch`). The memory grows as needed, up to
  * `maxBytes` (wasm32: at most 4 GiB).

@@ -4,8 +4,11 @@
  * Decoding reads every weight once per token, so on a CPU the limit is memory bandwidth. This backend
  * keeps every weight resident in one shared wasm memory in its checkpoint dtype (f32, bf16 or f16: a
  * bf16 model reads half the bytes of f32 and fits wasm32's 4 GiB), widens it to f32 in registers, and
- * splits each matmul's output rows over the main thread and `threads − 1` workers. A T-token matmul
- * makes one pass over the weights for all T tokens (bf16: each widened weight vector feeds 4 tokens).
+ * splits each matmul's output rows over the main thread and `threads − 1` workers. Quantized weights
+ * (Q8_0, Q4_0, Q4_K, Q6_K) stay quantized: each matmul input is quantized per block first, as llama.cpp
+ * does, and multiplied with integer dot products (simd/README.md, "Quantized weights"). A T-token matmul
+ * makes one pass over the weights for all T tokens (each widened or unpacked weight vector feeds 4 tokens).
+ * A model that cannot fit the memory is refused before anything is allocated (`admit`).
  *
  * Everything a forward pass touches lives in the same memory: activations (in an arena per forward pass,
  * freed when its scope closes), the KV cache (a block per request), fine sparsity's selections. An op
@@ -13,7 +16,7 @@
  * mask) and copies out only the logits (`read`). `runtime.traffic` counts those bytes.
  *
  * Ops and where they run:
- *   matmul, matmulRows, matmulTransposedRows, attention, gather   wasm on all threads (kernels.wat)
+ *   matmul, matmulRows, matmulTransposedRows, attention, gather, activation quantization   wasm on all threads (kernels.wat)
  *   rmsnorm, rope, add   wasm on the main thread, in float64 like reference/ (bitwise its results)
  *   swiglu, swigluRows   wasm SIMD on the main thread (vectorised exp)
  *   embedding, selectNeurons, neuronStatistic, the KV moves   TS on views of the wasm memory (no copy)

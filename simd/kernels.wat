@@ -35,6 +35,9 @@
 ;; hi = madd(w[4..7], x[4..7], hi), were 25% slower: each chain then waits on the FMA latency, and
 ;; 8 accumulators plus the 4-row kernel's operands did not fit V8's 15 free xmm registers.)
 ;;
+;; Quantized weights (Q8_0, Q4_0, Q4_K, Q6_K) have their own layout, activation records and integer kernels:
+;; see "quantized weights" below.
+;;
 ;; Activations (x, outputs, attention inputs) live in a scratch region above the weights, copied per call
 ;; by the TS side. x is (T, tiles·64) f32 row-major (zero padded); matmul output is (T, rows computed) f32
 ;; with a token stride rounded up to 16 outputs (64 bytes).
