@@ -31,7 +31,7 @@ import * as Model from "../src/Model.ts"
 import { randomWeights, shapes, writeHfCheckpoint } from "../testing/RandomModel.ts"
 import { ropeInvFreq } from "../src/Rope.ts"
 import type { DType } from "../src/Tensor.ts"
-import { openOracle } from "./llamaCpp.ts"
+import { argmax, openOracle, softmax64, topMargin } from "./llamaCpp.ts"
 
 /**
  * Tolerance on probabilities, max |Δp| over the full vocabulary at every position.
@@ -106,33 +106,6 @@ afterAll(() => {
   rmSync(root, { recursive: true, force: true })
 })
 
-const softmax64 = (logits: Float32Array, offset: number, V: number): Float64Array => {
-  let max = -Infinity
-  for (let v = 0; v < V; v++) max = Math.max(max, logits[offset + v]!)
-  const p = new Float64Array(V)
-  let sum = 0
-  for (let v = 0; v < V; v++) sum += p[v] = Math.exp(logits[offset + v]! - max)
-  for (let v = 0; v < V; v++) p[v]! /= sum
-  return p
-}
-
-const argmax = (p: ArrayLike<number>): number => {
-  let best = 0
-  for (let v = 1; v < p.length; v++) if (p[v]! > p[best]!) best = v
-  return best
-}
-
-/** p1 − p2: the gap between the two most likely tokens. */
-const topMargin = (p: ArrayLike<number>): number => {
-  let a = -Infinity
-  let b = -Infinity
-  for (let v = 0; v < p.length; v++) {
-    const x = p[v]!
-    if (x > a) [a, b] = [x, a]
-    else if (x > b) b = x
-  }
-  return a - b
-}
 
 /** The engine on a checkpoint directory: teacher-forced probabilities and greedy decoding. */
 const runEngine = (dir: string) =>

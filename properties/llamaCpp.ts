@@ -110,3 +110,32 @@ export const openOracle = async (ggufPath: string): Promise<Oracle> => {
 
   return { vocabSize, probabilities, greedy, dispose }
 }
+
+/** Softmax of one logits row in float64 (the probabilities the differential tests compare). */
+export const softmax64 = (logits: Float32Array, offset: number, V: number): Float64Array => {
+  let max = -Infinity
+  for (let v = 0; v < V; v++) max = Math.max(max, logits[offset + v]!)
+  const p = new Float64Array(V)
+  let sum = 0
+  for (let v = 0; v < V; v++) sum += p[v] = Math.exp(logits[offset + v]! - max)
+  for (let v = 0; v < V; v++) p[v]! /= sum
+  return p
+}
+
+export const argmax = (p: ArrayLike<number>): number => {
+  let best = 0
+  for (let v = 1; v < p.length; v++) if (p[v]! > p[best]!) best = v
+  return best
+}
+
+/** p1 − p2: the gap between the two most likely tokens. */
+export const topMargin = (p: ArrayLike<number>): number => {
+  let a = -Infinity
+  let b = -Infinity
+  for (let v = 0; v < p.length; v++) {
+    const x = p[v]!
+    if (x > a) [a, b] = [x, a]
+    else if (x > b) b = x
+  }
+  return a - b
+}

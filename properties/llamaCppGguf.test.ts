@@ -65,7 +65,7 @@ import { fromFloat32, toFloat32 } from "../src/Tensor.ts"
 import type { DType, RawTensor } from "../src/Tensor.ts"
 import type { ModelWeights } from "../src/Weights.ts"
 import { ggmlRoundingLayer } from "./ggmlActivations.ts"
-import { openOracle } from "./llamaCpp.ts"
+import { argmax, openOracle, softmax64, topMargin } from "./llamaCpp.ts"
 
 /** f32-level agreement of llama.cpp and the reference (properties/llamaCpp.test.ts, measured ~2e-6). */
 const TOL_F32 = 1e-4
@@ -123,31 +123,6 @@ afterAll(() => {
   rmSync(root, { recursive: true, force: true })
 })
 
-const softmax64 = (logits: Float32Array, offset: number, V: number): Float64Array => {
-  let max = -Infinity
-  for (let v = 0; v < V; v++) max = Math.max(max, logits[offset + v]!)
-  const p = new Float64Array(V)
-  let sum = 0
-  for (let v = 0; v < V; v++) sum += p[v] = Math.exp(logits[offset + v]! - max)
-  for (let v = 0; v < V; v++) p[v]! /= sum
-  return p
-}
-const argmax = (p: ArrayLike<number>): number => {
-  let best = 0
-  for (let v = 1; v < p.length; v++) if (p[v]! > p[best]!) best = v
-  return best
-}
-/** p1 − p2: the gap between the two most likely tokens. */
-const topMargin = (p: ArrayLike<number>): number => {
-  let a = -Infinity
-  let b = -Infinity
-  for (let v = 0; v < p.length; v++) {
-    const x = p[v]!
-    if (x > a) [a, b] = [x, a]
-    else if (x > b) b = x
-  }
-  return a - b
-}
 const maxAbsDiff = (a: ReadonlyArray<ArrayLike<number>>, b: ReadonlyArray<ArrayLike<number>>): number => {
   let worst = 0
   for (let t = 0; t < a.length; t++) for (let v = 0; v < a[t]!.length; v++) worst = Math.max(worst, Math.abs(a[t]![v]! - b[t]![v]!))

@@ -1853,10 +1853,19 @@
   ;; softmax and value sum ($attendHead). Per head the arithmetic is the same whatever G: scores sᵢ = (q·kᵢ)·scale
   ;; in f32 (madd over the head's f32x4 lanes, then (l0 + l1) + (l2 + l3)), max-subtracted exp, f32x4 sums,
   ;; out = (Σ eᵢ vᵢ) · (1 / Σ eᵢ). A masked slot's score is -inf and its weight exactly 0.
+  ;; A score: (l0 + l1) + (l2 + l3) of the dot product's f32x4 accumulator, times the softmax scale.
+  ;; @inline
+  (func $score (param $acc v128) (param $scale f32) (result f32)
+    (f32.mul (local.get $scale)
+      (f32.add
+        (f32.add (f32x4.extract_lane 0 (local.get $acc)) (f32x4.extract_lane 1 (local.get $acc)))
+        (f32.add (f32x4.extract_lane 2 (local.get $acc)) (f32x4.extract_lane 3 (local.get $acc))))))
+
   (func $attentionItem (param $item i32)
     (local $H i32) (local $G i32) (local $dh4 i32) (local $kvs i32) (local $t i32) (local $h0 i32) (local $g i32)
     (local $n i32) (local $n4 i32) (local $spad i32) (local $q i32) (local $qh i32) (local $k i32) (local $v i32)
     (local $sc i32) (local $s i32) (local $i i32) (local $kp i32) (local $mrow i32) (local $acc v128) (local $scale f32)
+    (local $acc1 v128) (local $acc2 v128) (local $acc3 v128) (local $kv v128) (local $qi i32) (local $hs i32) (local $so i32)
     (local.set $H (call $arg (i32.const 6)))
     (local.set $G (call $arg (i32.const 16)))
     (local.set $dh4 (call $arg (i32.const 8)))
@@ -1882,31 +1891,67 @@
     (local.set $v (i32.add (call $arg (i32.const 2)) (i32.sub (local.get $k) (call $arg (i32.const 1)))))
     (local.set $sc (i32.add (call $arg (i32.const 4)) (i32.shl (i32.mul (i32.mul (local.get $item) (local.get $G)) (local.get $spad)) (i32.const 2))))
 
-    ;; scores, slot by slot: head g's at sc + (g·spad + s)·4
+    ;; scores, slot by slot: head g's at sc + (g·spad + s)·4. Four heads at a time keep four independent
+    ;; multiply-add chains in flight (one chain per score would wait on the madd latency at every step); each
+    ;; head's own chain, and so its score, is the same as one head at a time.
     (local.set $kp (local.get $k))
     (local.set $s (i32.const 0))
     (loop $slots
-      (local.set $g (i32.const 0))
-      (loop $heads
-        (if (i32.and (i32.ne (local.get $mrow) (i32.const 0))
-                     (i32.eqz (i32.load8_u (i32.add (local.get $mrow) (local.get $s)))))
-          (then (f32.store (i32.add (local.get $sc) (i32.shl (i32.add (i32.mul (local.get $g) (local.get $spad)) (local.get $s)) (i32.const 2))) (f32.const -inf)))
-          (else
-            (local.set $qh (i32.add (local.get $q) (i32.shl (i32.mul (local.get $g) (local.get $dh4)) (i32.const 2))))
-            (local.set $acc (v128.const i32x4 0 0 0 0))
-            (local.set $i (i32.const 0))
-            (loop $dot
-              (local.set $acc (f32x4.relaxed_madd
-                (v128.load (i32.add (local.get $qh) (local.get $i))) (v128.load (i32.add (local.get $kp) (local.get $i))) (local.get $acc)))
-              (local.set $i (i32.add (local.get $i) (i32.const 16)))
-              (br_if $dot (i32.lt_u (local.get $i) (i32.shl (local.get $dh4) (i32.const 2)))))
-            (f32.store (i32.add (local.get $sc) (i32.shl (i32.add (i32.mul (local.get $g) (local.get $spad)) (local.get $s)) (i32.const 2)))
-              (f32.mul (local.get $scale)
-                (f32.add
-                  (f32.add (f32x4.extract_lane 0 (local.get $acc)) (f32x4.extract_lane 1 (local.get $acc)))
-                  (f32.add (f32x4.extract_lane 2 (local.get $acc)) (f32x4.extract_lane 3 (local.get $acc))))))))
-        (local.set $g (i32.add (local.get $g) (i32.const 1)))
-        (br_if $heads (i32.lt_u (local.get $g) (local.get $G))))
+      (if (i32.and (i32.ne (local.get $mrow) (i32.const 0))
+                   (i32.eqz (i32.load8_u (i32.add (local.get $mrow) (local.get $s)))))
+        (then
+          (local.set $g (i32.const 0))
+          (loop $masked
+            (f32.store (i32.add (local.get $sc) (i32.shl (i32.add (i32.mul (local.get $g) (local.get $spad)) (local.get $s)) (i32.const 2))) (f32.const -inf))
+            (local.set $g (i32.add (local.get $g) (i32.const 1)))
+            (br_if $masked (i32.lt_u (local.get $g) (local.get $G)))))
+        (else
+          (local.set $g (i32.const 0))
+          (block $fours
+            (loop $heads4
+              (br_if $fours (i32.gt_u (i32.add (local.get $g) (i32.const 4)) (local.get $G)))
+              (local.set $qh (i32.add (local.get $q) (i32.shl (i32.mul (local.get $g) (local.get $dh4)) (i32.const 2))))
+              (local.set $hs (i32.shl (local.get $dh4) (i32.const 2)))
+              (local.set $acc (v128.const i32x4 0 0 0 0)) (local.set $acc1 (v128.const i32x4 0 0 0 0))
+              (local.set $acc2 (v128.const i32x4 0 0 0 0)) (local.set $acc3 (v128.const i32x4 0 0 0 0))
+              (local.set $i (i32.const 0))
+              (loop $dot4
+                (local.set $kv (v128.load (i32.add (local.get $kp) (local.get $i))))
+                (local.set $qi (i32.add (local.get $qh) (local.get $i)))
+                (local.set $acc (f32x4.relaxed_madd (v128.load (local.get $qi)) (local.get $kv) (local.get $acc)))
+                (local.set $qi (i32.add (local.get $qi) (local.get $hs)))
+                (local.set $acc1 (f32x4.relaxed_madd (v128.load (local.get $qi)) (local.get $kv) (local.get $acc1)))
+                (local.set $qi (i32.add (local.get $qi) (local.get $hs)))
+                (local.set $acc2 (f32x4.relaxed_madd (v128.load (local.get $qi)) (local.get $kv) (local.get $acc2)))
+                (local.set $qi (i32.add (local.get $qi) (local.get $hs)))
+                (local.set $acc3 (f32x4.relaxed_madd (v128.load (local.get $qi)) (local.get $kv) (local.get $acc3)))
+                (local.set $i (i32.add (local.get $i) (i32.const 16)))
+                (br_if $dot4 (i32.lt_u (local.get $i) (local.get $hs))))
+              (local.set $so (i32.add (local.get $sc) (i32.shl (i32.add (i32.mul (local.get $g) (local.get $spad)) (local.get $s)) (i32.const 2))))
+              (f32.store (local.get $so) (call $score (local.get $acc) (local.get $scale)))
+              (local.set $so (i32.add (local.get $so) (i32.shl (local.get $spad) (i32.const 2))))
+              (f32.store (local.get $so) (call $score (local.get $acc1) (local.get $scale)))
+              (local.set $so (i32.add (local.get $so) (i32.shl (local.get $spad) (i32.const 2))))
+              (f32.store (local.get $so) (call $score (local.get $acc2) (local.get $scale)))
+              (local.set $so (i32.add (local.get $so) (i32.shl (local.get $spad) (i32.const 2))))
+              (f32.store (local.get $so) (call $score (local.get $acc3) (local.get $scale)))
+              (local.set $g (i32.add (local.get $g) (i32.const 4)))
+              (br $heads4)))
+          (block $ones
+            (loop $heads
+              (br_if $ones (i32.ge_u (local.get $g) (local.get $G)))
+              (local.set $qh (i32.add (local.get $q) (i32.shl (i32.mul (local.get $g) (local.get $dh4)) (i32.const 2))))
+              (local.set $acc (v128.const i32x4 0 0 0 0))
+              (local.set $i (i32.const 0))
+              (loop $dot
+                (local.set $acc (f32x4.relaxed_madd
+                  (v128.load (i32.add (local.get $qh) (local.get $i))) (v128.load (i32.add (local.get $kp) (local.get $i))) (local.get $acc)))
+                (local.set $i (i32.add (local.get $i) (i32.const 16)))
+                (br_if $dot (i32.lt_u (local.get $i) (i32.shl (local.get $dh4) (i32.const 2)))))
+              (f32.store (i32.add (local.get $sc) (i32.shl (i32.add (i32.mul (local.get $g) (local.get $spad)) (local.get $s)) (i32.const 2)))
+                (call $score (local.get $acc) (local.get $scale)))
+              (local.set $g (i32.add (local.get $g) (i32.const 1)))
+              (br $heads)))))
       (local.set $kp (i32.add (local.get $kp) (local.get $kvs)))
       (local.set $s (i32.add (local.get $s) (i32.const 1)))
       (br_if $slots (i32.lt_u (local.get $s) (local.get $n))))
