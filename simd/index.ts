@@ -131,11 +131,16 @@ interface SimdInput extends ForwardInput {
   readonly maskAt: number
 }
 
-/** A request's KV cache: per layer, keys then values, each (capacity, Hkv, dh4) f32 (heads padded to 4). */
+/**
+ * A request's KV cache: per layer, keys then values, each (Hkv, capacity, dh4) f32 (heads padded to 4).
+ * Head-major, so attention streams one KV head's slots contiguously (slot-major interleaving of the heads
+ * made a long context's reads strided: 23–26 against 12–15 ms of attention per token at 1024 slots on the
+ * 1.1B shape, tmp/ microbenchmark).
+ */
 interface SimdKv extends KvStore {
   readonly address: number
   readonly dh4: number
-  /** Bytes of one slot of one layer's keys (Hkv·dh4·4). */
+  /** Bytes of one slot of one layer's keys, all heads (Hkv·dh4·4). */
   readonly slotBytes: number
 }
 
@@ -739,7 +744,7 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
           G--
           while (group % G !== 0) G--
         }
-        rt.run(OP_ATTENTION, (Tb * H) / G, [qBase, kAt, vAt, oBase, sAt!, i.positionsAt + t0 * 4, H, group, dh4, Hkv * dh4 * 4, scaleBits, spad, mask, S, qStride, oStride, G])
+        rt.run(OP_ATTENTION, (Tb * H) / G, [qBase, kAt, vAt, oBase, sAt!, i.positionsAt + t0 * 4, H, group, dh4, dh4 * 4, scaleBits, spad, mask, S, qStride, oStride, G, store.capacity * dh4 * 4])
         if (padded)
           for (let t = 0; t < Tb; t++)
             for (let h = 0; h < H; h++)
@@ -800,9 +805,9 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
       (kv) => Effect.sync(() => rt.free(kv.address))
     )
 
-  /** f32 index of slot s of layer l's keys (which = 0) or values (1). */
-  const slotAt = (kv: SimdKv, layer: number, which: 0 | 1, slot: number): number =>
-    (kv.address + (layer * 2 + which) * kv.capacity * kv.slotBytes + slot * kv.slotBytes) / 4
+  /** f32 index of KV head h's slot s in layer l's keys (which = 0) or values (1). */
+  const slotAt = (kv: SimdKv, layer: number, which: 0 | 1, h: number, slot: number): number =>
+    (kv.address + (layer * 2 + which) * kv.capacity * kv.slotBytes) / 4 + (h * kv.capacity + slot) * kv.dh4
 
   const kvWrite: KernelsShape["kvWrite"] = (store, layer, start, k, v) =>
     attempt("kvWrite", () => {
@@ -811,28 +816,27 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
       for (const [which, x] of [[0, act(k)], [1, act(v)]] as const)
         for (let t = 0; t < x.rows; t++) {
           const src = x.address / 4 + t * x.stride
-          const dst = slotAt(kv, layer, which, start + t)
-          if (kv.dh4 === kv.headDim) f32.copyWithin(dst, src, src + kv.kvDim)
-          else
-            for (let h = 0; h < kv.numKeyValueHeads; h++) {
-              f32.copyWithin(dst + h * kv.dh4, src + h * kv.headDim, src + (h + 1) * kv.headDim)
-              f32.fill(0, dst + h * kv.dh4 + kv.headDim, dst + (h + 1) * kv.dh4)
-            }
+          for (let h = 0; h < kv.numKeyValueHeads; h++) {
+            const dst = slotAt(kv, layer, which, h, start + t)
+            f32.copyWithin(dst, src + h * kv.headDim, src + (h + 1) * kv.headDim)
+            if (kv.dh4 !== kv.headDim) f32.fill(0, dst + kv.headDim, dst + kv.dh4)
+          }
         }
     })
 
   const kvCompact: KernelsShape["kvCompact"] = (store, from, start) =>
     attempt("kvCompact", () => {
       const kv = store as SimdKv
-      const slotFloats = kv.slotBytes / 4
-      const [tmp] = rt.scratch([from.length * kv.slotBytes])
+      const n = kv.dh4
+      const [tmp] = rt.scratch([from.length * n * 4])
       const f32 = rt.f32
       for (let l = 0; l < kv.layers; l++)
-        for (const which of [0, 1] as const) {
-          // sources first (a source may be a later destination)
-          from.forEach((s, i) => f32.copyWithin(tmp! / 4 + i * slotFloats, slotAt(kv, l, which, s), slotAt(kv, l, which, s) + slotFloats))
-          f32.copyWithin(slotAt(kv, l, which, start), tmp! / 4, tmp! / 4 + from.length * slotFloats)
-        }
+        for (const which of [0, 1] as const)
+          for (let h = 0; h < kv.numKeyValueHeads; h++) {
+            // sources first (a source may be a later destination)
+            from.forEach((s, i) => f32.copyWithin(tmp! / 4 + i * n, slotAt(kv, l, which, h, s), slotAt(kv, l, which, h, s) + n))
+            f32.copyWithin(slotAt(kv, l, which, h, start), tmp! / 4, tmp! / 4 + from.length * n)
+          }
     })
 
   const kvRead: KernelsShape["kvRead"] = (store, layer, length) =>
@@ -842,7 +846,7 @@ const kernelsOn = (rt: SimdRuntime, chunkBytes: number): KernelsShape & { readon
         const a = new Float32Array(length * kv.kvDim)
         for (let s = 0; s < length; s++)
           for (let h = 0; h < kv.numKeyValueHeads; h++) {
-            const src = slotAt(kv, layer, which, s) + h * kv.dh4
+            const src = slotAt(kv, layer, which, h, s)
             a.set(rt.f32.subarray(src, src + kv.headDim), s * kv.kvDim + h * kv.headDim)
           }
         return a

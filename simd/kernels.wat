@@ -1842,12 +1842,12 @@
         (br $l))))
 
 ;; ---- attention: one (token, block of query heads sharing a KV head) item per chunk ----
-  ;; ARG 0 q (T rows of H·dh4)  1 keys (S, Hkv, dh4)  2 values (S, Hkv, dh4)  3 out (T rows of H·dh4)
+  ;; ARG 0 q (T rows of H·dh4)  1 keys (Hkv, capacity, dh4)  2 values (the same)  3 out (T rows of H·dh4)
   ;;     4 scores (items × heads per item × spad f32)  5 positions (T i32)  6 H  7 group = H / Hkv  8 dh4
-  ;;     (head dim padded to 4)  9 kv stride (bytes per slot = Hkv·dh4·4)  10 scale (f32 bits)  11 spad (≥ S,
+  ;;     (head dim padded to 4)  9 kv stride (bytes per slot of one head = dh4·4)  10 scale (f32 bits)  11 spad (≥ S,
   ;;     mult of 4)  12 mask: 0 = causal (query t sees slots 0..positions[t]), else (T, S) bytes, 1 = visible
   ;;     (tree attention: query t sees exactly its row's slots)  13 S  14 q row stride (bytes)  15 out row
-  ;;     stride  16 heads per item (G: a divisor of the group)
+  ;;     stride  16 heads per item (G: a divisor of the group)  17 bytes per KV head (capacity·dh4·4)
   ;; An item's G query heads read the same KV head: each key slot is loaded once and scored against all G
   ;; queries (slot-major), so a long context streams K once per item instead of once per head; then each head's
   ;; softmax and value sum ($attendHead). Per head the arithmetic is the same whatever G: scores sᵢ = (q·kᵢ)·scale
@@ -1885,9 +1885,9 @@
     ;; q and out rows are activations: token t's row at t·stride (ARG 14 / 15, bytes), head h at h·dh4 floats in it
     (local.set $q (i32.add (i32.add (call $arg (i32.const 0)) (i32.mul (local.get $t) (call $arg (i32.const 14))))
       (i32.shl (i32.mul (local.get $h0) (local.get $dh4)) (i32.const 2))))
-    ;; the KV head of the block's heads (h0 / group), at byte offset kvh·dh4·4 inside each slot
+    ;; the KV head of the block's heads (h0 / group): its slots are contiguous, kvh·ARG 17 bytes in
     (local.set $k (i32.add (call $arg (i32.const 1))
-      (i32.shl (i32.mul (i32.div_u (local.get $h0) (call $arg (i32.const 7))) (local.get $dh4)) (i32.const 2))))
+      (i32.mul (i32.div_u (local.get $h0) (call $arg (i32.const 7))) (call $arg (i32.const 17)))))
     (local.set $v (i32.add (call $arg (i32.const 2)) (i32.sub (local.get $k) (call $arg (i32.const 1)))))
     (local.set $sc (i32.add (call $arg (i32.const 4)) (i32.shl (i32.mul (i32.mul (local.get $item) (local.get $G)) (local.get $spad)) (i32.const 2))))
 
@@ -1971,14 +1971,9 @@
   ;; the f32x4 sums), then out[0..dh4) = (Σ_s e_s · v_s) · (1 / Σ e), v_s at v + s·kvs.
   (func $attendHead (param $sc i32) (param $n i32) (param $n4 i32) (param $v i32) (param $kvs i32) (param $dh4 i32) (param $o i32)
     (local $s i32) (local $i i32) (local $vp i32) (local $max f32) (local $e v128) (local $sum v128) (local $inv v128)
-    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
-    (local.set $max (f32.const -inf))
-    (local.set $s (i32.const 0))
-    (loop $maxes
-      (local.set $max (f32.max (local.get $max) (f32.load (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))))))
-      (local.set $s (i32.add (local.get $s) (i32.const 1)))
-      (br_if $maxes (i32.lt_u (local.get $s) (local.get $n))))
-    ;; slots n..n4 hold whatever the scratch held: set them to -inf so their weights come out exactly 0
+    (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128) (local $a4 v128) (local $a5 v128) (local $a6 v128) (local $a7 v128)
+    ;; slots n..n4 hold whatever the scratch held: set them to -inf so their weights come out exactly 0 (and
+    ;; the max, four lanes at a time, is the max of the n scores: max is exact in any order)
     (local.set $s (local.get $n))
     (block $padded
       (loop $pad
@@ -1986,6 +1981,15 @@
         (f32.store (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))) (f32.const -inf))
         (local.set $s (i32.add (local.get $s) (i32.const 1)))
         (br $pad)))
+    (local.set $e (v128.const f32x4 -inf -inf -inf -inf))
+    (local.set $s (i32.const 0))
+    (loop $maxes
+      (local.set $e (f32x4.max (local.get $e) (v128.load (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2))))))
+      (local.set $s (i32.add (local.get $s) (i32.const 4)))
+      (br_if $maxes (i32.lt_u (local.get $s) (local.get $n4))))
+    (local.set $max (f32.max
+      (f32.max (f32x4.extract_lane 0 (local.get $e)) (f32x4.extract_lane 1 (local.get $e)))
+      (f32.max (f32x4.extract_lane 2 (local.get $e)) (f32x4.extract_lane 3 (local.get $e)))))
     (local.set $sum (v128.const i32x4 0 0 0 0))
     (local.set $s (i32.const 0))
     (loop $exps
@@ -2003,8 +2007,41 @@
         (f32.add (f32x4.extract_lane 0 (local.get $sum)) (f32x4.extract_lane 1 (local.get $sum)))
         (f32.add (f32x4.extract_lane 2 (local.get $sum)) (f32x4.extract_lane 3 (local.get $sum)))))))
 
-    ;; out[i..i+16) = Σ_s e_s · v_s[i..i+16), four f32x4 columns at a time, then single columns
+    ;; out[i..i+32) = Σ_s e_s · v_s[i..i+32): eight f32x4 columns per pass over the slots (eight independent
+    ;; multiply-add chains), then four, then single columns; every element's sum runs over s in order
     (local.set $i (i32.const 0))
+    (block $wider
+      (loop $cols8
+        (br_if $wider (i32.gt_u (i32.add (local.get $i) (i32.const 128)) (i32.shl (local.get $dh4) (i32.const 2))))
+        (local.set $a0 (v128.const i32x4 0 0 0 0)) (local.set $a1 (v128.const i32x4 0 0 0 0))
+        (local.set $a2 (v128.const i32x4 0 0 0 0)) (local.set $a3 (v128.const i32x4 0 0 0 0))
+        (local.set $a4 (v128.const i32x4 0 0 0 0)) (local.set $a5 (v128.const i32x4 0 0 0 0))
+        (local.set $a6 (v128.const i32x4 0 0 0 0)) (local.set $a7 (v128.const i32x4 0 0 0 0))
+        (local.set $vp (i32.add (local.get $v) (local.get $i)))
+        (local.set $s (i32.const 0))
+        (loop $slots8
+          (local.set $e (v128.load32_splat (i32.add (local.get $sc) (i32.shl (local.get $s) (i32.const 2)))))
+          (local.set $a0 (f32x4.relaxed_madd (local.get $e) (v128.load (local.get $vp)) (local.get $a0)))
+          (local.set $a1 (f32x4.relaxed_madd (local.get $e) (v128.load offset=16 (local.get $vp)) (local.get $a1)))
+          (local.set $a2 (f32x4.relaxed_madd (local.get $e) (v128.load offset=32 (local.get $vp)) (local.get $a2)))
+          (local.set $a3 (f32x4.relaxed_madd (local.get $e) (v128.load offset=48 (local.get $vp)) (local.get $a3)))
+          (local.set $a4 (f32x4.relaxed_madd (local.get $e) (v128.load offset=64 (local.get $vp)) (local.get $a4)))
+          (local.set $a5 (f32x4.relaxed_madd (local.get $e) (v128.load offset=80 (local.get $vp)) (local.get $a5)))
+          (local.set $a6 (f32x4.relaxed_madd (local.get $e) (v128.load offset=96 (local.get $vp)) (local.get $a6)))
+          (local.set $a7 (f32x4.relaxed_madd (local.get $e) (v128.load offset=112 (local.get $vp)) (local.get $a7)))
+          (local.set $vp (i32.add (local.get $vp) (local.get $kvs)))
+          (local.set $s (i32.add (local.get $s) (i32.const 1)))
+          (br_if $slots8 (i32.lt_u (local.get $s) (local.get $n))))
+        (v128.store (i32.add (local.get $o) (local.get $i)) (f32x4.mul (local.get $a0) (local.get $inv)))
+        (v128.store offset=16 (i32.add (local.get $o) (local.get $i)) (f32x4.mul (local.get $a1) (local.get $inv)))
+        (v128.store offset=32 (i32.add (local.get $o) (local.get $i)) (f32x4.mul (local.get $a2) (local.get $inv)))
+        (v128.store offset=48 (i32.add (local.get $o) (local.get $i)) (f32x4.mul (local.get $a3) (local.get $inv)))
+        (v128.store offset=64 (i32.add (local.get $o) (local.get $i)) (f32x4.mul (local.get $a4) (local.get $inv)))
+        (v128.store offset=80 (i32.add (local.get $o) (local.get $i)) (f32x4.mul (local.get $a5) (local.get $inv)))
+        (v128.store offset=96 (i32.add (local.get $o) (local.get $i)) (f32x4.mul (local.get $a6) (local.get $inv)))
+        (v128.store offset=112 (i32.add (local.get $o) (local.get $i)) (f32x4.mul (local.get $a7) (local.get $inv)))
+        (local.set $i (i32.add (local.get $i) (i32.const 128)))
+        (br $cols8)))
     (block $wide
       (loop $cols4
         (br_if $wide (i32.gt_u (i32.add (local.get $i) (i32.const 64)) (i32.shl (local.get $dh4) (i32.const 2))))

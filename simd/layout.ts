@@ -23,7 +23,7 @@ export const CLAIM = 64
 export const COMPLETED = 128
 export const OP = 192
 export const NCHUNKS = 196
-/** ARG i at ARGS + 4i (i < 16). */
+/** ARG i at ARGS + 4i (i < 78: up to STATS). */
 export const ARGS = 200
 /** Chunks run by thread i at STATS + 4i (for tests: did the workers take part?). */
 export const STATS = 512
