@@ -1798,6 +1798,7 @@
   ;; Above ln(FLT_MAX) = 88.7228 the result is +inf, like an f32 exp. Below -86.5 it is e^-86.5 ≈ 2.7e-38
   ;; instead of a subnormal or 0 (harmless next to the 1 of a softmax or silu, and it keeps 2^n normal).
   ;; NaN propagates.
+  ;; @inline
   (func $exp4 (param $x0 v128) (result v128)
     (local $x v128) (local $n v128) (local $r v128) (local $p v128)
     (local.set $x (f32x4.min (f32x4.max (local.get $x0) (v128.const f32x4 -86.5 -86.5 -86.5 -86.5))
