@@ -22,10 +22,10 @@ What makes it harder and less peaked than the arith task (training/task.py):
   so the model's next-token distribution there has about one bit of entropy.
 
 Tokenizer (word level): every word of the generator's vocabulary, with its leading space, is one token
-(" apples", " How"); every other character (digits, punctuation, space, newline, unseen letters) is a token
-of its own. Exported as a byte-pair-encoding tokenizer.json whose merges build each word from its
-characters (see `merges()`); `encode` reproduces that BPE exactly and `training/verify_tokenizer.py`
-checks it against @huggingface/tokenizers.
+(" apples", " How"); every other character (digits, punctuation, space, newline) is a token of its own,
+so numbers are spelled digit by digit. Exported as tokenizer.json with a regex Split pre-tokenizer and a
+merge-free BPE model with ignore_merges (see PRE_TOKENIZER_REGEX); `training/verify_tokenizer.py` checks
+`encode` against @huggingface/tokenizers.
 
 Splits (disjoint by construction): every problem has a canonical key, its sequence of operations and
 numbers (phrasing, names, objects and operand order left out). sha256(key) decides the split:
@@ -55,8 +55,8 @@ CONTAINERS = ["bags", "boxes", "packs", "jars", "baskets"]
 
 MAX_VALUE = 999
 MAX_OPERAND = 99      # n in "+n" / "-n"
-MAX_GROUPS = 9        # a in "a bags of b"
-MAX_GROUP_SIZE = 25   # b
+MAX_GROUPS = 12       # a in "a bags of b"
+MAX_GROUP_SIZE = 30   # b
 MIN_EVENTS, MAX_EVENTS = 2, 7
 SWAP_P = 0.5          # probability of writing a commutative equation with its operands swapped
 
@@ -234,71 +234,23 @@ def _words():
 
 WORDS = _words()
 WORD_TOKENS = [" " + w for w in WORDS]
-
-
-def _prefix_tokens():
-    """Intermediate BPE tokens: every proper prefix (length >= 2) of a word token, e.g. " a", " ap"."""
-    seen, out = set(CHARS) | set(WORD_TOKENS), []
-    for t in WORD_TOKENS:
-        for i in range(2, len(t)):
-            if t[:i] not in seen:
-                seen.add(t[:i])
-                out.append(t[:i])
-    return out
-
-
-PREFIXES = _prefix_tokens()
-VOCAB = SPECIALS + CHARS + WORD_TOKENS + PREFIXES  # id = index
+VOCAB = SPECIALS + CHARS + WORD_TOKENS  # id = index
 STOI = {t: i for i, t in enumerate(VOCAB)}
+MERGES = []  # none: see PRE_TOKENIZER_REGEX
 
-
-def merges():
-    """BPE merges building each word token left to right: (" ", "a"), (" a", "p"), ... Shorter prefixes
-    rank first, so a word is always assembled from its own prefix chain."""
-    out, seen = [], set()
-    for L in range(2, max(map(len, WORD_TOKENS)) + 1):
-        for t in WORD_TOKENS:
-            if len(t) >= L and t[:L] not in seen:
-                seen.add(t[:L])
-                out.append((t[: L - 1], t[L - 1]))
-    return out
-
-
-MERGES = merges()
-_RANK = {m: i for i, m in enumerate(MERGES)}
-
-
-def _bpe(chars):
-    """Byte-pair encoding of one symbol list: repeatedly merge the adjacent pair of lowest rank (leftmost first)."""
-    syms = list(chars)
-    while len(syms) > 1:
-        best, bi = None, -1
-        for i in range(len(syms) - 1):
-            r = _RANK.get((syms[i], syms[i + 1]))
-            if r is not None and (best is None or r < best):
-                best, bi = r, i
-        if best is None:
-            break
-        syms[bi: bi + 2] = [syms[bi] + syms[bi + 1]]
-    return syms
-
-
-_SPLIT = re.compile(r" ?[A-Za-z]+|[^A-Za-z]|[A-Za-z]")
+# tokenizer.json: a Split pre-tokenizer isolates every space-led word and every other character; the BPE
+# model has no merges and ignore_merges=true, so a piece in the vocabulary is one token and any other
+# piece (an unknown word) falls back to its characters (unknown characters to <unk>).
+PRE_TOKENIZER_REGEX = " ?[A-Za-z]+|[^A-Za-z]"
+_SPLIT = re.compile(PRE_TOKENIZER_REGEX)
 
 
 def tokenize(text):
-    """Token strings of text (no specials). Fast path: a space-led word in the vocabulary is one token;
-    other pieces go through the exact BPE (they are independent: merges never cross a piece boundary)."""
+    """Token strings of text (no specials), exactly as tokenizer.json splits it."""
     out = []
     for piece in _SPLIT.findall(text):
-        if piece in STOI and (len(piece) == 1 or piece in WORD_TOKENS_SET):
-            out.append(piece)
-        else:
-            out.extend(_bpe(piece))
+        out.extend([piece] if piece in STOI else list(piece))
     return out
-
-
-WORD_TOKENS_SET = set(WORD_TOKENS)
 
 
 def encode(text, add_bos=True):
@@ -380,6 +332,6 @@ if __name__ == "__main__":
         nt = [len(encode(p["prompt"] + p["completion"])) for p in ps]
         nc = [len(encode(p["completion"], False)) for p in ps]
         ch = [len(p["prompt"] + p["completion"]) for p in ps]
-        print(f"vocab {len(VOCAB)} (words {len(WORD_TOKENS)}, prefixes {len(PREFIXES)}), merges {len(MERGES)}")
+        print(f"vocab {len(VOCAB)} (words {len(WORD_TOKENS)})")
         print(f"tokens/example mean {sum(nt) / len(nt):.1f} max {max(nt)}; completion mean {sum(nc) / len(nc):.1f} "
               f"max {max(nc)}; chars mean {sum(ch) / len(ch):.1f}")
