@@ -57,7 +57,8 @@ MAX_VALUE = 999
 MAX_OPERAND = 99      # n in "+n" / "-n"
 MAX_GROUPS = 12       # a in "a bags of b"
 MAX_GROUP_SIZE = 30   # b
-MIN_EVENTS, MAX_EVENTS = 2, 7
+MIN_EVENTS, MAX_EVENTS = 2, 6
+EXEMPLAR_EVENTS = 3   # the 1-shot exemplar in front of every question has exactly this many events
 SWAP_P = 0.5          # probability of writing a commutative equation with its operands swapped
 
 
@@ -147,7 +148,8 @@ def _event(rng, ctx, x):
     return ("/", 2), s, [f"{x}/2={x // 2}"], x // 2
 
 
-def make_problem(rng):
+def make_problem(rng, nev=None):
+    """One question with its solution (no exemplar): prompt "Q: ...\nA:", completion " ... The answer is N.\n"."""
     ctx = Ctx(rng)
     C = rng.choice(CONTAINERS)
     key, eqs, sents = [], [], []
@@ -161,7 +163,7 @@ def make_problem(rng):
         x = rng.randint(10, 300)
         sents.append(f"{ctx.name} has {x} {ctx.obj}.")
         key.append(("start", x))
-    nev = rng.randint(MIN_EVENTS, MAX_EVENTS)
+    nev = nev or rng.randint(MIN_EVENTS, MAX_EVENTS)
     while len(key) - 1 < nev:
         ev = _event(rng, ctx, x)
         if ev is None:
@@ -286,17 +288,43 @@ def _draw(seed, n, want):
 
 
 def eval_splits():
-    """(validation, test): fixed lists from their own buckets (disjoint from each other and from training)."""
-    return _draw(VAL_SEED, N_VAL, VAL_BUCKET), _draw(TEST_SEED, N_TEST, TEST_BUCKET)
+    """(validation, test): fixed lists from their own buckets (disjoint from each other and from training),
+    each question behind its own exemplar (drawn from the training buckets)."""
+    out = []
+    for seed, n, b in ((VAL_SEED, N_VAL, VAL_BUCKET), (TEST_SEED, N_TEST, TEST_BUCKET)):
+        exs = _exemplars(seed + 1)
+        out.append([with_exemplar(p, next(exs)) for p in _draw(seed, n, b)])
+    return tuple(out)
+
+
+def _exemplars(seed):
+    """Infinite stream of 1-shot exemplars (solved problems with EXEMPLAR_EVENTS events), training buckets only."""
+    rng = random.Random(seed)
+    while True:
+        p = make_problem(rng, EXEMPLAR_EVENTS)
+        if bucket(p) not in (TEST_BUCKET, VAL_BUCKET):
+            yield p
+
+
+def with_exemplar(p, ex):
+    """The few-shot prompt: the exemplar's question and solution, then the question. Training also puts
+    the loss on the exemplar's solution (two problems packed in one sequence)."""
+    q = dict(p)
+    q["prompt"] = ex["prompt"] + ex["completion"] + p["prompt"]
+    q["exemplar"] = (ex["prompt"], ex["completion"])
+    q["question"] = p["prompt"]
+    return q
 
 
 def train_stream(seed=TRAIN_SEED):
-    """Infinite deterministic stream of training problems, never from the validation or test buckets."""
+    """Infinite deterministic stream of training problems (with their exemplars), never from the
+    validation or test buckets."""
     rng = random.Random(seed)
+    exs = _exemplars(seed + 1)
     while True:
         p = make_problem(rng)
         if bucket(p) not in (TEST_BUCKET, VAL_BUCKET):
-            yield p
+            yield with_exemplar(p, next(exs))
 
 
 def drill_stream(seed=DRILL_SEED):
