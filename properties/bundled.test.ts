@@ -63,4 +63,9 @@ describe("training/train.py", () => {
     const run = spawnSync("/usr/bin/python3", ["training/train.py", "--smoke", "--bf16", "0"], { encoding: "utf8", timeout: 240_000, env: { ...process.env, OPENBLAS_NUM_THREADS: "1" } })
     expect(run.status, run.stderr.slice(-2000)).toBe(0)
   }, 250_000)
+  it.skipIf(reason !== undefined)("trains the second task (tiny GSM, --task gsm --smoke): its tokenizer, 1-shot batches, evaluation and export", () => {
+    const run = spawnSync("/usr/bin/python3", ["training/train.py", "--task", "gsm", "--smoke", "--bf16", "0"], { encoding: "utf8", timeout: 240_000, env: { ...process.env, OPENBLAS_NUM_THREADS: "1" } })
+    expect(run.status, run.stderr.slice(-2000)).toBe(0)
+    expect(run.stdout).toContain("task gsm")
+  }, 250_000)
 })

@@ -1,14 +1,24 @@
 #!/usr/bin/env python3
-"""Train, evaluate and export sirius-tiny-arith: a tiny Llama (exact HF Llama semantics, plain torch).
+"""Train, evaluate and export the bundled tiny Llamas (exact HF Llama semantics, plain torch).
 
-  /usr/bin/python3 training/train.py            # full reproducible run: train + eval + export
-  /usr/bin/python3 training/train.py --smoke    # a few steps, tiny eval, exports to a temp dir; exits 0
-  /usr/bin/python3 training/train.py --eval-only [--out DIR]   # evaluate an exported model (default: models/sirius-tiny-arith)
+--task picks the recipe (task generator, architecture, training defaults, output folder):
+  arith (default): models/sirius-tiny-arith, training/task.py
+  gsm:             models/sirius-tiny-gsm,   training/task_gsm.py
+
+  /usr/bin/python3 training/train.py [--task T]            # full reproducible run: train + eval + export
+  /usr/bin/python3 training/train.py [--task T] --smoke    # a few steps, tiny eval, exports to a temp dir; exits 0
+  /usr/bin/python3 training/train.py [--task T] --eval-only [--out DIR]   # evaluate an exported model
+
+Resuming: a run saves a checkpoint (model, optimizer, step, eval log, elapsed time) every --ckpt-every
+steps to tmp/train-<model>-<hash of the recipe>/ckpt.pt (git-ignored). Re-running the same command
+continues from the latest checkpoint; the batch stream is replayed up to that step, so an interrupted
+and resumed run produces the same bytes as an uninterrupted one. --fresh ignores the checkpoint.
 
 Threads: torch.set_num_threads(--threads, default 1) and OPENBLAS_NUM_THREADS=1 unless already set.
 On the shared 2-core machine 1 thread was faster than 2 (other work competes for the cores).
 """
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -24,10 +34,30 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import task  # noqa: E402
+import task  # noqa: E402  (rebound to the chosen task's module in main())
+import task as task_arith  # noqa: E402
+import task_gsm  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_DIR = os.path.join(ROOT, "models", "sirius-tiny-arith")
+MAX_NEW = 80  # greedy evaluation budget (new tokens); set per task in main()
+
+# Per-task recipes: the architecture (CONFIG overrides), the training defaults and where the results go.
+RECIPES = {
+    "arith": dict(
+        module=task_arith, name="sirius-tiny-arith", config={}, max_new=80,
+        defaults=dict(steps=4000, batch=32, lr=3e-3, warmup=200, wd=0.1, eval_every=1000, bf16=1,
+                      drill_frac=0.375),
+        reference="reference-logits.json", report="train-report.json"),
+    "gsm": dict(
+        module=task_gsm, name="sirius-tiny-gsm",
+        config=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=5, num_attention_heads=4,
+                    num_key_value_heads=1, head_dim=32, max_position_embeddings=512),
+        max_new=200,
+        defaults=dict(steps=3600, batch=22, lr=3e-3, warmup=200, wd=0.1, eval_every=500, bf16=0,
+                      drill_frac=0.27),
+        reference="reference-logits-gsm.json", report="train-report-gsm.json"),
+}
 
 CONFIG = dict(
     vocab_size=len(task.VOCAB),
@@ -160,12 +190,19 @@ def batch_from(problems):
     only the results (the characters after each '=' up to and including the '.'), the final newline and </s>."""
     seqs, masks = [], []
     for p in problems:
-        pi = task.encode(p["prompt"])
+        if "exemplar" in p:  # few-shot prompt: the loss also covers the exemplar's solution
+            ep, ec = p["exemplar"]
+            epi, eci = task.encode(ep), task.encode(ec, add_bos=False)
+            qi = task.encode(p["question"], add_bos=False)
+            pi, pre = epi + eci + qi, [0] * len(epi) + [1] * len(eci) + [0] * len(qi)
+        else:
+            pi = task.encode(p["prompt"])
+            pre = [0] * len(pi)
         ci = task.encode(p["completion"], add_bos=False) + [task.EOS_ID]
         seqs.append(pi + ci)
         if p.get("drill"):
             cm, on = [], False
-            for ch in p["completion"]:
+            for ch in (task.VOCAB[i] for i in ci[:-1]):  # drills are digits and operators: one token per character
                 cm.append(1 if on or ch == "\n" else 0)
                 if ch == "=":
                     on = True
@@ -174,7 +211,7 @@ def batch_from(problems):
             cm.append(1)
         else:
             cm = [1] * len(ci)
-        masks.append([0] * len(pi) + cm)
+        masks.append(pre + cm)
     T = max(map(len, seqs))
     ids = torch.full((len(seqs), T), task.EOS_ID, dtype=torch.long)
     lm = torch.zeros((len(seqs), T))
@@ -202,11 +239,12 @@ def bucketed_batches(bs, n_drill, seed, pool=16):
 
 # ============================================================== greedy evaluation (KV cache, left padding)
 @torch.no_grad()
-def generate(model, prompts, mode="dense", density=0.5, max_new=80, sparse_prefill=False):
+def generate(model, prompts, mode="dense", density=0.5, max_new=None, sparse_prefill=False):
     """Greedy decoding. mode: dense | fine (per-token top-k |SiLU(gate x)|) | coarse (per-prompt GRIFFIN set).
     Prefill is dense (as in Sirius) unless sparse_prefill; sparsity applies to every generated token.
     Returns (completions, generated_token_lists)."""
     c = model.c
+    max_new = max_new or MAX_NEW
     D = c["intermediate_size"]
     keep = D - int(D * (1 - density))  # fine: zero int(D*(1-rho)) neurons
     enc = [task.encode(p) for p in prompts]
@@ -275,7 +313,7 @@ def accuracy(model, problems, mode="dense", density=0.5, bs=200, **kw):
 
 def by_steps(problems, comps):
     r = {}
-    for n in (2, 3, 4):
+    for n in sorted({p["steps"] for p in problems}):
         sel = [(p, t) for p, t in zip(problems, comps) if p["steps"] == n]
         if sel:
             r[n] = sum(task.extract_answer(t) == p["answer"] for p, t in sel) / len(sel)
@@ -290,7 +328,7 @@ def result_digit_accuracy(model, problems):
     ok = tot = 0
     for b, p in enumerate(problems):
         P, on = len(task.encode(p["prompt"])), False
-        for k, ch in enumerate(p["completion"]):
+        for k, ch in enumerate(task.VOCAB[i] for i in task.encode(p["completion"], add_bos=False)):
             if ch == "=":
                 on = True
             elif not ch.isdigit():
@@ -400,7 +438,9 @@ def tokenizer_files():
         "padding": None,
         "added_tokens": added,
         "normalizer": None,
-        "pre_tokenizer": None,
+        "pre_tokenizer": None if not hasattr(task, "PRE_TOKENIZER_REGEX") else {
+            "type": "Split", "pattern": {"Regex": task.PRE_TOKENIZER_REGEX}, "behavior": "Isolated",
+            "invert": False},
         "post_processor": {
             "type": "TemplateProcessing",
             "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
@@ -413,8 +453,9 @@ def tokenizer_files():
         "decoder": {"type": "Fuse"},
         "model": {
             "type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
-            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-            "vocab": vocab, "merges": [],
+            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+            "ignore_merges": hasattr(task, "PRE_TOKENIZER_REGEX"),
+            "vocab": vocab, "merges": [list(m) for m in getattr(task, "MERGES", [])],
         },
     }
     tcfg = {
@@ -451,8 +492,8 @@ def reference_cases(model, test, n=2):
     return refs
 
 
-def write_reference(path, refs):
-    head = {"model": "sirius-tiny-arith", "dtype": "float32",
+def write_reference(path, refs, name="sirius-tiny-arith"):
+    head = {"model": name, "dtype": "float32",
             "note": "full (dense) model, next-token logits at the last prompt position (token_ids include <s>); "
                     "greedy_* are greedy completions (stop at </s>) with dense / fine / coarse MLP at density 0.5"}
     body = ",\n  ".join(json.dumps(r) for r in refs)
@@ -460,7 +501,7 @@ def write_reference(path, refs):
         f.write(json.dumps(head)[:-1] + ',\n "cases": [\n  ' + body + "\n ]\n}\n")
 
 
-def export(model, out_dir, test):
+def export(model, out_dir, test, max_new_tokens=80, eval_json=None):
     os.makedirs(out_dir, exist_ok=True)
     sd = hf_state_dict(model)
     nbytes = 4 * sum(t.numel() for t in sd.values())
@@ -485,41 +526,89 @@ def export(model, out_dir, test):
     tok, tcfg = tokenizer_files()
     json.dump(tok, open(os.path.join(out_dir, "tokenizer.json"), "w"), indent=1, ensure_ascii=False)
     json.dump(tcfg, open(os.path.join(out_dir, "tokenizer_config.json"), "w"), indent=2)
-    gen = {"bos_token_id": task.BOS_ID, "eos_token_id": task.EOS_ID, "max_new_tokens": 80,
+    gen = {"bos_token_id": task.BOS_ID, "eos_token_id": task.EOS_ID, "max_new_tokens": max_new_tokens,
            "do_sample": False}
     json.dump(gen, open(os.path.join(out_dir, "generation_config.json"), "w"), indent=2)
+    if eval_json is not None:
+        json.dump(eval_json, open(os.path.join(out_dir, "eval.json"), "w"), indent=2)
     refs = reference_cases(model, test)
     return dtype, refs
 
 
+# ============================================================== checkpoints (resumable training)
+def recipe_hash(a, recipe):
+    """Everything that determines the trained weights; a checkpoint is resumed only under the same hash."""
+    key = dict(task=a.task, seed=a.seed, steps=a.steps, batch=a.batch, lr=a.lr, warmup=a.warmup, wd=a.wd,
+               bf16=a.bf16, drill_frac=a.drill_frac, config=CONFIG,
+               task_source=hashlib.sha256(open(task.__file__, "rb").read()).hexdigest())
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def save_checkpoint(path, step, model, opt, log, train_time):
+    tmp = path + ".tmp"
+    torch.save({"step": step, "model": model.state_dict(), "opt": opt.state_dict(), "log": log,
+                "train_time": train_time}, tmp)
+    os.replace(tmp, path)  # atomic: an interruption leaves the previous checkpoint intact
+
+
 # ============================================================== training
 def main():
+    global task, MODEL_DIR, MAX_NEW
     ap = argparse.ArgumentParser()
+    ap.add_argument("--task", choices=sorted(RECIPES), default="arith")
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--steps", type=int, default=4000)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--wd", type=float, default=0.1)
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--batch", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--warmup", type=int)
+    ap.add_argument("--wd", type=float)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--eval-every", type=int, default=1000)
-    ap.add_argument("--hidden", type=int, default=CONFIG["hidden_size"])
-    ap.add_argument("--inter", type=int, default=CONFIG["intermediate_size"])
-    ap.add_argument("--layers", type=int, default=CONFIG["num_hidden_layers"])
-    ap.add_argument("--bf16", type=int, default=1, help="bf16 autocast for training matmuls (fp32 master weights)")
-    ap.add_argument("--drill-frac", type=float, default=0.375, help="fraction of each batch that are equation drills")
-    ap.add_argument("--ckpt", default="", help="save a torch checkpoint here at every eval (optional)")
+    ap.add_argument("--eval-every", type=int)
+    ap.add_argument("--hidden", type=int)
+    ap.add_argument("--inter", type=int)
+    ap.add_argument("--layers", type=int)
+    ap.add_argument("--heads", type=int)
+    ap.add_argument("--kv-heads", type=int)
+    ap.add_argument("--bf16", type=int, help="bf16 autocast for training matmuls (fp32 master weights)")
+    ap.add_argument("--drill-frac", type=float, help="fraction of each batch that are equation drills")
+    ap.add_argument("--ckpt", default="", help="also save the model's state dict here at every eval (optional)")
+    ap.add_argument("--ckpt-every", type=int, default=250, help="resumable checkpoint every N steps (0: never)")
+    ap.add_argument("--fresh", action="store_true", help="ignore an existing resumable checkpoint")
+    ap.add_argument("--stop-after", type=int, default=0, help="exit after this many steps (testing resumption)")
+    ap.add_argument("--eval-sparse", type=int, default=None, help="periodic evals also measure fine/coarse 0.5")
+    ap.add_argument("--skip-eval", action="store_true", help="export without the final evaluation (determinism checks)")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--bench", type=int, default=0, help="time this many steps and exit")
-    ap.add_argument("--out", default=MODEL_DIR)
+    ap.add_argument("--out", default=None)
     a = ap.parse_args()
+
+    recipe = RECIPES[a.task]
+    task = recipe["module"]
+    MAX_NEW = recipe["max_new"]
+    MODEL_DIR = os.path.join(ROOT, "models", recipe["name"])
+    for k, v in recipe["defaults"].items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    if a.eval_sparse is None:
+        a.eval_sparse = int(a.task != "arith")
+    a.out = a.out or MODEL_DIR
+    CONFIG.update(vocab_size=len(task.VOCAB), **recipe["config"])
+    if a.heads:
+        CONFIG.update(num_attention_heads=a.heads)
+    if a.hidden or a.heads:
+        CONFIG.update(hidden_size=a.hidden or CONFIG["hidden_size"])
+        CONFIG.update(head_dim=CONFIG["hidden_size"] // CONFIG["num_attention_heads"])
+    if a.inter:
+        CONFIG.update(intermediate_size=a.inter)
+    if a.layers:
+        CONFIG.update(num_hidden_layers=a.layers)
+    if a.kv_heads:
+        CONFIG.update(num_key_value_heads=a.kv_heads)
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     torch.use_deterministic_algorithms(True)
-    CONFIG.update(hidden_size=a.hidden, intermediate_size=a.inter, num_hidden_layers=a.layers,
-                  head_dim=a.hidden // CONFIG["num_attention_heads"])
     val, test = task.eval_splits()
 
     if a.eval_only:
@@ -528,15 +617,19 @@ def main():
         print(json.dumps(report, indent=1))
         return
 
+    light = False
     if a.smoke:
         # the code path, not the recipe: a few small steps and a tiny eval (it runs in the test suite)
-        a.steps, a.warmup, a.eval_every, a.batch = 6, 2, 10**9, min(a.batch, 32)
-        a.out = tempfile.mkdtemp(prefix="sirius-tiny-smoke-")
+        a.steps, a.warmup, a.eval_every, a.ckpt_every, a.batch = 6, 2, 10**9, 0, min(a.batch, 32)
+        a.out = tempfile.mkdtemp(prefix=recipe["name"] + "-smoke-")
         val, test = val[:8], test[:8]
+        light = a.task != "arith"  # arith keeps its evaluation; gsm's is lighter (short completions)
+        if light:
+            a.batch, MAX_NEW = 8, 24
 
     model = TinyLlama(CONFIG)
     nparams = sum(p.numel() for p in model.parameters())
-    print(f"params {nparams:,}  config {CONFIG}", flush=True)
+    print(f"task {a.task}  params {nparams:,}  config {CONFIG}", flush=True)
     decay = [p for n, p in model.named_parameters() if p.dim() == 2]
     nodecay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.wd}, {"params": nodecay, "weight_decay": 0.0}],
@@ -549,10 +642,23 @@ def main():
         return a.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
     batches = bucketed_batches(a.batch, round(a.batch * a.drill_frac), a.seed)
+    log, start, prior_time = [], 0, 0.0
+    ckpt_path = None
+    if a.ckpt_every and not a.bench:
+        ckpt_dir = os.path.join(ROOT, "tmp", f"train-{recipe['name']}-{recipe_hash(a, recipe)}")
+        os.makedirs(ckpt_dir, exist_ok=True)
+        ckpt_path = os.path.join(ckpt_dir, "ckpt.pt")
+        if os.path.exists(ckpt_path) and not a.fresh:
+            ck = torch.load(ckpt_path)
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["opt"])
+            start, log, prior_time = ck["step"], ck["log"], ck["train_time"]
+            for _ in range(start):  # replay the deterministic batch stream up to the checkpoint
+                next(batches)
+            print(f"resumed from {ckpt_path} at step {start} ({prior_time:.0f}s of training so far)", flush=True)
     t0 = time.time()
-    log = []
     nsteps = a.bench or a.steps
-    for step in range(nsteps):
+    for step in range(start, nsteps):
         ids, lm = batch_from(next(batches))
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
@@ -566,29 +672,44 @@ def main():
         opt.step()
         if step % 50 == 0 or step == nsteps - 1:
             el = time.time() - t0
-            print(f"step {step} loss {loss.item():.4f} lr {lr_at(step):.2e} elapsed {el:.0f}s "
-                  f"({el / (step + 1):.3f} s/step)", flush=True)
+            print(f"step {step} loss {loss.item():.4f} lr {lr_at(step):.2e} elapsed {el + prior_time:.0f}s "
+                  f"({el / (step + 1 - start):.3f} s/step)", flush=True)
         if (step + 1) % a.eval_every == 0 and step + 1 < nsteps:
             model.eval()
+            te = time.time()
             acc, _ = accuracy(model, val[:200])
             dig = result_digit_accuracy(model, val[:200])
-            print(f"  eval step {step + 1}: val[:200] dense acc {acc:.3f}, teacher-forced result-digit acc "
-                  f"{dig:.4f}", flush=True)
-            log.append({"step": step + 1, "val200_dense": acc, "result_digit_acc": dig, "loss": loss.item()})
+            entry = {"step": step + 1, "val200_dense": acc, "result_digit_acc": dig, "loss": loss.item()}
+            msg = f"  eval step {step + 1}: val[:200] dense acc {acc:.3f}, teacher-forced result-digit acc {dig:.4f}"
+            if a.eval_sparse:
+                entry["val200_fine"] = accuracy(model, val[:200], "fine")[0]
+                entry["val200_coarse"] = accuracy(model, val[:200], "coarse")[0]
+                msg += f", fine {entry['val200_fine']:.3f}, coarse {entry['val200_coarse']:.3f}"
+            print(msg + f" ({time.time() - te:.0f}s)", flush=True)
+            t0 += time.time() - te  # evaluation time is not training time
+            log.append(entry)
             if a.ckpt:
                 torch.save(model.state_dict(), a.ckpt)
             model.train()
-    train_time = time.time() - t0
-    print(f"training wall time {train_time:.0f}s ({train_time / nsteps:.3f} s/step)", flush=True)
+        if ckpt_path and ((step + 1) % a.ckpt_every == 0 or step + 1 == nsteps):
+            tc = time.time()
+            save_checkpoint(ckpt_path, step + 1, model, opt, log, prior_time + tc - t0)
+            t0 += time.time() - tc
+        if a.stop_after and step + 1 >= a.stop_after:
+            print(f"stopping after step {step + 1} (--stop-after)", flush=True)
+            return
+    train_time = prior_time + time.time() - t0
+    print(f"training wall time {train_time:.0f}s ({train_time / max(1, nsteps):.3f} s/step)", flush=True)
     if a.bench:
         return
     model.eval()
-    report = evaluate(model, val, test)
-    report.update(params=nparams, steps=a.steps, batch=a.batch, lr=a.lr, warmup=a.warmup, wd=a.wd,
+    report = {} if a.skip_eval else evaluate(model, val, test, light=light)
+    report.update(task=a.task, params=nparams, steps=a.steps, batch=a.batch, lr=a.lr, warmup=a.warmup, wd=a.wd,
                   drill_frac=a.drill_frac, bf16=a.bf16,
                   seed=a.seed, threads=a.threads, train_seconds=round(train_time, 1),
                   s_per_step=round(train_time / a.steps, 4), eval_log=log, config=CONFIG)
-    dtype, refs = export(model, a.out, test)
+    eval_json = {"answer_regex": task.ANSWER_REGEX_JS} if hasattr(task, "ANSWER_REGEX_JS") else None
+    dtype, refs = export(model, a.out, test, max_new_tokens=recipe["max_new"], eval_json=eval_json)
     report["weights_dtype"] = dtype
     # the exported file must reproduce the in-memory model exactly
     re = load_hf(a.out)
@@ -596,19 +717,19 @@ def main():
         ids, _ = batch_from(test[:4])
         assert torch.equal(re(ids), model(ids)), "export round trip mismatch"
     official = os.path.abspath(a.out) == os.path.abspath(MODEL_DIR)
-    ref_path = os.path.join(ROOT, "training", "reference-logits.json") if official else \
+    ref_path = os.path.join(ROOT, "training", recipe["reference"]) if official else \
         os.path.join(a.out, "reference-logits.json")
-    write_reference(ref_path, refs)
-    rep_path = os.path.join(ROOT, "training", "train-report.json") if official else \
+    write_reference(ref_path, refs, recipe["name"])
+    rep_path = os.path.join(ROOT, "training", recipe["report"]) if official else \
         os.path.join(a.out, "train-report.json")
     json.dump(report, open(rep_path, "w"), indent=1)
     print(json.dumps({k: v for k, v in report.items() if k not in ("eval_log", "samples")}, indent=1))
     print(f"exported to {a.out}")
 
 
-def evaluate(model, val, test):
+def evaluate(model, val, test, light=False):
     """Greedy accuracies (float32). Sparse modes sparsify every generated token's MLP, prefill dense
-    (Sirius convention), unless *_sparse_prefill."""
+    (Sirius convention), unless *_sparse_prefill. light: accuracies only (smoke tests)."""
     t = time.time()
     r = {}
     for split, probs in (("val", val), ("test", test)):
@@ -620,7 +741,12 @@ def evaluate(model, val, test):
                 r.setdefault("samples", {})[mode] = [
                     {"prompt": p["prompt"], "expected": p["completion"], "got": c}
                     for p, c in zip(probs, comps) if task.extract_answer(c) != p["answer"]][:3]
+        if light:
+            continue
         r[f"{split}_fine_sparse_prefill"] = accuracy(model, probs, "fine", sparse_prefill=True)[0]
+    if light:
+        r["eval_seconds"] = round(time.time() - t, 1)
+        return r
     # density sweep on validation (density = fraction of MLP neurons kept)
     r["val_density_sweep"] = {
         f"{mode}@{d}": accuracy(model, val, mode, d)[0]
