@@ -17,11 +17,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { matmulAbsTerms, ReferenceKernels } from "../reference/index.ts"
 import { compileWat, inlineFunctions, renderModule } from "../simd/build.mjs"
 import { SimdKernels } from "../simd/index.ts"
-import type { SimdRuntime } from "../simd/SimdRuntime.ts"
 import type { LlamaConfig } from "../src/Config.ts"
 import * as Forward from "../src/Forward.ts"
 import * as Generation from "../src/Generation.ts"
-import { type KernelError, Kernels, type KernelsShape } from "../src/Kernels.ts"
+import { Kernels, type KernelsShape } from "../src/Kernels.ts"
 import * as KvCache from "../src/KvCache.ts"
 import * as Model from "../src/Model.ts"
 import { randomWeights } from "../testing/RandomModel.ts"
@@ -30,20 +29,12 @@ import { type DType, fromFloat32, type RawTensor, toFloat32 } from "../src/Tenso
 import { selectedRowsCase, tinyConfig } from "../testing/arbitraries.ts"
 import { multiTokenEqualsDecode, overwriteEqualsFreshPrefill } from "../testing/forward.ts"
 import { assertClose, bitsEqual } from "../testing/tolerance.ts"
+import { mm, on, run, type Simd } from "./simdHarness.ts"
 import { seeded } from "../testing/arbitraries.ts"
 
-type Simd = KernelsShape & { readonly runtime: SimdRuntime }
 
 const U = 2 ** -24
 const ref = ReferenceKernels.make()
-const run = <A, E>(e: Effect.Effect<A, E>): Promise<A> => Effect.runPromise(e)
-/** Run ops on a backend in a scope of their own (its activations freed after). */
-const on = <A>(k: KernelsShape, f: (b: KernelsShape) => Effect.Effect<A, KernelError, Scope.Scope>): Promise<A> => run(Effect.scoped(f(k)))
-/** x (T, cols) · Wᵀ, read back. */
-const mm = (k: KernelsShape, t: RawTensor, x: Float32Array, T: number) =>
-  on(k, (b) => Effect.gen(function* () {
-    return yield* b.read(yield* b.matmul(yield* b.matrix(t), yield* b.upload(x, T, x.length / T)))
-  }))
 const dtypes: ReadonlyArray<DType> = ["F32", "BF16", "F16"]
 
 // One backend per thread count for the whole file (workers start once); closed in afterAll.

@@ -5,7 +5,6 @@ import fc from "fast-check"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { ReferenceKernels } from "../reference/index.ts"
 import { SimdKernels } from "../simd/index.ts"
-import type { SimdRuntime } from "../simd/SimdRuntime.ts"
 import { Kernels, type KernelsShape } from "../src/Kernels.ts"
 import * as Generation from "../src/Generation.ts"
 import * as Model from "../src/Model.ts"
@@ -14,10 +13,9 @@ import * as Sirius from "../src/Sirius.ts"
 import { selectedRowsCase, tinyModelAndPrompt } from "../testing/arbitraries.ts"
 import { fromFloat32 } from "../src/Tensor.ts"
 import { seeded } from "../testing/arbitraries.ts"
-import { assertClose, bitsEqual } from "../testing/tolerance.ts"
+import { assertClose } from "../testing/tolerance.ts"
+import { rowGatherEqualsMatmulRows, run, type Simd } from "./simdHarness.ts"
 
-type Simd = KernelsShape & { readonly runtime: SimdRuntime }
-const run = <A, E>(e: Effect.Effect<A, E>): Promise<A> => Effect.runPromise(e)
 const ref = ReferenceKernels.make()
 
 let scope: Scope.Closeable
@@ -35,15 +33,7 @@ describe("simd gather", () => {
       fc.asyncProperty(selectedRowsCase, async ({ c: { rows, cols, T, dtype, seed }, sel }) => {
         const t = fromFloat32("w", dtype, [rows, cols], seeded(seed, rows * cols))
         const x = seeded(seed + 1, T * cols, 4)
-        const indices = Int32Array.from(sel).sort()
-        await run(
-          Effect.gen(function* () {
-            const w = yield* two.matrix(t)
-            const xa = yield* two.upload(x, T, cols)
-            const viaGather = yield* two.read(yield* two.matmul(yield* two.gather(w, indices, "rows"), xa))
-            bitsEqual(`${dtype} ${rows}×${cols} T=${T}`, viaGather, yield* two.read(yield* two.matmulRows(w, xa, yield* two.selection(indices))))
-          }).pipe(Effect.scoped)
-        )
+        await rowGatherEqualsMatmulRows(two, t, x, T, Int32Array.from(sel).sort(), `${dtype} ${rows}×${cols} T=${T}`)
       }),
       { numRuns: 60 }
     ))

@@ -38,7 +38,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { ReferenceKernels } from "../reference/index.ts"
 import { SimdKernels } from "../simd/index.ts"
 import { matrixLayout, packQuantMatrix, quantRowBlocks, quantRowBytes, storageOf } from "../simd/layout.ts"
-import type { SimdRuntime } from "../simd/SimdRuntime.ts"
 import { type KernelError, Kernels, type KernelsShape, type WeightShape } from "../src/Kernels.ts"
 import type { LlamaConfig } from "../src/Config.ts"
 import * as Model from "../src/Model.ts"
@@ -48,16 +47,10 @@ import { f16ToF32, fromFloat32, type RawTensor, toFloat32, transpose } from "../
 import { seeded } from "../testing/arbitraries.ts"
 import { assertClose, bitsEqual } from "../testing/tolerance.ts"
 import { roundActivations } from "./ggmlActivations.ts"
+import { mm, on, rowGatherEqualsMatmulRows, run, type Simd } from "./simdHarness.ts"
 
-type Simd = KernelsShape & { readonly runtime: SimdRuntime }
 const U = 2 ** -24
 const ref = ReferenceKernels.make()
-const run = <A, E>(e: Effect.Effect<A, E>): Promise<A> => Effect.runPromise(e)
-const on = <A>(k: KernelsShape, f: (b: KernelsShape) => Effect.Effect<A, KernelError, Scope.Scope>): Promise<A> => run(Effect.scoped(f(k)))
-const mm = (k: KernelsShape, t: RawTensor, x: Float32Array, T: number) =>
-  on(k, (b) => Effect.gen(function* () {
-    return yield* b.read(yield* b.matmul(yield* b.matrix(t), yield* b.upload(x, T, x.length / T)))
-  }))
 
 let scope: Scope.Closeable
 let one: Simd
@@ -304,15 +297,7 @@ describe("simd quantized gathers and embedding", () => {
       fc.asyncProperty(quantCase.chain((c) => fc.record({ c: fc.constant(c), sel: fc.uniqueArray(fc.integer({ min: 0, max: c.rows - 1 }), { minLength: 1, maxLength: c.rows }) })), async ({ c: { type, rows, cols, T, seed }, sel }) => {
         const t = weights(type, rows, cols, seed)
         const x = seeded(seed + 1, T * cols, 4)
-        const indices = Int32Array.from(sel).sort()
-        await run(
-          Effect.gen(function* () {
-            const w = yield* two.matrix(t)
-            const xa = yield* two.upload(x, T, cols)
-            const viaGather = yield* two.read(yield* two.matmul(yield* two.gather(w, indices, "rows"), xa))
-            bitsEqual(`${type} ${rows}×${cols} T=${T}`, viaGather, yield* two.read(yield* two.matmulRows(w, xa, yield* two.selection(indices))))
-          }).pipe(Effect.scoped)
-        )
+        await rowGatherEqualsMatmulRows(two, t, x, T, Int32Array.from(sel).sort(), `${type} ${rows}×${cols} T=${T}`)
       }),
       { numRuns: 30 }
     ))
