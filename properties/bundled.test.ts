@@ -1,12 +1,12 @@
-// The bundled model (models/sirius-tiny-arith): it loads, its config validates, its tokenizer round-trips
-// the task, a small eval reaches the model card's accuracy floor, and greedy-exact Sirius gives exactly the
-// full model's answers. Plus the training script's smoke test (skipped, with the reason, without torch).
+// The bundled models (models/sirius-tiny-arith, models/sirius-tiny-gsm): each loads, its config validates, its
+// tokenizer round-trips the task, a small eval reaches the model card's accuracy floor, greedy-exact Sirius gives
+// exactly the full model's answers, and on the gsm model threshold Sirius's lossy acceptance shows (its output
+// differs from greedy-exact's). Plus the training script's smoke tests (skipped, with the reason, without torch).
 import { Effect } from "effect"
 import { spawnSync } from "node:child_process"
 import { describe, expect, it } from "vitest"
-import { defaultDataFile } from "../cli/eval.ts"
-import { defaultModelDir } from "../cli/root.ts"
 import { SimdKernels } from "../simd/index.ts"
+import * as Bundled from "../src/Bundled.ts"
 import { loadCheckpoint } from "../src/Checkpoint.ts"
 import * as Eval from "../src/Eval.ts"
 import * as Generation from "../src/Generation.ts"
@@ -14,44 +14,65 @@ import * as Model from "../src/Model.ts"
 import * as Policy from "../src/Policy.ts"
 import * as Sirius from "../src/Sirius.ts"
 
-const N = 20
-// The model card reports ≥ 90% on the whole test split; 20 problems at 90% would miss the floor below with
-// probability < 1% (binomial), so a failure here means the engine, not sampling noise.
-const accuracyFloor = 0.7
+interface BundledCase {
+  readonly name: string
+  readonly modelDir: string
+  readonly testData: string
+  /** problems evaluated here (the first N of the test split) */
+  readonly N: number
+  /** new tokens per problem: the model's generation_config.json max_new_tokens */
+  readonly maxNewTokens: number
+  /** full-model accuracy the N problems must reach (see each case's reason) */
+  readonly accuracyFloor: number
+  /** threshold-0.1 coarse Sirius must differ from greedy-exact on at least one of the N problems */
+  readonly lossy: boolean
+}
 
-describe("the bundled model", () => {
+const cases: ReadonlyArray<BundledCase> = [
+  // The model card reports 100% on the whole test split; 20 problems at 90% would miss the floor below with
+  // probability < 1% (binomial), so a failure here means the engine, not sampling noise.
+  { name: "sirius-tiny-arith", modelDir: Bundled.modelDir, testData: Bundled.testData, N: 20, maxNewTokens: 96, accuracyFloor: 0.7, lossy: false },
+  // GSM_FLOOR_REASON
+  { name: "sirius-tiny-gsm", modelDir: Bundled.gsmModelDir, testData: Bundled.gsmTestData, N: 20, maxNewTokens: 200, accuracyFloor: 0.75, lossy: true }
+]
+
+describe.each(cases)("the bundled model $name", (c) => {
   it("loads, validates and round-trips the task's text through its tokenizer", async () => {
-    const checkpoint = await Effect.runPromise(loadCheckpoint(defaultModelDir()))
+    const checkpoint = await Effect.runPromise(loadCheckpoint(c.modelDir))
     expect(checkpoint.config.intermediateSize).toBeGreaterThanOrEqual(3 * checkpoint.config.hiddenSize)
     expect(checkpoint.tokenizer).toBeDefined()
-    const problems = await Effect.runPromise(Eval.readProblems(defaultDataFile()))
+    const problems = await Effect.runPromise(Eval.readProblems(c.testData))
     expect(problems.length).toBeGreaterThanOrEqual(100)
     for (const p of problems.slice(0, 50)) expect(checkpoint.tokenizer!.decode(checkpoint.tokenizer!.encode(p.prompt))).toBe(p.prompt)
   })
 
-  it(`a ${N}-problem eval reaches the accuracy floor, and greedy-exact Sirius gives the full model's answers`, async () => {
+  it(`a ${c.N}-problem eval reaches the accuracy floor; greedy-exact Sirius gives the full model's answers${c.lossy ? "; threshold Sirius differs from it" : ""}`, async () => {
     const program = Effect.gen(function* () {
-      const checkpoint = yield* loadCheckpoint(defaultModelDir())
+      const checkpoint = yield* loadCheckpoint(c.modelDir)
       const model = yield* Model.fromCheckpoint(checkpoint, { sparse: true })
       const tokenizer = checkpoint.tokenizer!
-      const problems = (yield* Eval.readProblems(defaultDataFile())).slice(0, N)
-      const rule = (yield* Eval.declaredRule(defaultModelDir()))!
-      const base = (prompt: string) => ({ prompt: tokenizer.encode(prompt), maxNewTokens: 96, eosTokenIds: checkpoint.eosTokenIds, tokenizer })
-      const full: Array<string> = []
-      const report = yield* Eval.evaluate(problems, rule, (prompt) =>
-        Eval.outcomeOf(Generation.generate(model, base(prompt))).pipe(Effect.tap((o) => Effect.sync(() => void full.push(o.text))))
-      )
-      expect(report.accuracy).toBeGreaterThanOrEqual(accuracyFloor)
-      const sirius: Array<string> = []
-      yield* Eval.evaluate(problems, rule, (prompt) =>
-        Eval.outcomeOf(
-          Sirius.generate(model, { ...base(prompt), sparsity: { granularity: "coarse", density: 0.5 }, correctionPeriod: 16, policy: Policy.greedyExact })
-        ).pipe(Effect.tap((o) => Effect.sync(() => void sirius.push(o.text))))
-      )
-      expect(sirius).toEqual(full)
+      const problems = (yield* Eval.readProblems(c.testData)).slice(0, c.N)
+      const rule = (yield* Eval.declaredRule(c.modelDir))!
+      const base = (prompt: string) => ({ prompt: tokenizer.encode(prompt), maxNewTokens: c.maxNewTokens, eosTokenIds: checkpoint.eosTokenIds, tokenizer })
+      const texts = (generate: (prompt: string) => Effect.Effect<Eval.RequestOutcome, unknown>) =>
+        Effect.gen(function* () {
+          const out: Array<string> = []
+          const report = yield* Eval.evaluate(problems, rule, (prompt) => generate(prompt).pipe(Effect.tap((o) => Effect.sync(() => void out.push(o.text)))))
+          return { report, out }
+        })
+      const full = yield* texts((prompt) => Eval.outcomeOf(Generation.generate(model, base(prompt))))
+      expect(full.report.accuracy).toBeGreaterThanOrEqual(c.accuracyFloor)
+      const sirius = (policy: Policy.TreePolicy) => (prompt: string) =>
+        Eval.outcomeOf(Sirius.generate(model, { ...base(prompt), sparsity: { granularity: "coarse", density: 0.5 }, correctionPeriod: 16, policy }))
+      const exact = yield* texts(sirius(Policy.greedyExact))
+      expect(exact.out).toEqual(full.out)
+      if (c.lossy) {
+        const threshold = yield* texts(sirius(Policy.threshold(0.1)))
+        expect(threshold.out.filter((t, i) => t !== exact.out[i]).length).toBeGreaterThanOrEqual(1)
+      }
     })
     await Effect.runPromise(program.pipe(Effect.provide(SimdKernels.layer({ threads: 1 }))))
-  })
+  }, 120_000)
 })
 
 describe("training/train.py", () => {

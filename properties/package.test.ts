@@ -129,9 +129,9 @@ beforeAll(() => {
 }, 300_000)
 
 describe("the npm package", () => {
-  it("ships dist/, bin/, the bundled model and its test split, and nothing of tests or training", () => {
+  it("ships dist/, bin/, the bundled models and their test splits, and nothing of tests or training", () => {
     const files = sh("tar", ["-tzf", tarball], work).trim().split("\n").map((f) => f.replace(/^package\//, ""))
-    for (const f of ["dist/src/index.js", "dist/src/index.d.ts", "dist/cli/main.js", "bin/sirius.js", "models/sirius-tiny-arith/model.safetensors", "models/sirius-tiny-arith/tokenizer.json", "data/arith/test.jsonl", "CHANGELOG.md", "README.md"])
+    for (const f of ["dist/src/index.js", "dist/src/index.d.ts", "dist/cli/main.js", "bin/sirius.js", "models/sirius-tiny-arith/model.safetensors", "models/sirius-tiny-arith/tokenizer.json", "data/arith/test.jsonl", "models/sirius-tiny-gsm/model.safetensors", "models/sirius-tiny-gsm/eval.json", "data/gsm/test.jsonl", "CHANGELOG.md", "README.md"])
       expect(files).toContain(f)
     expect(files.filter((f) => /\.test\.|^training\/|^properties\/|^scripts\/|^dist\/scripts\/|^dist\/examples\/|^tmp\//.test(f))).toEqual([])
   })

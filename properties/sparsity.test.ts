@@ -264,19 +264,22 @@ describe("Forward's sparse paths against an independent oracle", () => {
     })
 })
 
-describe("the engine reproduces PyTorch's sparse completions (training/reference-logits.json)", () => {
-  const reference = JSON.parse(readFileSync("training/reference-logits.json", "utf8")) as {
+describe.each([
+  { file: "training/reference-logits.json", modelDir: Bundled.modelDir, maxNewTokens: 96 },
+  { file: "training/reference-logits-gsm.json", modelDir: Bundled.gsmModelDir, maxNewTokens: 200 }
+])("the engine reproduces PyTorch's dense and sparse completions ($file)", ({ file, modelDir, maxNewTokens }) => {
+  const reference = JSON.parse(readFileSync(file, "utf8")) as {
     cases: ReadonlyArray<Record<string, unknown> & { prompt: string; greedy_dense: string }>
   }
-  it.each(["dense", "fine", "coarse"] as const)("%s at density 0.5, bundled model, greedy", async (granularity) => {
+  it.each(["dense", "fine", "coarse"] as const)("%s at density 0.5, greedy", async (granularity) => {
     const texts = await Effect.runPromise(
       Effect.provide(
         Effect.gen(function* () {
-          const checkpoint = yield* loadCheckpoint(Bundled.modelDir)
+          const checkpoint = yield* loadCheckpoint(modelDir)
           const model = yield* Model.fromCheckpoint(checkpoint, { sparse: true })
           const out: Array<string> = []
           for (const c of reference.cases) {
-            const base = { prompt: checkpoint.tokenizer!.encode(c.prompt), maxNewTokens: 96, eosTokenIds: checkpoint.eosTokenIds, tokenizer: checkpoint.tokenizer }
+            const base = { prompt: checkpoint.tokenizer!.encode(c.prompt), maxNewTokens, eosTokenIds: checkpoint.eosTokenIds, tokenizer: checkpoint.tokenizer }
             const events = yield* Stream.runCollect(
               granularity === "dense" ? Generation.generate(model, base) : Generation.generate(model, { ...base, mode: "sparse", sparsity: { granularity, density: 0.5 } })
             )
