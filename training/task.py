@@ -174,13 +174,17 @@ def train_stream(seed=TRAIN_SEED, exclude=None):
             yield p
 
 
-def write_test(path):
-    _, test = eval_splits()
+def write_problems(path, problems):
+    """A split as JSONL, one {"prompt", "answer"} per line (the format `sirius eval --data` reads)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", newline="\n") as f:
-        for p in test:
+        for p in problems:
             f.write(json.dumps({"prompt": p["prompt"], "answer": p["answer"]}) + "\n")
-    return len(test)
+    return len(problems)
+
+
+def write_test(path):
+    return write_problems(path, eval_splits()[1])
 
 
 if __name__ == "__main__":

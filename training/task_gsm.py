@@ -42,6 +42,8 @@ import os
 import random
 import re
 
+import task  # the arith task: its JSONL writer
+
 NAME = "sirius-tiny-gsm"
 DATA_DIR = "gsm"
 
@@ -334,12 +336,7 @@ def drill_stream(seed=DRILL_SEED):
 
 
 def write_test(path):
-    _, test = eval_splits()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", newline="\n") as f:
-        for p in test:
-            f.write(json.dumps({"prompt": p["prompt"], "answer": p["answer"]}) + "\n")
-    return len(test)
+    return task.write_problems(path, eval_splits()[1])
 
 
 if __name__ == "__main__":
