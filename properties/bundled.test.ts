@@ -81,14 +81,17 @@ describe("training/train.py", () => {
   const torch = spawnSync("/usr/bin/python3", ["-c", "import torch"], { encoding: "utf8" })
   const reason = torch.error !== undefined ? "no /usr/bin/python3" : torch.status !== 0 ? "Debian's python3-torch is not installed" : undefined
   if (reason !== undefined) console.log(`training smoke test skipped: ${reason}`)
-  it.skipIf(reason !== undefined)("runs a few steps, evaluates and exports (--smoke)", () => {
-    // fp32: bf16 autocast is emulated, ~25× slower, on CPUs without AVX-512 BF16 (the smoke test checks the code path, not the recipe)
-    const run = spawnSync("/usr/bin/python3", ["training/train.py", "--smoke", "--bf16", "0"], { encoding: "utf8", timeout: 240_000, env: { ...process.env, OPENBLAS_NUM_THREADS: "1" } })
+  // fp32: bf16 autocast is emulated, ~25× slower, on CPUs without AVX-512 BF16 (the smoke test checks the code path, not the recipe)
+  const smoke = (args: ReadonlyArray<string>) => {
+    const run = spawnSync("/usr/bin/python3", ["training/train.py", ...args, "--smoke", "--bf16", "0"], { encoding: "utf8", timeout: 240_000, env: { ...process.env, OPENBLAS_NUM_THREADS: "1" } })
     expect(run.status, run.stderr.slice(-2000)).toBe(0)
+    return run
+  }
+  it.skipIf(reason !== undefined)("runs a few steps, evaluates and exports (--smoke)", () => {
+    smoke([])
   }, 250_000)
   it.skipIf(reason !== undefined)("trains the second task (tiny GSM, --task gsm --smoke): its tokenizer, 1-shot batches, evaluation and export", () => {
-    const run = spawnSync("/usr/bin/python3", ["training/train.py", "--task", "gsm", "--smoke", "--bf16", "0"], { encoding: "utf8", timeout: 240_000, env: { ...process.env, OPENBLAS_NUM_THREADS: "1" } })
-    expect(run.status, run.stderr.slice(-2000)).toBe(0)
+    const run = smoke(["--task", "gsm"])
     expect(run.stdout).toContain("task gsm")
   }, 250_000)
 })

@@ -32,7 +32,6 @@ import { assertClose, bitsEqual } from "../testing/tolerance.ts"
 import { mm, on, run, type Simd } from "./simdHarness.ts"
 import { seeded } from "../testing/arbitraries.ts"
 
-
 const U = 2 ** -24
 const ref = ReferenceKernels.make()
 const dtypes: ReadonlyArray<DType> = ["F32", "BF16", "F16"]

@@ -536,7 +536,7 @@ def export(model, out_dir, test, max_new_tokens=80, eval_json=None):
 
 
 # ============================================================== checkpoints (resumable training)
-def recipe_hash(a, recipe):
+def recipe_hash(a):
     """Everything that determines the trained weights; a checkpoint is resumed only under the same hash."""
     key = dict(task=a.task, seed=a.seed, steps=a.steps, batch=a.batch, lr=a.lr, warmup=a.warmup, wd=a.wd,
                bf16=a.bf16, drill_frac=a.drill_frac, config=CONFIG,
@@ -645,7 +645,7 @@ def main():
     log, start, prior_time = [], 0, 0.0
     ckpt_path = None
     if a.ckpt_every and not a.bench:
-        ckpt_dir = os.path.join(ROOT, "tmp", f"train-{recipe['name']}-{recipe_hash(a, recipe)}")
+        ckpt_dir = os.path.join(ROOT, "tmp", f"train-{recipe['name']}-{recipe_hash(a)}")
         os.makedirs(ckpt_dir, exist_ok=True)
         ckpt_path = os.path.join(ckpt_dir, "ckpt.pt")
         if os.path.exists(ckpt_path) and not a.fresh:
