@@ -223,9 +223,12 @@ describe("simd quantized matmul", () => {
         for (let j = 0; j < 32; j++) data[at + 2 + j] = (j + b) % 3 === 0 ? 0x80 : (j * 37 + r) & 0xff
       }
     const t: RawTensor = { name: "w", dtype: "Q8_0", shape: [rows, 64], data }
-    const x = seeded(11, 64, 1)
-    const xHat = roundActivations("Q8_0", x)
-    assertClose("Q8_0 edge codes", await mm(two, t, x, 1), await mm(ref, t, xHat, 1), { atol: 0, rtol: 0, c: 1 }, quantBound(t, xHat, xHat, 1, undefined))
+    // T = 1 widens the scales four rows at a time (vector), T = 4 one row at a time (scalar): both exact
+    for (const T of [1, 4]) {
+      const x = seeded(11, T * 64, 1)
+      const xHat = roundActivations("Q8_0", x)
+      assertClose(`Q8_0 edge codes T=${T}`, await mm(two, t, x, T), await mm(ref, t, xHat, T), { atol: 0, rtol: 0, c: 1 }, quantBound(t, xHat, xHat, T, undefined))
+    }
   })
 })
 

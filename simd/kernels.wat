@@ -634,18 +634,21 @@
         (local.set $i (i32.add (local.get $i) (i32.const 4)))
         (br $rows))))
 
-  ;; IEEE half → f32 for the half in the HIGH 16 bits of each i32 lane (low bits ignored). Table-free: the
-  ;; 15 magnitude bits moved to the f32 position (>> 3) and scaled by 2^112, which also turns f16
-  ;; subnormals into the right f32 normals; exponent 31 (inf/NaN) forced to f32 exponent 255; sign copied.
+  ;; IEEE half → f32 for the half in the HIGH 16 bits of each i32 lane (low bits ignored), exact, and
+  ;; never computing on an f32 subnormal (each such multiply takes a microcode assist, see $h2f): the 15
+  ;; magnitude bits moved to the f32 position (>> 3) and rebiased by an integer add (exponent 31 twice, to
+  ;; 255); an f16 subnormal lane is its mantissa converted and scaled by 2⁻³⁷ (= 2⁻²⁴ per mantissa unit,
+  ;; exact, normal); sign copied.
   ;; @inline
   (func $f16hi (param $t v128) (result v128)
     (local $m v128)
     (local.set $m (i32x4.shr_u (v128.and (local.get $t) (v128.load offset=48 (i32.const 4096))) (i32.const 3)))
     (v128.or
-      (v128.or
-        (f32x4.mul (local.get $m) (v128.load offset=64 (i32.const 4096)))
-        (v128.and (i32x4.ge_u (local.get $m) (v128.load offset=80 (i32.const 4096)))
-                  (v128.load offset=96 (i32.const 4096))))
+      (v128.bitselect
+        (i32x4.add (i32x4.add (local.get $m) (v128.load offset=64 (i32.const 4096)))
+                   (v128.and (i32x4.gt_s (local.get $m) (v128.load offset=80 (i32.const 4096))) (v128.load offset=64 (i32.const 4096))))
+        (f32x4.mul (f32x4.convert_i32x4_s (local.get $m)) (v128.load offset=128 (i32.const 4096)))
+        (i32x4.gt_s (local.get $m) (v128.load offset=96 (i32.const 4096))))
       (v128.and (local.get $t) (v128.load offset=112 (i32.const 4096)))))
 
   ;; One token, outputs i0..i1 of an f16 matrix (layout as bf16), one row at a time. Correct, not the
@@ -714,19 +717,26 @@
   ;; result = (a0 + a1) + (a2 + a3). Integer sums are exact in any order; what rounds is fixed per element.
 
   ;; Constants the quantized kernels and $f16hi read from memory at 4096 (layout.ts CONSTANTS, written by
-  ;; SimdRuntime): +0 i8x16 15, +16 i8x16 48, +32 i16x8 1, +48 0x7fff0000, +64 f32 2¹¹², +80 0x0f800000,
-  ;; +96 0x7f800000, +112 0x80000000 (i32x4). V8 rebuilds a non-trivial v128.const in every loop iteration
+  ;; SimdRuntime): +0 i8x16 15, +16 i8x16 48, +32 i16x8 1, +48 0x7fff0000, +64 0x38000000, +80 0x0f7fffff,
+  ;; +96 0x007fffff, +112 0x80000000 (i32x4), +128 f32 2⁻³⁷. V8 rebuilds a non-trivial v128.const in every loop iteration
   ;; (three instructions each); a load from a fixed address folds into the instruction that uses it.
 
-  ;; f16 bits → f32, exact (normal, subnormal, inf, NaN): the scalar twin of $f16hi.
+  ;; f16 bits → f32, exact (normal, subnormal, inf, NaN), without ever computing on an f32 subnormal: the
+  ;; magnitude bits moved to the f32 position and rebiased by an integer add (exponent 31 rebiased twice, to
+  ;; 255); an f16 subnormal is its 10-bit mantissa converted and scaled by 2⁻²⁴ (exact, normal). The former
+  ;; `× 2¹¹²` trick multiplied an f32 subnormal for every f16 subnormal, and K-quant super-block scales
+  ;; are often f16 subnormals (d ≈ 5e-5 for weights of magnitude 0.02): each such multiply took a
+  ;; microcode assist (Q4_K and Q6_K matmuls ran 1.5–2× slower, measured).
   ;; @inline
   (func $h2f (param $h i32) (result f32)
     (local $m i32)
     (local.set $m (i32.and (local.get $h) (i32.const 0x7fff)))
     (f32.reinterpret_i32 (i32.or
-      (i32.or
-        (i32.reinterpret_f32 (f32.mul (f32.reinterpret_i32 (i32.shl (local.get $m) (i32.const 13))) (f32.const 0x1p112)))
-        (select (i32.const 0x7f800000) (i32.const 0) (i32.ge_u (local.get $m) (i32.const 0x7c00))))
+      (select
+        (i32.add (i32.add (i32.shl (local.get $m) (i32.const 13)) (i32.const 0x38000000))
+                 (select (i32.const 0x38000000) (i32.const 0) (i32.ge_u (local.get $m) (i32.const 0x7c00))))
+        (i32.reinterpret_f32 (f32.mul (f32.convert_i32_u (local.get $m)) (f32.const 0x1p-24)))
+        (i32.ge_u (local.get $m) (i32.const 0x400)))
       (i32.shl (i32.and (local.get $h) (i32.const 0x8000)) (i32.const 16)))))
 
   ;; v ≥ 0 rounded to the nearest f16 value (ties to even), as f32: ggml's FP32_TO_FP16 of a block scale.
