@@ -724,9 +724,8 @@
   ;; f16 bits → f32, exact (normal, subnormal, inf, NaN), without ever computing on an f32 subnormal: the
   ;; magnitude bits moved to the f32 position and rebiased by an integer add (exponent 31 rebiased twice, to
   ;; 255); an f16 subnormal is its 10-bit mantissa converted and scaled by 2⁻²⁴ (exact, normal). The former
-  ;; `× 2¹¹²` trick multiplied an f32 subnormal for every f16 subnormal, and K-quant super-block scales
-  ;; are often f16 subnormals (d ≈ 5e-5 for weights of magnitude 0.02): each such multiply took a
-  ;; microcode assist (Q4_K and Q6_K matmuls ran 1.5–2× slower, measured).
+  ;; `× 2¹¹²` trick multiplied an f32 subnormal for every f16 subnormal, and Q6_K super-block scales are
+  ;; f16 subnormals in real files: each such multiply took a microcode assist (simd/README.md).
   ;; @inline
   (func $h2f (param $h i32) (result f32)
     (local $m i32)
