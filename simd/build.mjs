@@ -35,11 +35,13 @@ const outPath = join(here, "kernels.wasm.ts")
  * becomes the template with its operands lowered recursively. The integer dot products become calls of
  * plain-SIMD functions defined in kernels.wat itself ($plainDotI8x16I7x16 and its i32 twin), which compute
  * exactly what the relaxed op computes for a second operand in 0..127 (the only inputs the kernels give
- * it), so the lanes, and the kernels' results, are the same in both binaries up to the FMA.
+ * it), so the lanes, and the kernels' results, are the same in both binaries up to the FMA. A relaxed
+ * swizzle (only ever given indices 0..15, where it is defined) becomes the plain swizzle.
  */
 const RELAXED = [
   { op: "(f32x4.relaxed_madd", arity: 3, lower: ([a, b, c]) => `(f32x4.add (f32x4.mul ${a} ${b}) ${c})` },
   { op: "(i16x8.relaxed_dot_i8x16_i7x16_s", arity: 2, lower: ([a, b]) => `(call $plainDotI8x16I7x16 ${a} ${b})` },
+  { op: "(i8x16.relaxed_swizzle", arity: 2, lower: ([a, b]) => `(i8x16.swizzle ${a} ${b})` },
   { op: "(i32x4.relaxed_dot_i8x16_i7x16_add_s", arity: 3, lower: ([a, b, c]) => `(i32x4.add (call $plainDotI8x16I7x16AddS ${a} ${b}) ${c})` }
 ]
 

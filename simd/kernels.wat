@@ -718,8 +718,9 @@
 
   ;; Constants the quantized kernels and $f16hi read from memory at 4096 (layout.ts CONSTANTS, written by
   ;; SimdRuntime): +0 i8x16 15, +16 i8x16 48, +32 i16x8 1, +48 0x7fff0000, +64 0x38000000, +80 0x0f7fffff,
-  ;; +96 0x007fffff, +112 0x80000000 (i32x4), +128 f32 2⁻³⁷. V8 rebuilds a non-trivial v128.const in every loop iteration
-  ;; (three instructions each); a load from a fixed address folds into the instruction that uses it.
+  ;; +96 0x007fffff, +112 0x80000000 (i32x4), +128 f32 2⁻³⁷, +144 + 16j (j = 0..7) the i8x16 swizzle that
+  ;; splats i16 lane j. V8 rebuilds a non-trivial v128.const in every loop iteration (three instructions
+  ;; each); a load from a fixed address folds into the instruction that uses it.
 
   ;; f16 bits → f32, exact (normal, subnormal, inf, NaN), without ever computing on an f32 subnormal: the
   ;; magnitude bits moved to the f32 position and rebiased by an integer add (exponent 31 rebiased twice, to
@@ -1194,32 +1195,32 @@
       (v128.and (i16x8.shr_u (local.get $v0) (i32.const 4)) (local.get $m15))
       (v128.and (i16x8.shr_u (local.get $v1) (i32.const 4)) (local.get $m15))
       (local.get $xp)
-      (i8x16.shuffle 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 (local.get $sc) (local.get $sc))
-      (i8x16.shuffle 2 3 2 3 2 3 2 3 2 3 2 3 2 3 2 3 (local.get $sc) (local.get $sc))))
+      (i8x16.relaxed_swizzle (local.get $sc) (v128.load offset=144 (i32.const 4096)))
+      (i8x16.relaxed_swizzle (local.get $sc) (v128.load offset=160 (i32.const 4096)))))
     (local.set $v0 (v128.load offset=32 (local.get $p))) (local.set $v1 (v128.load offset=48 (local.get $p)))
     (local.set $sumi (i32x4.add (local.get $sumi) (call $q4kc (v128.and (local.get $v0) (local.get $m15))
       (v128.and (local.get $v1) (local.get $m15))
       (v128.and (i16x8.shr_u (local.get $v0) (i32.const 4)) (local.get $m15))
       (v128.and (i16x8.shr_u (local.get $v1) (i32.const 4)) (local.get $m15))
       (i32.add (local.get $xp) (i32.const 64))
-      (i8x16.shuffle 4 5 4 5 4 5 4 5 4 5 4 5 4 5 4 5 (local.get $sc) (local.get $sc))
-      (i8x16.shuffle 6 7 6 7 6 7 6 7 6 7 6 7 6 7 6 7 (local.get $sc) (local.get $sc)))))
+      (i8x16.relaxed_swizzle (local.get $sc) (v128.load offset=176 (i32.const 4096)))
+      (i8x16.relaxed_swizzle (local.get $sc) (v128.load offset=192 (i32.const 4096))))))
     (local.set $v0 (v128.load offset=64 (local.get $p))) (local.set $v1 (v128.load offset=80 (local.get $p)))
     (local.set $sumi (i32x4.add (local.get $sumi) (call $q4kc (v128.and (local.get $v0) (local.get $m15))
       (v128.and (local.get $v1) (local.get $m15))
       (v128.and (i16x8.shr_u (local.get $v0) (i32.const 4)) (local.get $m15))
       (v128.and (i16x8.shr_u (local.get $v1) (i32.const 4)) (local.get $m15))
       (i32.add (local.get $xp) (i32.const 128))
-      (i8x16.shuffle 8 9 8 9 8 9 8 9 8 9 8 9 8 9 8 9 (local.get $sc) (local.get $sc))
-      (i8x16.shuffle 10 11 10 11 10 11 10 11 10 11 10 11 10 11 10 11 (local.get $sc) (local.get $sc)))))
+      (i8x16.relaxed_swizzle (local.get $sc) (v128.load offset=208 (i32.const 4096)))
+      (i8x16.relaxed_swizzle (local.get $sc) (v128.load offset=224 (i32.const 4096))))))
     (local.set $v0 (v128.load offset=96 (local.get $p))) (local.set $v1 (v128.load offset=112 (local.get $p)))
     (local.set $sumi (i32x4.add (local.get $sumi) (call $q4kc (v128.and (local.get $v0) (local.get $m15))
       (v128.and (local.get $v1) (local.get $m15))
       (v128.and (i16x8.shr_u (local.get $v0) (i32.const 4)) (local.get $m15))
       (v128.and (i16x8.shr_u (local.get $v1) (i32.const 4)) (local.get $m15))
       (i32.add (local.get $xp) (i32.const 192))
-      (i8x16.shuffle 12 13 12 13 12 13 12 13 12 13 12 13 12 13 12 13 (local.get $sc) (local.get $sc))
-      (i8x16.shuffle 14 15 14 15 14 15 14 15 14 15 14 15 14 15 14 15 (local.get $sc) (local.get $sc)))))
+      (i8x16.relaxed_swizzle (local.get $sc) (v128.load offset=240 (i32.const 4096)))
+      (i8x16.relaxed_swizzle (local.get $sc) (v128.load offset=256 (i32.const 4096))))))
     (call $q4kfinish (local.get $sumi) (local.get $s) (local.get $dx) (local.get $bs) (local.get $acc)))
 
   ;; acc + f32(sumi)·(d·d_x) + f32(Σ m_j·Σq_j)·(−dmin·d_x): the end of a Q4_K super-block for one (row, token).
@@ -1426,19 +1427,19 @@
     ;; half 0 (columns 0..127): sub-blocks g, 2+g, 4+g, 6+g for g = 0, 1
     (local.set $sumi (i32x4.add
       (call $q6kg (v128.load (local.get $p)) (v128.load offset=32 (local.get $p)) (v128.load offset=128 (local.get $p)) (local.get $xp)
-        (i8x16.shuffle 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 (local.get $lo) (local.get $lo)) (i8x16.shuffle 4 5 4 5 4 5 4 5 4 5 4 5 4 5 4 5 (local.get $lo) (local.get $lo))
-        (i8x16.shuffle 8 9 8 9 8 9 8 9 8 9 8 9 8 9 8 9 (local.get $lo) (local.get $lo)) (i8x16.shuffle 12 13 12 13 12 13 12 13 12 13 12 13 12 13 12 13 (local.get $lo) (local.get $lo)) (local.get $m15) (local.get $m48))
+        (i8x16.relaxed_swizzle (local.get $lo) (v128.load offset=144 (i32.const 4096))) (i8x16.relaxed_swizzle (local.get $lo) (v128.load offset=176 (i32.const 4096)))
+        (i8x16.relaxed_swizzle (local.get $lo) (v128.load offset=208 (i32.const 4096))) (i8x16.relaxed_swizzle (local.get $lo) (v128.load offset=240 (i32.const 4096))) (local.get $m15) (local.get $m48))
       (call $q6kg (v128.load offset=16 (local.get $p)) (v128.load offset=48 (local.get $p)) (v128.load offset=144 (local.get $p)) (i32.add (local.get $xp) (i32.const 16))
-        (i8x16.shuffle 2 3 2 3 2 3 2 3 2 3 2 3 2 3 2 3 (local.get $lo) (local.get $lo)) (i8x16.shuffle 6 7 6 7 6 7 6 7 6 7 6 7 6 7 6 7 (local.get $lo) (local.get $lo))
-        (i8x16.shuffle 10 11 10 11 10 11 10 11 10 11 10 11 10 11 10 11 (local.get $lo) (local.get $lo)) (i8x16.shuffle 14 15 14 15 14 15 14 15 14 15 14 15 14 15 14 15 (local.get $lo) (local.get $lo)) (local.get $m15) (local.get $m48))))
+        (i8x16.relaxed_swizzle (local.get $lo) (v128.load offset=160 (i32.const 4096))) (i8x16.relaxed_swizzle (local.get $lo) (v128.load offset=192 (i32.const 4096)))
+        (i8x16.relaxed_swizzle (local.get $lo) (v128.load offset=224 (i32.const 4096))) (i8x16.relaxed_swizzle (local.get $lo) (v128.load offset=256 (i32.const 4096))) (local.get $m15) (local.get $m48))))
     ;; half 1 (columns 128..255): ql at +64, qh at +160, sub-blocks 8 + ...
     (local.set $sumi (i32x4.add (local.get $sumi) (i32x4.add
       (call $q6kg (v128.load offset=64 (local.get $p)) (v128.load offset=96 (local.get $p)) (v128.load offset=160 (local.get $p)) (i32.add (local.get $xp) (i32.const 128))
-        (i8x16.shuffle 0 1 0 1 0 1 0 1 0 1 0 1 0 1 0 1 (local.get $hi) (local.get $hi)) (i8x16.shuffle 4 5 4 5 4 5 4 5 4 5 4 5 4 5 4 5 (local.get $hi) (local.get $hi))
-        (i8x16.shuffle 8 9 8 9 8 9 8 9 8 9 8 9 8 9 8 9 (local.get $hi) (local.get $hi)) (i8x16.shuffle 12 13 12 13 12 13 12 13 12 13 12 13 12 13 12 13 (local.get $hi) (local.get $hi)) (local.get $m15) (local.get $m48))
+        (i8x16.relaxed_swizzle (local.get $hi) (v128.load offset=144 (i32.const 4096))) (i8x16.relaxed_swizzle (local.get $hi) (v128.load offset=176 (i32.const 4096)))
+        (i8x16.relaxed_swizzle (local.get $hi) (v128.load offset=208 (i32.const 4096))) (i8x16.relaxed_swizzle (local.get $hi) (v128.load offset=240 (i32.const 4096))) (local.get $m15) (local.get $m48))
       (call $q6kg (v128.load offset=80 (local.get $p)) (v128.load offset=112 (local.get $p)) (v128.load offset=176 (local.get $p)) (i32.add (local.get $xp) (i32.const 144))
-        (i8x16.shuffle 2 3 2 3 2 3 2 3 2 3 2 3 2 3 2 3 (local.get $hi) (local.get $hi)) (i8x16.shuffle 6 7 6 7 6 7 6 7 6 7 6 7 6 7 6 7 (local.get $hi) (local.get $hi))
-        (i8x16.shuffle 10 11 10 11 10 11 10 11 10 11 10 11 10 11 10 11 (local.get $hi) (local.get $hi)) (i8x16.shuffle 14 15 14 15 14 15 14 15 14 15 14 15 14 15 14 15 (local.get $hi) (local.get $hi)) (local.get $m15) (local.get $m48)))))
+        (i8x16.relaxed_swizzle (local.get $hi) (v128.load offset=160 (i32.const 4096))) (i8x16.relaxed_swizzle (local.get $hi) (v128.load offset=192 (i32.const 4096)))
+        (i8x16.relaxed_swizzle (local.get $hi) (v128.load offset=224 (i32.const 4096))) (i8x16.relaxed_swizzle (local.get $hi) (v128.load offset=256 (i32.const 4096))) (local.get $m15) (local.get $m48)))))
     (call $q6kfinish (local.get $sumi) (local.get $s) (local.get $dx) (local.get $bs) (local.get $acc)))
 
   ;; Q6_K, one token (AK record at x), outputs i0..i1, 4 rows per pass.
