@@ -726,7 +726,8 @@
   ;; magnitude bits moved to the f32 position and rebiased by an integer add (exponent 31 rebiased twice, to
   ;; 255); an f16 subnormal is its 10-bit mantissa converted and scaled by 2⁻²⁴ (exact, normal). The former
   ;; `× 2¹¹²` trick multiplied an f32 subnormal for every f16 subnormal, and Q6_K super-block scales are
-  ;; f16 subnormals in real files: each such multiply took a microcode assist (simd/README.md).
+  ;; f16 subnormals in most blocks of a trained model: each such multiply took a microcode assist
+  ;; (simd/README.md).
   ;; @inline
   (func $h2f (param $h i32) (result f32)
     (local $m i32)
