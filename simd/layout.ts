@@ -27,7 +27,7 @@ export const NCHUNKS = 196
 export const ARGS = 200
 /** Chunks run by thread i at STATS + 4i (for tests: did the workers take part?). */
 export const STATS = 512
-/** 17 v128 constants the kernels load (kernels.wat: masks, the f16 widening's, the scale-splat swizzles), written once by SimdRuntime. */
+/** 20 v128 constants the kernels load (kernels.wat: masks, the f16 widenings', the scale-splat swizzles), written once by SimdRuntime. */
 export const CONSTANTS = 4096
 /** i8x16 swizzle masks that splat i16 lane j (bytes 2j, 2j + 1) to all 8 lanes, j = 0..7: 4 words each. */
 const pairSplatMasks = (): Array<number> =>
@@ -41,7 +41,8 @@ export const constantWords = (): Uint32Array =>
     ...Array(4).fill(0x0f0f0f0f), ...Array(4).fill(0x30303030), ...Array(4).fill(0x00010001), ...Array(4).fill(0x7fff0000),
     ...Array(4).fill(0x38000000), ...Array(4).fill(0x0f7fffff), ...Array(4).fill(0x007fffff), ...Array(4).fill(0x80000000),
     ...Array(4).fill(0x2d000000),
-    ...pairSplatMasks()
+    ...pairSplatMasks(),
+    ...Array(4).fill(0x77800000), ...Array(4).fill(0x0f800000), ...Array(4).fill(0x7f800000)
   ])
 /** Weights start here (after the control block). */
 export const WEIGHTS_BASE = 65536
