@@ -28,6 +28,7 @@ import { argmax } from "../src/Sampler.ts"
 import { bytesPerElement, numel, type RawTensor } from "../src/Tensor.ts"
 import type { ModelWeights } from "../src/Weights.ts"
 import { measureReadBandwidth, median } from "./bandwidth.ts"
+import { describeFlags, readSimdFlags } from "./cpuFlags.ts"
 
 export interface BenchOptions {
   readonly modelDir: string
@@ -87,6 +88,8 @@ export interface BenchReport {
   readonly machine: {
     readonly cpus: number
     readonly cpuModel: string
+    /** The SIMD features the kernels' speed depends on (cpuFlags.ts); undefined where they cannot be read. */
+    readonly cpuFlags: ReadonlyArray<string> | undefined
     readonly node: string
     readonly loadAverageBefore: ReadonlyArray<number>
     readonly loadAverageAfter: ReadonlyArray<number>
@@ -287,6 +290,7 @@ export const runBench = async (options: BenchOptions): Promise<BenchReport> => {
     machine: {
       cpus: cpu.length,
       cpuModel: cpu[0]?.model ?? "unknown",
+      cpuFlags: readSimdFlags(),
       node: process.version,
       loadAverageBefore,
       loadAverageAfter: loadavg()
@@ -324,7 +328,7 @@ export const formatReport = (r: BenchReport): string => {
   const f = (x: number, d = 1) => x.toFixed(d)
   const lines = [
     `${r.modelDir}: ${r.model.layers} layers, ${formatCount(r.model.parameters)} parameters, ${r.model.weightDtypes.join("+")}`,
-    `machine: ${r.machine.cpus}× ${r.machine.cpuModel}, node ${r.machine.node}, load ${r.machine.loadAverageBefore.map((x) => f(x, 2)).join(" ")}`,
+    `machine: ${r.machine.cpus}× ${r.machine.cpuModel} (${describeFlags(r.machine.cpuFlags)}), node ${r.machine.node}, load ${r.machine.loadAverageBefore.map((x) => f(x, 2)).join(" ")}`,
     `read bandwidth (${r.threads} thread${r.threads === 1 ? "" : "s"}): ${f(r.readBandwidthGBps)} GB/s`,
     `${r.backend}: ${f(r.decodeTokensPerSecond, 2)} tok/s (${f(r.msPerToken)} ms/token), ${f(r.weightBytesPerToken / 1e9, 2)} GB/token, ${f(r.achievedGBps)} GB/s = ${f(100 * r.bandwidthFraction)}% of read bandwidth`,
     `verification / decode step: ${Object.entries(r.verifyCostRatio).map(([k, v]) => `k=${k} ${f(v, 2)}×`).join(", ")}`,

@@ -5,6 +5,7 @@ import { mkdtempSync, readFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { beforeAll, describe, expect, it } from "vitest"
+import { describeFlags, simdFlags } from "../bench/cpuFlags.ts"
 import { formatCount } from "../bench/index.ts"
 import { main } from "../cli/main.ts"
 import { randomWeights, shapes, writeHfCheckpoint } from "../testing/RandomModel.ts"
@@ -172,6 +173,17 @@ describe("sirius bench", () => {
     expect(formatCount(1_100_048_384)).toBe("1.10 B")
     expect(formatCount(48_000)).toBe("48.0 K")
     expect(formatCount(48)).toBe("48")
+  })
+
+  it("names the CPU's SIMD features, VNNI's absence included", () => {
+    const zen3 = "processor\t: 0\nflags\t\t: fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c bmi1 avx2 bmi2 vaes\n\nflags\t: ignored"
+    expect(simdFlags(zen3)).toEqual(["sse4_1", "avx", "avx2", "fma", "f16c"])
+    expect(describeFlags(simdFlags(zen3))).toBe("sse4_1 avx avx2 fma f16c; no VNNI")
+    const spr = "flags : avx avx2 fma f16c avx512f avx512bw avx512_vnni avx512_bf16 amx_int8 avx_vnni"
+    expect(describeFlags(simdFlags(spr))).toBe("avx avx2 fma f16c avx_vnni avx512f avx512bw avx512_vnni avx512_bf16 amx_int8")
+    expect(describeFlags(simdFlags("Features\t: fp asimd evtstrm aes asimddp i8mm sve"))).toBe("asimd asimddp i8mm sve")
+    expect(simdFlags("no such line")).toEqual([])
+    expect(describeFlags(undefined)).toBe("flags unknown")
   })
 
   it("a sparsity-only flag without --sparsity is an error", async () => {
