@@ -37,7 +37,7 @@ import fc from "fast-check"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { ReferenceKernels } from "../reference/index.ts"
 import { SimdKernels } from "../simd/index.ts"
-import { matrixLayout, packQuantMatrix, quantRowBlocks, quantRowBytes, storageOf } from "../simd/layout.ts"
+import { f16BitsToF32Bits, f32BitsToF16Bits, matrixLayout, packQuantMatrix, quantRowBlocks, quantRowBytes, storageOf } from "../simd/layout.ts"
 import { type KernelError, Kernels, type KernelsShape, type WeightShape } from "../src/Kernels.ts"
 import type { LlamaConfig } from "../src/Config.ts"
 import * as Model from "../src/Model.ts"
@@ -210,7 +210,7 @@ describe("simd quantized matmul", () => {
     expect(two.runtime.chunkCounts()[1]).toBeGreaterThan(before)
   })
 
-  it("Q8_0 takes the full code range: −128 codes and scales at the f16 extremes are exact", async () => {
+  it("Q8_0 takes the full code range (−128 codes), and Q8_0 and Q4_0 scales at the f16 extremes are exact", async () => {
     // rows of −128 codes (not produced by ggml's quantizer, but valid in a file) and tiny/huge f16 scales
     const rows = 6
     const data = new Uint8Array(rows * 2 * 34)
@@ -223,11 +223,33 @@ describe("simd quantized matmul", () => {
         for (let j = 0; j < 32; j++) data[at + 2 + j] = (j + b) % 3 === 0 ? 0x80 : (j * 37 + r) & 0xff
       }
     const t: RawTensor = { name: "w", dtype: "Q8_0", shape: [rows, 64], data }
-    // T = 1 widens the scales four rows at a time (vector), T = 4 one row at a time (scalar): both exact
-    for (const T of [1, 4]) {
-      const x = seeded(11, T * 64, 1)
-      const xHat = roundActivations("Q8_0", x)
-      assertClose(`Q8_0 edge codes T=${T}`, await mm(two, t, x, T), await mm(ref, t, xHat, T), { atol: 0, rtol: 0, c: 1 }, quantBound(t, xHat, xHat, T, undefined))
+    // the same scales on Q4_0 blocks: its T = 1 kernel widens them four rows at a time (vector), T = 4 one
+    // row at a time (scalar); Q8_0's are widened once at load (layout.ts)
+    const data4 = new Uint8Array(rows * 2 * 18)
+    for (let r = 0; r < rows; r++)
+      for (let b = 0; b < 2; b++) {
+        const at = (r * 2 + b) * 18
+        data4[at] = scales[r]! & 0xff
+        data4[at + 1] = scales[r]! >> 8
+        for (let j = 0; j < 16; j++) data4[at + 2 + j] = (j * 37 + r + b) & 0xff
+      }
+    const t4: RawTensor = { name: "w4", dtype: "Q4_0", shape: [rows, 64], data: data4 }
+    for (const w of [t, t4])
+      for (const T of [1, 4]) {
+        const x = seeded(11, T * 64, 1)
+        const xHat = roundActivations(w.dtype as QuantType, x)
+        assertClose(`${w.dtype} edge scales T=${T}`, await mm(two, w, x, T), await mm(ref, w, xHat, T), { atol: 0, rtol: 0, c: 1 }, quantBound(w, xHat, xHat, T, undefined))
+      }
+  })
+
+  it("Q8_0 scales widened at load to f32 and back are the file's f16, for every one of the 65536 halves", () => {
+    const f = new Float32Array(1)
+    const bits = new Uint32Array(f.buffer)
+    for (let h = 0; h < 65536; h++) {
+      bits[0] = f16BitsToF32Bits(h)
+      const want = f16ToF32(h)
+      if (!(Object.is(f[0], want) || (Number.isNaN(f[0]) && Number.isNaN(want)))) throw new Error(`half 0x${h.toString(16)}: ${f[0]} vs ${want}`)
+      if (f32BitsToF16Bits(bits[0]!) !== h) throw new Error(`half 0x${h.toString(16)} does not come back`)
     }
   })
 })

@@ -138,7 +138,8 @@
                                       (f32.max (f32x4.extract_lane 2 (local.get $q)) (f32x4.extract_lane 3 (local.get $q)))))
             (local.set $d (f32.div (local.get $amax) (f32.const 127)))
             (local.set $id (select (f32.div (f32.const 1) (local.get $d)) (f32.const 0) (f32.ne (local.get $d) (f32.const 0))))
-            ;; block b of the row: tile b >> 3, 32 bytes at (b & 7)·32 of the run; d (fp16) at record 2b
+            ;; block b of the row: tile b >> 3, 32 bytes at (b & 7)·32 of the run; d (rounded to fp16, stored
+            ;; widened to f32 like every Q8_0 scale in simd) at record 4b
             (local.set $dst (call $rowAt (call $arg (i32.const 7)) (local.get $r) (call $arg (i32.const 10)) (i32.const 256)))
             (local.set $dst (i32.add (local.get $dst) (i32.add (i32.shl (i32.shr_u (local.get $b) (i32.const 3)) (i32.const 10)) (i32.shl (i32.and (local.get $b) (i32.const 7)) (i32.const 5)))))
             (v128.store (local.get $dst) (i8x16.narrow_i16x8_s
@@ -147,8 +148,8 @@
             (v128.store offset=16 (local.get $dst) (i8x16.narrow_i16x8_s
               (i16x8.narrow_i32x4_s (call $roundf4 (f32x4.mul (local.get $v4) (f32x4.splat (local.get $id)))) (call $roundf4 (f32x4.mul (local.get $v5) (f32x4.splat (local.get $id)))))
               (i16x8.narrow_i32x4_s (call $roundf4 (f32x4.mul (local.get $v6) (f32x4.splat (local.get $id)))) (call $roundf4 (f32x4.mul (local.get $v7) (f32x4.splat (local.get $id)))))))
-            (i32.store16 (i32.add (i32.add (call $arg (i32.const 8)) (i32.mul (local.get $r) (call $arg (i32.const 9)))) (i32.shl (local.get $b) (i32.const 1)))
-              (call $f16bits (local.get $d)))
+            (f32.store (i32.add (i32.add (call $arg (i32.const 8)) (i32.mul (local.get $r) (call $arg (i32.const 9)))) (i32.shl (local.get $b) (i32.const 2)))
+              (call $h2f (call $f16bits (local.get $d))))
             (local.set $b (i32.add (local.get $b) (i32.const 1)))
             (local.set $j (i32.add (local.get $j) (i32.const 32)))
             (br $blocks)))
@@ -199,7 +200,7 @@
       ;; Q8_0: d·q (exact)
       (local.set $run (call $rowAt (call $arg (i32.const 1)) (local.get $r) (call $arg (i32.const 4)) (i32.const 256)))
       (return (f32.mul (f32.convert_i32_s (i32.load8_s (i32.add (i32.add (local.get $run) (i32.shl (i32.shr_u (local.get $c) (i32.const 8)) (i32.const 10))) (local.get $cc))))
-        (call $h2f (i32.load16_u (i32.add (local.get $rec) (i32.shl (i32.shr_u (local.get $c) (i32.const 5)) (i32.const 1))))))))
+        (f32.load (i32.add (local.get $rec) (i32.shl (i32.shr_u (local.get $c) (i32.const 5)) (i32.const 2)))))))
       ;; Q4_0: (q − 8)·d (exact); block (cc >> 5) at 16 bytes each, byte cc & 15, high nibble for columns 16..31
       (local.set $run (call $rowAt (call $arg (i32.const 1)) (local.get $r) (call $arg (i32.const 4)) (i32.const 128)))
       (local.set $q (i32.load8_u (i32.add (i32.add (local.get $run) (i32.shl (i32.shr_u (local.get $c) (i32.const 8)) (i32.const 9)))
@@ -653,10 +654,9 @@
 
   ;; $f16hi by the multiply trick: the magnitude bits moved to the f32 position and scaled by 2¹¹² (exact for
   ;; every half, subnormals included, inf/NaN forced to exponent 255), five instructions fewer than $f16hi
-  ;; but a microcode assist for every f16 subnormal (an f32 subnormal input). Only for Q8_0/Q4_0 block scales,
-  ;; which are subnormal only in blocks whose weights all stay below ≈ 0.008 (Q8_0) or ≈ 0.0005 (Q4_0), so
-  ;; these kernels keep the instructions they had (the exact widening measured 0.92–0.99× on the Q8_0 decode
-  ;; in three scripts/decode-ab.ts runs, against 1.08× for two identical builds: within this VM's noise).
+  ;; but a microcode assist for every f16 subnormal (an f32 subnormal input). Only for Q4_0 block scales,
+  ;; which are subnormal only in blocks whose weights all stay below ≈ 0.0005, so that kernel keeps the
+  ;; instructions it had (simd/README.md).
   ;; @inline
   (func $f16hiScale (param $t v128) (result v128)
     (local $m v128)
@@ -705,7 +705,8 @@
   ;; order: Q8_0 256 B (i8 codes), Q4_0 128 B (each block's 16 bytes: low nibbles columns 0..15, high
   ;; nibbles 16..31), Q4_K 128 B (ggml `qs`: bytes l of 32-byte chunk c hold column 64c + l in the low
   ;; nibble and 64c + 32 + l in the high one), Q6_K 192 B (ggml `ql` then `qh`). The scales live apart, one
-  ;; record per row (row r's at scales + r·record bytes), per tile: Q8_0/Q4_0 8 × f16 d; Q4_K f16 d, f16
+  ;; record per row (row r's at scales + r·record bytes), per tile: Q8_0 8 × f32 d (the f16 widened at
+  ;; load), Q4_0 8 × f16 d; Q4_K f16 d, f16
   ;; dmin, u8 sc[8], u8 m[8] (ggml's 6-bit packing undone at load); Q6_K i8 sc[16], f16 d.
   ;;
   ;; Activations are quantized per matmul input first (`quantize`), as llama.cpp's CPU path does
@@ -886,7 +887,7 @@
       (local.set $t (i32.add (local.get $t) (i32.const 1)))
       (br $token))))
 
-  ;; The f16 block scales at s0..s3 (one per row) widened exactly and multiplied by d_x: f32x4 lane r =
+  ;; The f16 block scales at s0..s3 (one per row; Q4_0) widened exactly and multiplied by d_x: f32x4 lane r =
   ;; fl(d_r · d_x), the same product $h2f · d_x gives one row at a time.
   ;; @inline
   (func $scales4 (param $s0 i32) (param $s1 i32) (param $s2 i32) (param $s3 i32) (param $dx f32) (result v128)
@@ -906,7 +907,8 @@
                  (i32x4.dot_i16x8_s (v128.load8x8_s offset=24 (local.get $p)) (local.get $x3)))))
 
   ;; Q8_0, one token (A16 record at x), outputs i0..i1, 4 rows per pass (each activation vector feeds 4 rows).
-  ;; Per block of 32: acc_r = madd(f32(q8dot), splat(d_r·d_x), acc_r).
+  ;; Per block of 32: acc_r = madd(f32(q8dot), splat(d_r)·splat(d_x), acc_r): each f32 d_r (Q8_0 records hold
+  ;; the scales widened at load) is one splatting load; the product is the one the 4-token kernel makes.
   (func $mv_q8 (param $w i32) (param $sc i32) (param $srow i32) (param $x i32) (param $out i32) (param $i0 i32) (param $i1 i32)
     (param $tiles i32) (param $sel i32)
     (local $i i32) (local $r i32) (local $p0 i32) (local $p1 i32) (local $p2 i32) (local $p3 i32)
@@ -943,23 +945,23 @@
             (local.set $x1 (v128.load offset=16 (local.get $xp)))
             (local.set $x2 (v128.load offset=32 (local.get $xp)))
             (local.set $x3 (v128.load offset=48 (local.get $xp)))
-            (local.set $d (call $scales4 (local.get $s0) (local.get $s1) (local.get $s2) (local.get $s3) (f32.load (local.get $dp))))
+            (local.set $d (v128.load32_splat (local.get $dp)))
             (local.set $a0 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q8dot (local.get $p0) (local.get $x0) (local.get $x1) (local.get $x2) (local.get $x3)))
-              (i8x16.shuffle 0 1 2 3 0 1 2 3 0 1 2 3 0 1 2 3 (local.get $d) (local.get $d)) (local.get $a0)))
+              (f32x4.mul (v128.load32_splat (local.get $s0)) (local.get $d)) (local.get $a0)))
             (local.set $a1 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q8dot (local.get $p1) (local.get $x0) (local.get $x1) (local.get $x2) (local.get $x3)))
-              (i8x16.shuffle 4 5 6 7 4 5 6 7 4 5 6 7 4 5 6 7 (local.get $d) (local.get $d)) (local.get $a1)))
+              (f32x4.mul (v128.load32_splat (local.get $s1)) (local.get $d)) (local.get $a1)))
             (local.set $a2 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q8dot (local.get $p2) (local.get $x0) (local.get $x1) (local.get $x2) (local.get $x3)))
-              (i8x16.shuffle 8 9 10 11 8 9 10 11 8 9 10 11 8 9 10 11 (local.get $d) (local.get $d)) (local.get $a2)))
+              (f32x4.mul (v128.load32_splat (local.get $s2)) (local.get $d)) (local.get $a2)))
             (local.set $a3 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q8dot (local.get $p3) (local.get $x0) (local.get $x1) (local.get $x2) (local.get $x3)))
-              (i8x16.shuffle 12 13 14 15 12 13 14 15 12 13 14 15 12 13 14 15 (local.get $d) (local.get $d)) (local.get $a3)))
+              (f32x4.mul (v128.load32_splat (local.get $s3)) (local.get $d)) (local.get $a3)))
             (local.set $p0 (i32.add (local.get $p0) (i32.const 32)))
             (local.set $p1 (i32.add (local.get $p1) (i32.const 32)))
             (local.set $p2 (i32.add (local.get $p2) (i32.const 32)))
             (local.set $p3 (i32.add (local.get $p3) (i32.const 32)))
-            (local.set $s0 (i32.add (local.get $s0) (i32.const 2)))
-            (local.set $s1 (i32.add (local.get $s1) (i32.const 2)))
-            (local.set $s2 (i32.add (local.get $s2) (i32.const 2)))
-            (local.set $s3 (i32.add (local.get $s3) (i32.const 2)))
+            (local.set $s0 (i32.add (local.get $s0) (i32.const 4)))
+            (local.set $s1 (i32.add (local.get $s1) (i32.const 4)))
+            (local.set $s2 (i32.add (local.get $s2) (i32.const 4)))
+            (local.set $s3 (i32.add (local.get $s3) (i32.const 4)))
             (local.set $xp (i32.add (local.get $xp) (i32.const 64)))
             (local.set $dp (i32.add (local.get $dp) (i32.const 4)))
             (local.set $b (i32.add (local.get $b) (i32.const 1)))
@@ -1007,7 +1009,7 @@
             (local.set $w1 (v128.load8x8_s offset=8 (local.get $p)))
             (local.set $w2 (v128.load8x8_s offset=16 (local.get $p)))
             (local.set $w3 (v128.load8x8_s offset=24 (local.get $p)))
-            (local.set $dw (f32x4.splat (call $h2f (i32.load16_u (local.get $s)))))
+            (local.set $dw (v128.load32_splat (local.get $s)))
             (local.set $a0 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q8dotw (local.get $w0) (local.get $w1) (local.get $w2) (local.get $w3) (local.get $xp)))
               (f32x4.mul (local.get $dw) (v128.load32_splat (local.get $dp))) (local.get $a0)))
             (local.set $a1 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q8dotw (local.get $w0) (local.get $w1) (local.get $w2) (local.get $w3) (i32.add (local.get $xp) (local.get $xs))))
@@ -1017,7 +1019,7 @@
             (local.set $a3 (f32x4.relaxed_madd (f32x4.convert_i32x4_s (call $q8dotw (local.get $w0) (local.get $w1) (local.get $w2) (local.get $w3) (i32.add (local.get $xp) (local.get $xs3))))
               (f32x4.mul (local.get $dw) (v128.load32_splat (i32.add (local.get $dp) (local.get $xs3)))) (local.get $a3)))
             (local.set $p (i32.add (local.get $p) (i32.const 32)))
-            (local.set $s (i32.add (local.get $s) (i32.const 2)))
+            (local.set $s (i32.add (local.get $s) (i32.const 4)))
             (local.set $xp (i32.add (local.get $xp) (i32.const 64)))
             (local.set $dp (i32.add (local.get $dp) (i32.const 4)))
             (local.set $b (i32.add (local.get $b) (i32.const 1)))
