@@ -210,20 +210,20 @@
         (call $h2f (i32.load16_u (i32.add (local.get $rec) (i32.shl (i32.shr_u (local.get $c) (i32.const 5)) (i32.const 1))))))))
     ;; Q4_K: fl(fl(d·sc)·q) − fl(dmin·m); chunk cc >> 6, byte cc & 31, high nibble for the chunk's upper 32
     (local.set $run (call $rowAt (call $arg (i32.const 1)) (local.get $r) (call $arg (i32.const 4)) (i32.const 128)))
-    (local.set $rec (i32.add (local.get $rec) (i32.mul (i32.shr_u (local.get $c) (i32.const 8)) (i32.const 20))))
+    (local.set $rec (i32.add (local.get $rec) (i32.mul (i32.shr_u (local.get $c) (i32.const 8)) (i32.const 24))))
     (local.set $q (i32.load8_u (i32.add (i32.add (local.get $run) (i32.shl (i32.shr_u (local.get $c) (i32.const 8)) (i32.const 9)))
       (i32.add (i32.shl (i32.shr_u (local.get $cc) (i32.const 6)) (i32.const 5)) (i32.and (local.get $cc) (i32.const 31))))))
     (local.set $q (i32.and (i32.shr_u (local.get $q) (select (i32.const 4) (i32.const 0) (i32.and (local.get $cc) (i32.const 32)))) (i32.const 15)))
     (local.set $k (i32.shr_u (local.get $cc) (i32.const 5)))
     (return (f32.sub
-      (f32.mul (f32.mul (call $h2f (i32.load16_u (local.get $rec))) (f32.convert_i32_u (i32.load8_u offset=4 (i32.add (local.get $rec) (local.get $k)))))
+      (f32.mul (f32.mul (f32.load (local.get $rec)) (f32.convert_i32_u (i32.load8_u offset=8 (i32.add (local.get $rec) (local.get $k)))))
                (f32.convert_i32_u (local.get $q)))
-      (f32.mul (call $h2f (i32.load16_u offset=2 (local.get $rec))) (f32.convert_i32_u (i32.load8_u offset=12 (i32.add (local.get $rec) (local.get $k))))))))
+      (f32.mul (f32.load offset=4 (local.get $rec)) (f32.convert_i32_u (i32.load8_u offset=16 (i32.add (local.get $rec) (local.get $k))))))))
     ;; Q6_K: fl(d·sc)·(q − 32); half p = cc >> 7, l = cc & 31, quarter k = (cc >> 5) & 3: low nibble from ql[64p + l
     ;; + 32(k & 1)] (high half for k ≥ 2), 2 high bits 2k..2k+1 of qh[32p + l], scale 8p + (l >> 4) + 2k
     (local.set $run (i32.add (call $rowAt (call $arg (i32.const 1)) (local.get $r) (call $arg (i32.const 4)) (i32.const 192))
       (i32.mul (i32.shr_u (local.get $c) (i32.const 8)) (i32.const 768))))
-    (local.set $rec (i32.add (local.get $rec) (i32.mul (i32.shr_u (local.get $c) (i32.const 8)) (i32.const 18))))
+    (local.set $rec (i32.add (local.get $rec) (i32.mul (i32.shr_u (local.get $c) (i32.const 8)) (i32.const 20))))
     (local.set $p (i32.shr_u (local.get $cc) (i32.const 7)))
     (local.set $l (i32.and (local.get $cc) (i32.const 31)))
     (local.set $k (i32.and (i32.shr_u (local.get $cc) (i32.const 5)) (i32.const 3)))
@@ -232,7 +232,7 @@
     (local.set $h (i32.load8_u offset=128 (i32.add (local.get $run) (i32.add (i32.shl (local.get $p) (i32.const 5)) (local.get $l)))))
     (local.set $q (i32.or (local.get $q) (i32.shl (i32.and (i32.shr_u (local.get $h) (i32.shl (local.get $k) (i32.const 1))) (i32.const 3)) (i32.const 4))))
     (f32.mul
-      (f32.mul (call $h2f (i32.load16_u offset=16 (local.get $rec)))
+      (f32.mul (f32.load offset=16 (local.get $rec))
         (f32.convert_i32_s (i32.load8_s (i32.add (local.get $rec) (i32.add (i32.add (i32.shl (local.get $p) (i32.const 3)) (i32.shr_u (local.get $l) (i32.const 4))) (i32.shl (local.get $k) (i32.const 1)))))))
       (f32.convert_i32_s (i32.sub (local.get $q) (i32.const 32)))))
 
@@ -705,9 +705,9 @@
   ;; order: Q8_0 256 B (i8 codes), Q4_0 128 B (each block's 16 bytes: low nibbles columns 0..15, high
   ;; nibbles 16..31), Q4_K 128 B (ggml `qs`: bytes l of 32-byte chunk c hold column 64c + l in the low
   ;; nibble and 64c + 32 + l in the high one), Q6_K 192 B (ggml `ql` then `qh`). The scales live apart, one
-  ;; record per row (row r's at scales + r·record bytes), per tile: Q8_0 8 × f32 d (the f16 widened at
-  ;; load), Q4_0 8 × f16 d; Q4_K f16 d, f16
-  ;; dmin, u8 sc[8], u8 m[8] (ggml's 6-bit packing undone at load); Q6_K i8 sc[16], f16 d.
+  ;; record per row (row r's at scales + r·record bytes), per tile: Q8_0 8 × f32 d; Q4_0 8 × f16 d; Q4_K
+  ;; f32 d, f32 dmin, u8 sc[8], u8 m[8] (ggml's 6-bit packing undone at load); Q6_K i8 sc[16], f32 d (the
+  ;; f32 scales are the file's f16 widened exactly at load).
   ;;
   ;; Activations are quantized per matmul input first (`quantize`), as llama.cpp's CPU path does
   ;; (ggml-cpu `vec_dot_type`): Q8_0 blocks of 32 for Q8_0/Q4_0 weights, Q8_K blocks of 256 with block
@@ -1209,7 +1209,7 @@
   ;; @inline
   (func $q4ksb (param $p i32) (param $s i32) (param $xp i32) (param $dx f32) (param $bs i32) (param $acc v128) (param $m15 v128) (result v128)
     (local $sc v128) (local $v0 v128) (local $v1 v128) (local $sumi v128)
-    (local.set $sc (v128.load8x8_u offset=4 (local.get $s)))
+    (local.set $sc (v128.load8x8_u offset=8 (local.get $s)))
     (local.set $v0 (v128.load (local.get $p))) (local.set $v1 (v128.load offset=16 (local.get $p)))
     (local.set $sumi (call $q4kc (v128.and (local.get $v0) (local.get $m15))
       (v128.and (local.get $v1) (local.get $m15))
@@ -1249,10 +1249,10 @@
   ;; @inline
   (func $q4kfinish (param $sumi v128) (param $s i32) (param $dx f32) (param $bs i32) (param $acc v128) (result v128)
     (f32x4.relaxed_madd
-      (f32x4.convert_i32x4_s (i32x4.dot_i16x8_s (v128.load8x8_u offset=12 (local.get $s)) (v128.load (local.get $bs))))
-      (f32x4.splat (f32.neg (f32.mul (call $h2f (i32.load16_u offset=2 (local.get $s))) (local.get $dx))))
+      (f32x4.convert_i32x4_s (i32x4.dot_i16x8_s (v128.load8x8_u offset=16 (local.get $s)) (v128.load (local.get $bs))))
+      (f32x4.splat (f32.neg (f32.mul (f32.load offset=4 (local.get $s)) (local.get $dx))))
       (f32x4.relaxed_madd (f32x4.convert_i32x4_s (local.get $sumi))
-        (f32x4.splat (f32.mul (call $h2f (i32.load16_u (local.get $s))) (local.get $dx)))
+        (f32x4.splat (f32.mul (f32.load (local.get $s)) (local.get $dx)))
         (local.get $acc))))
 
   ;; Q4_K, one token (AK record at x), outputs i0..i1, 4 rows per pass (the group's 4 runs of a tile are
@@ -1298,10 +1298,10 @@
           (local.set $p1 (i32.add (local.get $p1) (i32.const 512)))
           (local.set $p2 (i32.add (local.get $p2) (i32.const 512)))
           (local.set $p3 (i32.add (local.get $p3) (i32.const 512)))
-          (local.set $s0 (i32.add (local.get $s0) (i32.const 20)))
-          (local.set $s1 (i32.add (local.get $s1) (i32.const 20)))
-          (local.set $s2 (i32.add (local.get $s2) (i32.const 20)))
-          (local.set $s3 (i32.add (local.get $s3) (i32.const 20)))
+          (local.set $s0 (i32.add (local.get $s0) (i32.const 24)))
+          (local.set $s1 (i32.add (local.get $s1) (i32.const 24)))
+          (local.set $s2 (i32.add (local.get $s2) (i32.const 24)))
+          (local.set $s3 (i32.add (local.get $s3) (i32.const 24)))
           (local.set $xp (i32.add (local.get $xp) (i32.const 256)))
           (local.set $dp (i32.add (local.get $dp) (i32.const 4)))
           (local.set $bs (i32.add (local.get $bs) (i32.const 16)))
@@ -1339,7 +1339,7 @@
         (local.set $dp (local.get $xend))
         (local.set $bs (i32.add (local.get $xend) (i32.mul (local.get $tiles) (i32.const 36))))
         (loop $tile
-          (local.set $scv (v128.load8x8_u offset=4 (local.get $s)))
+          (local.set $scv (v128.load8x8_u offset=8 (local.get $s)))
           (local.set $t0 (v128.const i32x4 0 0 0 0)) (local.set $t1 (v128.const i32x4 0 0 0 0))
           (local.set $t2 (v128.const i32x4 0 0 0 0)) (local.set $t3 (v128.const i32x4 0 0 0 0))
           ;; chunks c = 0..3 (64 columns, 32 bytes each): sub-blocks 2c and 2c+1
@@ -1370,7 +1370,7 @@
           (local.set $a3 (call $q4kfinish (local.get $t3) (local.get $s) (f32.load (i32.add (local.get $dp) (local.get $xs3))) (i32.add (local.get $bs) (local.get $xs3)) (local.get $a3)))
           ;; next tile: skip the other 3 rows' runs (the chunk loop advanced p by one run)
           (local.set $p (i32.add (local.get $p) (i32.const 384)))
-          (local.set $s (i32.add (local.get $s) (i32.const 20)))
+          (local.set $s (i32.add (local.get $s) (i32.const 24)))
           (local.set $dp (i32.add (local.get $dp) (i32.const 4)))
           (local.set $bs (i32.add (local.get $bs) (i32.const 16)))
           (br_if $tile (i32.lt_u (local.get $xp) (local.get $xend))))
@@ -1435,7 +1435,7 @@
         (i32x4.add (i32x4.dot_i16x8_s (v128.load8x8_s (local.get $s)) (v128.load (local.get $bs)))
                    (i32x4.dot_i16x8_s (v128.load8x8_s offset=8 (local.get $s)) (v128.load offset=16 (local.get $bs))))
         (i32.const 5))))
-      (f32x4.splat (f32.mul (call $h2f (i32.load16_u offset=16 (local.get $s))) (local.get $dx)))
+      (f32x4.splat (f32.mul (f32.load offset=16 (local.get $s)) (local.get $dx)))
       (local.get $acc)))
 
   ;; One row's Q6_K super-block (ql at p, qh at p + 128, 18-byte record at s) against one token: returns acc
@@ -1504,10 +1504,10 @@
           (local.set $p1 (i32.add (local.get $p1) (i32.const 768)))
           (local.set $p2 (i32.add (local.get $p2) (i32.const 768)))
           (local.set $p3 (i32.add (local.get $p3) (i32.const 768)))
-          (local.set $s0 (i32.add (local.get $s0) (i32.const 18)))
-          (local.set $s1 (i32.add (local.get $s1) (i32.const 18)))
-          (local.set $s2 (i32.add (local.get $s2) (i32.const 18)))
-          (local.set $s3 (i32.add (local.get $s3) (i32.const 18)))
+          (local.set $s0 (i32.add (local.get $s0) (i32.const 20)))
+          (local.set $s1 (i32.add (local.get $s1) (i32.const 20)))
+          (local.set $s2 (i32.add (local.get $s2) (i32.const 20)))
+          (local.set $s3 (i32.add (local.get $s3) (i32.const 20)))
           (local.set $xp (i32.add (local.get $xp) (i32.const 256)))
           (local.set $dp (i32.add (local.get $dp) (i32.const 4)))
           (local.set $bs (i32.add (local.get $bs) (i32.const 32)))
@@ -1581,7 +1581,7 @@
           (local.set $a2 (call $q6kfinish (local.get $t2) (local.get $s) (f32.load (i32.add (local.get $dp) (local.get $xs2))) (i32.add (local.get $bs) (local.get $xs2)) (local.get $a2)))
           (local.set $a3 (call $q6kfinish (local.get $t3) (local.get $s) (f32.load (i32.add (local.get $dp) (local.get $xs3))) (i32.add (local.get $bs) (local.get $xs3)) (local.get $a3)))
           (local.set $p (i32.add (local.get $p) (i32.const 768)))
-          (local.set $s (i32.add (local.get $s) (i32.const 18)))
+          (local.set $s (i32.add (local.get $s) (i32.const 20)))
           (local.set $xp (i32.add (local.get $xp) (i32.const 256)))
           (local.set $dp (i32.add (local.get $dp) (i32.const 4)))
           (local.set $bs (i32.add (local.get $bs) (i32.const 32)))

@@ -77,12 +77,12 @@ export const QTILE = 256
 /** Bytes of a row's run of one quantized tile (its quants, in ggml's byte order). */
 const quantRunBytes: Record<QuantStorage, number> = { q8_0: 256, q4_0: 128, q4_k: 128, q6_k: 192 }
 /**
- * Bytes of a row's scale record per quantized tile: Q8_0 eight f32 d (the file's f16 widened exactly at load:
- * its one-token kernel then splats a row's d with one load instead of widening four rows' halves per block,
- * for 6% more bytes); Q4_0 eight f16 d; Q4_K f16 d, f16 dmin, u8 sc[8], u8 m[8] (ggml's 6-bit packing
- * undone: 20 bytes for ggml's 16); Q6_K i8 sc[16], f16 d (as ggml).
+ * Bytes of a row's scale record per quantized tile. The f16 scales of Q8_0 and the K-quants are widened to
+ * f32 exactly at load (the kernels then read them with one load instead of widening in every super-block
+ * of every row): Q8_0 eight f32 d (6% more bytes than the file); Q4_0 eight f16 d; Q4_K f32 d, f32 dmin, u8
+ * sc[8], u8 m[8] (ggml's 6-bit packing undone: 24 bytes for ggml's 16); Q6_K i8 sc[16], f32 d.
  */
-const quantScaleBytes: Record<QuantStorage, number> = { q8_0: 32, q4_0: 16, q4_k: 20, q6_k: 18 }
+const quantScaleBytes: Record<QuantStorage, number> = { q8_0: 32, q4_0: 16, q4_k: 24, q6_k: 20 }
 
 /** The f32 bits of an f16 (bits h), exact for every half (subnormals normalized, NaN payloads kept). */
 export const f16BitsToF32Bits = (h: number): number => {
@@ -98,6 +98,16 @@ export const f16BitsToF32Bits = (h: number): number => {
     e32--
   }
   return (sign | (e32 << 23) | ((m & 0x3ff) << 13)) >>> 0
+}
+
+/** Little-endian 32-bit and 16-bit fields of a byte array (scale records). */
+const putF32Bits = (dst: Uint8Array, at: number, bits: number): void => {
+  for (let k = 0; k < 4; k++) dst[at + k] = (bits >>> (8 * k)) & 0xff
+}
+const getF32Bits = (src: Uint8Array, at: number): number => (src[at]! | (src[at + 1]! << 8) | (src[at + 2]! << 16) | (src[at + 3]! << 24)) >>> 0
+const putF16Bits = (dst: Uint8Array, at: number, bits: number): void => {
+  dst[at] = bits & 0xff
+  dst[at + 1] = bits >> 8
 }
 
 /** The f16 bits an f32 came from (the inverse of f16BitsToF32Bits on its results). */
@@ -175,10 +185,8 @@ export const packQuantRow = (blocks: Uint8Array, layout: MatrixLayout, r: number
     for (let b = 0; b < n; b++) {
       const at = b * blockBytes
       const o = runAt(layout, r, b >> 3) + (b & 7) * q
-      if (storage === "q8_0") {
-        const d = f16BitsToF32Bits(blocks[at]! | (blocks[at + 1]! << 8))
-        for (let k = 0; k < 4; k++) dst[rec + 4 * b + k] = (d >>> (8 * k)) & 0xff
-      } else {
+      if (storage === "q8_0") putF32Bits(dst, rec + 4 * b, f16BitsToF32Bits(blocks[at]! | (blocks[at + 1]! << 8)))
+      else {
         dst[rec + 2 * b] = blocks[at]!
         dst[rec + 2 * b + 1] = blocks[at + 1]!
       }
@@ -190,21 +198,23 @@ export const packQuantRow = (blocks: Uint8Array, layout: MatrixLayout, r: number
     const at = b * blockBytes
     const run = runAt(layout, r, b)
     if (storage === "q4_k") {
-      // ggml: f16 d, f16 dmin, u8 scales[12], u8 qs[128]; the record: d, dmin, sc[8], m[8] (get_scale_min_k4)
+      // ggml: f16 d, f16 dmin, u8 scales[12], u8 qs[128]; the record: f32 d, f32 dmin, sc[8], m[8] (get_scale_min_k4)
       for (let j = 0; j < 128; j++) dst[run + j] = blocks[at + 16 + j]!
-      const o = rec + 20 * b
-      for (let j = 0; j < 4; j++) dst[o + j] = blocks[at + j]!
+      const o = rec + 24 * b
+      putF32Bits(dst, o, f16BitsToF32Bits(blocks[at]! | (blocks[at + 1]! << 8)))
+      putF32Bits(dst, o + 4, f16BitsToF32Bits(blocks[at + 2]! | (blocks[at + 3]! << 8)))
       const s = at + 4
       for (let j = 0; j < 4; j++) {
-        dst[o + 4 + j] = blocks[s + j]! & 63
-        dst[o + 12 + j] = blocks[s + j + 4]! & 63
-        dst[o + 8 + j] = (blocks[s + j + 8]! & 0xf) | ((blocks[s + j]! >> 6) << 4)
-        dst[o + 16 + j] = (blocks[s + j + 8]! >> 4) | ((blocks[s + j + 4]! >> 6) << 4)
+        dst[o + 8 + j] = blocks[s + j]! & 63
+        dst[o + 16 + j] = blocks[s + j + 4]! & 63
+        dst[o + 12 + j] = (blocks[s + j + 8]! & 0xf) | ((blocks[s + j]! >> 6) << 4)
+        dst[o + 20 + j] = (blocks[s + j + 8]! >> 4) | ((blocks[s + j + 4]! >> 6) << 4)
       }
     } else {
-      // q6_k: ggml u8 ql[128], u8 qh[64] into the run; i8 scales[16], f16 d into the record
+      // q6_k: ggml u8 ql[128], u8 qh[64] into the run; i8 scales[16], then d as f32, into the record
       for (let j = 0; j < 192; j++) dst[run + j] = blocks[at + j]!
-      for (let j = 0; j < 18; j++) dst[rec + 18 * b + j] = blocks[at + 192 + j]!
+      for (let j = 0; j < 16; j++) dst[rec + 20 * b + j] = blocks[at + 192 + j]!
+      putF32Bits(dst, rec + 20 * b + 16, f16BitsToF32Bits(blocks[at + 208]! | (blocks[at + 209]! << 8)))
     }
   }
 }
@@ -221,12 +231,8 @@ export const quantRowBlocks = (packed: Uint8Array, layout: MatrixLayout, r: numb
       case "q8_0":
       case "q4_0": {
         const n = storage === "q8_0" ? 32 : 16
-        if (storage === "q8_0") {
-          const o = rec + 4 * b
-          const h = f32BitsToF16Bits((packed[o]! | (packed[o + 1]! << 8) | (packed[o + 2]! << 16) | (packed[o + 3]! << 24)) >>> 0)
-          out[at] = h & 0xff
-          out[at + 1] = h >> 8
-        } else {
+        if (storage === "q8_0") putF16Bits(out, at, f32BitsToF16Bits(getF32Bits(packed, rec + 4 * b)))
+        else {
           out[at] = packed[rec + 2 * b]!
           out[at + 1] = packed[rec + 2 * b + 1]!
         }
@@ -235,13 +241,14 @@ export const quantRowBlocks = (packed: Uint8Array, layout: MatrixLayout, r: numb
         break
       }
       case "q4_k": {
-        const o = rec + 20 * b
-        out.set(packed.subarray(o, o + 4), at)
+        const o = rec + 24 * b
+        putF16Bits(out, at, f32BitsToF16Bits(getF32Bits(packed, o)))
+        putF16Bits(out, at + 2, f32BitsToF16Bits(getF32Bits(packed, o + 4)))
         // ggml's 6-bit packing (quantize_row_q4_K_ref)
         out.fill(0, at + 4, at + 16)
         for (let j = 0; j < 8; j++) {
-          const sc = packed[o + 4 + j]!
-          const m = packed[o + 12 + j]!
+          const sc = packed[o + 8 + j]!
+          const m = packed[o + 16 + j]!
           if (j < 4) {
             out[at + 4 + j] = sc
             out[at + 8 + j] = m
@@ -258,7 +265,8 @@ export const quantRowBlocks = (packed: Uint8Array, layout: MatrixLayout, r: numb
       case "q6_k": {
         const run = runAt(layout, r, b)
         out.set(packed.subarray(run, run + 192), at)
-        out.set(packed.subarray(rec + 18 * b, rec + 18 * b + 18), at + 192)
+        out.set(packed.subarray(rec + 20 * b, rec + 20 * b + 16), at + 192)
+        putF16Bits(out, at + 208, f32BitsToF16Bits(getF32Bits(packed, rec + 20 * b + 16)))
         break
       }
     }
