@@ -1203,7 +1203,7 @@
                    (i16x8.relaxed_dot_i8x16_i7x16_s (v128.load offset=48 (local.get $xp)) (local.get $h1)))
         (local.get $sb))))
 
-  ;; One row's Q4_K super-block (quants at p, 20-byte scale record at s) against one token's activation
+  ;; One row's Q4_K super-block (quants at p, 24-byte scale record at s) against one token's activation
   ;; codes at xp (d_x = dx, Σq per 32 at bs): returns acc + its two terms (see the reduction order above).
   ;; |sumi lane| ≤ 8 · 2 · 63 · 2 · 2 · 15 · 127 < 2³¹.
   ;; @inline
@@ -1438,7 +1438,7 @@
       (f32x4.splat (f32.mul (f32.load offset=16 (local.get $s)) (local.get $dx)))
       (local.get $acc)))
 
-  ;; One row's Q6_K super-block (ql at p, qh at p + 128, 18-byte record at s) against one token: returns acc
+  ;; One row's Q6_K super-block (ql at p, qh at p + 128, 20-byte record at s) against one token: returns acc
   ;; plus its term.
   ;; @inline
   (func $q6ksb (param $p i32) (param $s i32) (param $xp i32) (param $dx f32) (param $bs i32) (param $acc v128) (param $m15 v128) (param $m48 v128) (result v128)
