@@ -37,12 +37,13 @@ import fc from "fast-check"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { ReferenceKernels } from "../reference/index.ts"
 import { SimdKernels } from "../simd/index.ts"
-import { f16BitsToF32Bits, f32BitsToF16Bits, matrixLayout, packQuantMatrix, quantRowBlocks, quantRowBytes, storageOf } from "../simd/layout.ts"
+import { matrixLayout, packQuantMatrix, quantRowBlocks, quantRowBytes, storageOf } from "../simd/layout.ts"
 import { type KernelError, Kernels, type KernelsShape, type WeightShape } from "../src/Kernels.ts"
 import type { LlamaConfig } from "../src/Config.ts"
 import * as Model from "../src/Model.ts"
 import { randomWeights } from "../testing/RandomModel.ts"
 import { q4kScaleMin, type QuantType, quantLayouts } from "../src/Quant.ts"
+import { f16BitsToF32Bits, f32BitsToF16Bits } from "../src/Half.ts"
 import { f16ToF32, fromFloat32, type RawTensor, toFloat32, transpose } from "../src/Tensor.ts"
 import { seeded } from "../testing/arbitraries.ts"
 import { assertClose, bitsEqual } from "../testing/tolerance.ts"
@@ -242,7 +243,7 @@ describe("simd quantized matmul", () => {
       }
   })
 
-  it("Q8_0 scales widened at load to f32 and back are the file's f16, for every one of the 65536 halves", () => {
+  it("scales widened at load to f32 (Q8_0, Q4_K, Q6_K) and back are the file's f16, for every one of the 65536 halves", () => {
     const f = new Float32Array(1)
     const bits = new Uint32Array(f.buffer)
     for (let h = 0; h < 65536; h++) {

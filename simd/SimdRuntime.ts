@@ -226,7 +226,8 @@ export class SimdRuntime {
     this.exports = new WebAssembly.Instance(module, { env: { memory: this.memory } }).exports as unknown as Exports
     this.fma = relaxed && this.exports.madd(FMA_A, FMA_A, FMA_C) !== 0
     this.refresh()
-    new Uint32Array(this.memory.buffer, CONSTANTS, constantWords().length).set(constantWords())
+    const constants = constantWords()
+    new Uint32Array(this.memory.buffer, CONSTANTS, constants.length).set(constants)
     Atomics.store(this.i32, CLAIM / 4, 0xffff) // closed: no job yet
     this.workers = Array.from({ length: options.threads - 1 }, (_, i) => {
       const worker = new Worker(workerSource, {

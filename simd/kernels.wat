@@ -913,7 +913,7 @@
     (param $tiles i32) (param $sel i32)
     (local $i i32) (local $r i32) (local $p0 i32) (local $p1 i32) (local $p2 i32) (local $p3 i32)
     (local $s0 i32) (local $s1 i32) (local $s2 i32) (local $s3 i32)
-    (local $xp i32) (local $dp i32) (local $xend i32) (local $b i32) (local $o i32) (local $dx f32)
+    (local $xp i32) (local $dp i32) (local $xend i32) (local $b i32) (local $o i32)
     (local $x0 v128) (local $x1 v128) (local $x2 v128) (local $x3 v128) (local $d v128)
     (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
     ;; 256 i16 activations per tile, then the f32 block scales

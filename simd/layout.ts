@@ -8,7 +8,7 @@
  */
 import { dequantize, type QuantType, quantLayouts } from "../src/Quant.ts"
 import type { DType } from "../src/Tensor.ts"
-import { f16ToF32 } from "../src/Tensor.ts"
+import { f16BitsToF32Bits, f16ToF32, f32BitsToF16Bits } from "../src/Half.ts"
 
 // ---- control block (byte addresses) ----
 /** Incremented by the main thread for every job; workers wait on it (spin, then Atomics.wait). */
@@ -84,41 +84,15 @@ const quantRunBytes: Record<QuantStorage, number> = { q8_0: 256, q4_0: 128, q4_k
  */
 const quantScaleBytes: Record<QuantStorage, number> = { q8_0: 32, q4_0: 16, q4_k: 24, q6_k: 20 }
 
-/** The f32 bits of an f16 (bits h), exact for every half (subnormals normalized, NaN payloads kept). */
-export const f16BitsToF32Bits = (h: number): number => {
-  const sign = (h & 0x8000) << 16
-  const e = (h >> 10) & 31
-  let m = h & 0x3ff
-  if (e === 31) return (sign | 0x7f800000 | (m << 13)) >>> 0
-  if (e > 0) return (sign | ((e + 112) << 23) | (m << 13)) >>> 0
-  if (m === 0) return sign >>> 0
-  let e32 = 113
-  while ((m & 0x400) === 0) {
-    m <<= 1
-    e32--
-  }
-  return (sign | (e32 << 23) | ((m & 0x3ff) << 13)) >>> 0
-}
-
 /** Little-endian 32-bit and 16-bit fields of a byte array (scale records). */
 const putF32Bits = (dst: Uint8Array, at: number, bits: number): void => {
   for (let k = 0; k < 4; k++) dst[at + k] = (bits >>> (8 * k)) & 0xff
 }
 const getF32Bits = (src: Uint8Array, at: number): number => (src[at]! | (src[at + 1]! << 8) | (src[at + 2]! << 16) | (src[at + 3]! << 24)) >>> 0
+const getF16Bits = (src: Uint8Array, at: number): number => src[at]! | (src[at + 1]! << 8)
 const putF16Bits = (dst: Uint8Array, at: number, bits: number): void => {
   dst[at] = bits & 0xff
   dst[at + 1] = bits >> 8
-}
-
-/** The f16 bits an f32 came from (the inverse of f16BitsToF32Bits on its results). */
-export const f32BitsToF16Bits = (b: number): number => {
-  const sign = (b >>> 16) & 0x8000
-  const e = (b >>> 23) & 255
-  const m = b & 0x7fffff
-  if (e === 255) return sign | 0x7c00 | (m >>> 13)
-  if (e === 0) return sign
-  if (e >= 113) return sign | ((e - 112) << 10) | (m >>> 13)
-  return sign | ((0x800000 | m) >>> (126 - e))
 }
 
 export interface MatrixLayout {
@@ -185,7 +159,7 @@ export const packQuantRow = (blocks: Uint8Array, layout: MatrixLayout, r: number
     for (let b = 0; b < n; b++) {
       const at = b * blockBytes
       const o = runAt(layout, r, b >> 3) + (b & 7) * q
-      if (storage === "q8_0") putF32Bits(dst, rec + 4 * b, f16BitsToF32Bits(blocks[at]! | (blocks[at + 1]! << 8)))
+      if (storage === "q8_0") putF32Bits(dst, rec + 4 * b, f16BitsToF32Bits(getF16Bits(blocks, at)))
       else {
         dst[rec + 2 * b] = blocks[at]!
         dst[rec + 2 * b + 1] = blocks[at + 1]!
@@ -201,8 +175,8 @@ export const packQuantRow = (blocks: Uint8Array, layout: MatrixLayout, r: number
       // ggml: f16 d, f16 dmin, u8 scales[12], u8 qs[128]; the record: f32 d, f32 dmin, sc[8], m[8] (get_scale_min_k4)
       for (let j = 0; j < 128; j++) dst[run + j] = blocks[at + 16 + j]!
       const o = rec + 24 * b
-      putF32Bits(dst, o, f16BitsToF32Bits(blocks[at]! | (blocks[at + 1]! << 8)))
-      putF32Bits(dst, o + 4, f16BitsToF32Bits(blocks[at + 2]! | (blocks[at + 3]! << 8)))
+      putF32Bits(dst, o, f16BitsToF32Bits(getF16Bits(blocks, at)))
+      putF32Bits(dst, o + 4, f16BitsToF32Bits(getF16Bits(blocks, at + 2)))
       const s = at + 4
       for (let j = 0; j < 4; j++) {
         dst[o + 8 + j] = blocks[s + j]! & 63
@@ -214,7 +188,7 @@ export const packQuantRow = (blocks: Uint8Array, layout: MatrixLayout, r: number
       // q6_k: ggml u8 ql[128], u8 qh[64] into the run; i8 scales[16], then d as f32, into the record
       for (let j = 0; j < 192; j++) dst[run + j] = blocks[at + j]!
       for (let j = 0; j < 16; j++) dst[rec + 20 * b + j] = blocks[at + 192 + j]!
-      putF32Bits(dst, rec + 20 * b + 16, f16BitsToF32Bits(blocks[at + 208]! | (blocks[at + 209]! << 8)))
+      putF32Bits(dst, rec + 20 * b + 16, f16BitsToF32Bits(getF16Bits(blocks, at + 208)))
     }
   }
 }

@@ -64,3 +64,33 @@ export const roundToBf16 = (x: number): number => {
   slotBits[0] = f32ToBf16Bits(x) << 16
   return slot[0]!
 }
+
+/**
+ * The f32 bits of an f16 (bits h), exact for every half, in integers only (subnormals normalized, NaN payloads
+ * kept, which a round trip through a float may not): simd stores quantized scales widened this way.
+ */
+export const f16BitsToF32Bits = (h: number): number => {
+  const sign = (h & 0x8000) << 16
+  const e = (h >> 10) & 31
+  let m = h & 0x3ff
+  if (e === 31) return (sign | 0x7f800000 | (m << 13)) >>> 0
+  if (e > 0) return (sign | ((e + 112) << 23) | (m << 13)) >>> 0
+  if (m === 0) return sign >>> 0
+  let e32 = 113
+  while ((m & 0x400) === 0) {
+    m <<= 1
+    e32--
+  }
+  return (sign | (e32 << 23) | ((m & 0x3ff) << 13)) >>> 0
+}
+
+/** The f16 bits an f32 came from (the inverse of f16BitsToF32Bits on its results). */
+export const f32BitsToF16Bits = (b: number): number => {
+  const sign = (b >>> 16) & 0x8000
+  const e = (b >>> 23) & 255
+  const m = b & 0x7fffff
+  if (e === 255) return sign | 0x7c00 | (m >>> 13)
+  if (e === 0) return sign
+  if (e >= 113) return sign | ((e - 112) << 10) | (m >>> 13)
+  return sign | ((0x800000 | m) >>> (126 - e))
+}
