@@ -94,4 +94,13 @@ describe("training/train.py", () => {
     const run = smoke(["--task", "gsm"])
     expect(run.stdout).toContain("task gsm")
   }, 250_000)
+  it.skipIf(reason !== undefined)("sparsity_probe.py measures sirius-tiny-gsm's sparse drafts teacher-forced: coarse drafts are rejected, fine ones almost never", () => {
+    const run = spawnSync("/usr/bin/python3", ["training/sparsity_probe.py", "--task", "gsm", "--n", "24"], { encoding: "utf8", timeout: 240_000, env: { ...process.env, OPENBLAS_NUM_THREADS: "1" } })
+    expect(run.status, run.stderr.slice(-2000)).toBe(0)
+    const r = JSON.parse(run.stdout) as { layers: ReadonlyArray<unknown>; fine: { rejected: number }; coarse: { rejected: number } }
+    expect(r.layers).toHaveLength(5)
+    // the model card's contrast (200 problems: coarse 2.16% rejected, fine 0%)
+    expect(r.coarse.rejected).toBeGreaterThan(0.005)
+    expect(r.fine.rejected).toBeLessThan(r.coarse.rejected / 4)
+  }, 250_000)
 })
