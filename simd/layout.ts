@@ -160,10 +160,7 @@ export const packQuantRow = (blocks: Uint8Array, layout: MatrixLayout, r: number
       const at = b * blockBytes
       const o = runAt(layout, r, b >> 3) + (b & 7) * q
       if (storage === "q8_0") putF32Bits(dst, rec + 4 * b, f16BitsToF32Bits(getF16Bits(blocks, at)))
-      else {
-        dst[rec + 2 * b] = blocks[at]!
-        dst[rec + 2 * b + 1] = blocks[at + 1]!
-      }
+      else putF16Bits(dst, rec + 2 * b, getF16Bits(blocks, at))
       for (let j = 0; j < q; j++) dst[o + j] = blocks[at + 2 + j]!
     }
     return
@@ -206,10 +203,7 @@ export const quantRowBlocks = (packed: Uint8Array, layout: MatrixLayout, r: numb
       case "q4_0": {
         const n = storage === "q8_0" ? 32 : 16
         if (storage === "q8_0") putF16Bits(out, at, f32BitsToF16Bits(getF32Bits(packed, rec + 4 * b)))
-        else {
-          out[at] = packed[rec + 2 * b]!
-          out[at + 1] = packed[rec + 2 * b + 1]!
-        }
+        else putF16Bits(out, at, getF16Bits(packed, rec + 2 * b))
         const run = runAt(layout, r, b >> 3) + (b & 7) * n
         for (let j = 0; j < n; j++) out[at + 2 + j] = packed[run + j]!
         break
