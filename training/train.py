@@ -51,7 +51,7 @@ RECIPES = {
         reference="reference-logits.json", report="train-report.json"),
     "gsm": dict(
         module=task_gsm, name="sirius-tiny-gsm",
-        config=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=5, num_attention_heads=4,
+        config=dict(hidden_size=128, intermediate_size=1024, num_hidden_layers=5, num_attention_heads=4,
                     num_key_value_heads=1, head_dim=32, max_position_embeddings=512),
         max_new=200,
         defaults=dict(steps=3600, batch=22, lr=3e-3, warmup=200, wd=0.1, eval_every=500, bf16=0,
