@@ -99,7 +99,7 @@ describe("training/train.py", () => {
     expect(run.status, run.stderr.slice(-2000)).toBe(0)
     const r = JSON.parse(run.stdout) as { layers: ReadonlyArray<unknown>; fine: { rejected: number }; coarse: { rejected: number } }
     expect(r.layers).toHaveLength(5)
-    // the model card's contrast (200 problems: coarse 2.16% rejected, fine 0%)
+    // the model card's contrast (200 problems: coarse 1.10% rejected, fine 0%)
     expect(r.coarse.rejected).toBeGreaterThan(0.005)
     expect(r.fine.rejected).toBeLessThan(r.coarse.rejected / 4)
   }, 250_000)

@@ -26,7 +26,7 @@ export const modelDir: string = join(packageRoot(), "models", "sirius-tiny-arith
 export const testData: string = join(packageRoot(), "data", "arith", "test.jsonl")
 
 /**
- * models/sirius-tiny-gsm: the second bundled model (1.2M parameters, word-level tokenizer), trained by
+ * models/sirius-tiny-gsm: the second bundled model (2.2M parameters, word-level tokenizer), trained by
  * `training/train.py --task gsm` on tiny GSM-style word problems whose solutions can be written more than one
  * way, so its next-token distributions have real entropy and Sirius's lossy acceptance shows. Its model card
  * (README.md) has the measured table.
