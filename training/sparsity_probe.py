@@ -11,9 +11,10 @@ per problem, the neurons with the largest prompt statistic; the prompt itself st
 per layer, the share of Σ|SiLU(gate·x)·(up·x)| held by the largest 50% and 20% of neurons (how concentrated
 a token's MLP activations are: fine sparsity at density ρ is cheap when the top ρ hold nearly everything).
 
-Calibration on sirius-tiny-gsm (its model card): coarse rejected 2.16% ↔ Sirius AAL 11.62 of 16 and
-accuracy 0.128; fine rejected 0.00% ↔ AAL 16.00 and accuracy 0.940. training/README.md has the probe's
-figures for the recipe variants tried for issue #16's fine-sparsity target.
+Calibration on sirius-tiny-gsm (its model card): coarse rejected 1.10% ↔ Sirius AAL 13.48 of 16 and
+accuracy 0.333; fine rejected 0.00% ↔ AAL 15.99 and accuracy 0.902; on the first, 512-wide recipe coarse
+rejected 2.16% ↔ AAL 11.62. training/README.md has the probe's figures for the recipe variants tried for
+issue #16's fine-sparsity target.
 
   /usr/bin/python3 training/sparsity_probe.py --task gsm [--model DIR] [--n 200] [--density 0.5]
       [--threshold 0.1] [--threads 1]            (prints one JSON object)
