@@ -64,12 +64,9 @@ def probe(model, problems, density=0.5, threshold=0.1):
     # slightly pessimistic against Sirius's dense prefill (train.py's fine rows: 0.940 vs 0.9375 both ways)
     out["fine"] = rates(model(ids, sparse=("fine", D - int(D * (1 - density)))))
     masks = []
-    for layer, h in zip(model.layers, hidden):  # train.generate's GRIFFIN statistic over the prompt
-        z = F.silu(layer.gate_proj(h)) * layer.up_proj(h)
-        z = z / z.norm(dim=-1, keepdim=True).clamp(min=1e-30) * in_prompt[..., None]
-        kept = z.norm(dim=1).topk(int(D * density), dim=-1).indices
-        m = torch.zeros(B, D).scatter(-1, kept, 1.0)[:, None].expand(B, T, D).clone()
-        m[in_prompt] = 1.0
+    for kept in train.griffin_masks(model, hidden, in_prompt, density):
+        m = kept[:, None].expand(B, T, D).clone()
+        m[in_prompt] = 1.0  # the prompt's own positions stay dense
         masks.append(("mask", m))
     out["coarse"] = rates(model(ids, sparse=masks))
     return out

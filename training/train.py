@@ -239,6 +239,21 @@ def bucketed_batches(bs, n_drill, seed, pool=16):
 
 # ============================================================== greedy evaluation (KV cache, left padding)
 @torch.no_grad()
+def griffin_masks(model, hidden, prompt, density):
+    """GRIFFIN's per-sequence kept sets: per layer, the int(D·density) neurons with the largest norm over the
+    prompt positions (prompt: bool [B,T]) of the token-normalised SiLU(gate·x)·(up·x). hidden: each layer's MLP
+    input (model(..., sparse="collect")). Returns one float mask [B,D] per layer."""
+    D = model.c["intermediate_size"]
+    masks = []
+    for layer, h in zip(model.layers, hidden):
+        z = F.silu(layer.gate_proj(h)) * layer.up_proj(h)  # [B,T,D]
+        z = z / z.norm(dim=-1, keepdim=True).clamp(min=1e-30)
+        z = z * prompt[..., None]
+        kept = z.norm(dim=1).topk(int(D * density), dim=-1).indices  # [B,kc]
+        masks.append(torch.zeros(h.shape[0], D).scatter(-1, kept, 1.0))
+    return masks
+
+
 def generate(model, prompts, mode="dense", density=0.5, max_new=None, sparse_prefill=False):
     """Greedy decoding. mode: dense | fine (per-token top-k |SiLU(gate x)|) | coarse (per-prompt GRIFFIN set).
     Prefill is dense (as in Sirius) unless sparse_prefill; sparsity applies to every generated token.
@@ -265,17 +280,7 @@ def generate(model, prompts, mode="dense", density=0.5, max_new=None, sparse_pre
         pre_sparse = ("fine", keep)
     if mode == "coarse":
         logits, hs = model(ids, pos, mask, caches, sparse="collect")
-        masks = []
-        kc = int(D * density)
-        for layer, h in zip(model.layers, hs):
-            z = F.silu(layer.gate_proj(h)) * layer.up_proj(h)  # [B,P,D]
-            z = z / z.norm(dim=-1, keepdim=True).clamp(min=1e-30)
-            z = z * valid[..., None]
-            stat = z.norm(dim=1)  # [B,D]
-            sel = stat.topk(kc, dim=-1).indices
-            m = torch.zeros(B, D).scatter(-1, sel, 1.0)[:, None]
-            masks.append(("mask", m))
-        dec_sparse = masks
+        dec_sparse = [("mask", m[:, None]) for m in griffin_masks(model, hs, valid, density)]
     else:
         logits = model(ids, pos, mask, caches, sparse=pre_sparse)
         dec_sparse = ("fine", keep) if mode == "fine" else None
